@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`. Every target installs
+# what it needs on a fresh machine (Debian packages, Python packages, the Kubernetes
+# binaries built from Go modules) and does nothing more when it is already there.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test deps k8s lint typecheck pytest clean
+
+run: deps k8s
+	$(BIN)/wardgate demo
+
+test: deps k8s lint typecheck pytest
+
+deps: $(STAMP)
+
+$(STAMP): pyproject.toml hack/install-system-deps.sh
+	bash hack/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+k8s:
+	bash hack/k8s-binaries.sh
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: deps
+	$(BIN)/mypy
+
+pytest: deps k8s
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

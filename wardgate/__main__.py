@@ -1,0 +1,5 @@
+import sys
+
+from wardgate.cli import main
+
+sys.exit(main())
