@@ -1,0 +1,587 @@
+"""The gateway config: the contract between the operator, which renders it, and the gateway.
+
+JSON keys are camelCase (`jwksUri`, `projectUrl`); Python attributes are snake_case.
+Every model forbids unknown keys and is frozen. Secret material never appears in a config:
+fields that hold it take a `$secret.NAME` reference, resolved when the config loads
+(see `wardgate.gateway.secrets`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+SECRET_REFERENCE_PREFIX: Final = "$secret."
+SECRET_NAME_PATTERN: Final = r"[A-Za-z_][A-Za-z0-9_.-]*"
+_SECRET_REFERENCE_RE: Final = re.compile(re.escape(SECRET_REFERENCE_PREFIX) + SECRET_NAME_PATTERN)
+_METHOD_RE: Final = re.compile(r"[A-Z]+")
+
+HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
+ASYMMETRIC_ALGORITHMS: Final = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "EdDSA",
+)
+Algorithm = Literal[
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "EdDSA",
+]
+ANY_METHOD: Final = "*"
+AUTH0_ALGORITHMS: Final[tuple[Algorithm, ...]] = ("RS256",)
+
+
+class Model(BaseModel):
+    """Base of every config model."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+    )
+
+
+def _check_secret_reference(value: str) -> str:
+    if not _SECRET_REFERENCE_RE.fullmatch(value):
+        raise ValueError(
+            "must be a secret reference of the form `$secret.NAME`; secret values are "
+            "never written in a config"
+        )
+    return value
+
+
+SecretReference = Annotated[str, AfterValidator(_check_secret_reference)]
+"""A `$secret.NAME` reference; `secret_name()` extracts NAME."""
+
+
+def secret_name(reference: str) -> str:
+    """The NAME of a `$secret.NAME` reference."""
+    return reference.removeprefix(SECRET_REFERENCE_PREFIX)
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
+"""A list of strings that may also be written as one string."""
+
+
+class ClaimHeader(Model):
+    """A claim forwarded to the upstream as a request header."""
+
+    claim: str = Field(min_length=1)
+    """Claim name; a dotted path (`app_metadata.tenant`) reaches into objects."""
+    header: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")
+    """Header name the upstream receives. Incoming headers with this name are removed."""
+
+
+class AuthorizerCommon(Model):
+    """Fields every authorizer type has."""
+
+    leeway: float = Field(default=60.0, ge=0, le=3600)
+    """Seconds of clock skew tolerated for `exp`, `nbf` and `iat`."""
+    required_claims: list[str] = Field(default_factory=list)
+    """Claims that must be present in every token."""
+    forward_claims: list[ClaimHeader] = Field(default_factory=list)
+    """Claims passed to the upstream as headers."""
+    forward_authorization: bool = True
+    """Whether the upstream receives the client's `Authorization` header."""
+    jwks_uri: HttpUrl | None = None
+    """URL of a JSON Web Key Set (for asymmetric algorithms)."""
+    jwks_cache_seconds: float = Field(default=300.0, ge=1, le=86400)
+    """Default lifetime of fetched keys; `Cache-Control: max-age` overrides it within bounds."""
+
+
+class JwtAuthorizer(AuthorizerCommon):
+    """Verifies JWTs signed with an HMAC secret or with keys from a JWKS."""
+
+    type: Literal["jwt"]
+    secret: SecretReference | None = None
+    """HMAC secret for HS* algorithms, as `$secret.NAME`."""
+    jwks: dict[str, JsonValue] | None = None
+    """An inline JSON Web Key Set (`{"keys": [...]}`) for asymmetric algorithms."""
+    algorithm: Algorithm | None = None
+    """One accepted algorithm (shorthand for `algorithms`)."""
+    algorithms: list[Algorithm] | None = Field(default=None, min_length=1)
+    """Accepted algorithms. They come from here, never from the token."""
+    issuer: StrList | None = None
+    """Accepted issuer(s) (`iss`); unchecked when absent."""
+    audience: StrList | None = None
+    """Accepted audience(s); the token's `aud` (string or list) must contain one."""
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> JwtAuthorizer:
+        sources = [
+            n
+            for n, v in (("secret", self.secret), ("jwksUri", self.jwks_uri), ("jwks", self.jwks))
+            if v is not None
+        ]
+        if len(sources) != 1:
+            raise ValueError(
+                "exactly one key source is required: `secret` (HS*), `jwksUri` or `jwks`; "
+                f"found {', '.join(sources) or 'none'}"
+            )
+        if self.algorithm is not None and self.algorithms is not None:
+            raise ValueError("give `algorithm` or `algorithms`, not both")
+        allowed = self.accepted_algorithms()
+        if self.secret is not None:
+            wrong = [a for a in allowed if a not in HMAC_ALGORITHMS]
+            if wrong:
+                raise ValueError(f"`secret` works only with HS* algorithms, not {wrong}")
+        else:
+            wrong = [a for a in allowed if a in HMAC_ALGORITHMS]
+            if wrong:
+                raise ValueError(
+                    f"HS* algorithms {wrong} need `secret`; a key set holds public keys, and "
+                    "using one as an HMAC secret is the algorithm-confusion attack"
+                )
+        return self
+
+    def accepted_algorithms(self) -> tuple[str, ...]:
+        if self.algorithms is not None:
+            return tuple(self.algorithms)
+        if self.algorithm is not None:
+            return (self.algorithm,)
+        return ("HS256",) if self.secret is not None else ("RS256", "ES256")
+
+
+def _check_domain(value: str) -> str:
+    if "://" in value or "/" in value:
+        raise ValueError("must be a bare domain such as `tenant.eu.auth0.com`, without scheme")
+    return value
+
+
+class Auth0Authorizer(AuthorizerCommon):
+    """Auth0: issuer `https://DOMAIN/`, keys from `https://DOMAIN/.well-known/jwks.json`."""
+
+    type: Literal["auth0"]
+    domain: Annotated[str, AfterValidator(_check_domain)] = Field(min_length=1)
+    """The tenant's domain or custom domain, e.g. `tenant.eu.auth0.com`."""
+    audience: StrList = Field(min_length=1)
+    """The API identifier(s) the tokens are requested for."""
+    algorithms: list[Algorithm] = Field(
+        default_factory=lambda: list(AUTH0_ALGORITHMS), min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _check_algorithms(self) -> Auth0Authorizer:
+        if any(a in HMAC_ALGORITHMS for a in self.algorithms):
+            raise ValueError("Auth0 authorizers verify with the tenant's JWKS: use RS256/PS256")
+        return self
+
+    @property
+    def issuer(self) -> list[str]:
+        return [f"https://{self.domain}/"]
+
+    def effective_jwks_uri(self) -> str:
+        return self.jwks_uri or f"https://{self.domain}/.well-known/jwks.json"
+
+
+def _check_project_url(value: str) -> str:
+    _check_http_url(value)
+    if urlsplit(value).path not in ("", "/"):
+        raise ValueError("must be the project's base URL, e.g. `https://REF.supabase.co`")
+    return value.rstrip("/")
+
+
+class SupabaseAuthorizer(AuthorizerCommon):
+    """Supabase Auth: issuer `PROJECT/auth/v1`, keys from its JWKS or a legacy HS256 secret."""
+
+    type: Literal["supabase"]
+    project_url: Annotated[str, AfterValidator(_check_project_url)]
+    """The project URL, `https://REF.supabase.co`."""
+    jwt_secret: SecretReference | None = None
+    """Legacy HS256 JWT secret, as `$secret.NAME`, for projects without asymmetric keys."""
+    audience: StrList = Field(default_factory=lambda: ["authenticated"], min_length=1)
+    algorithms: list[Algorithm] | None = Field(default=None, min_length=1)
+
+    @property
+    def issuer(self) -> list[str]:
+        return [f"{self.project_url}/auth/v1"]
+
+    def effective_jwks_uri(self) -> str:
+        return self.jwks_uri or f"{self.project_url}/auth/v1/.well-known/jwks.json"
+
+    def accepted_algorithms(self) -> tuple[str, ...]:
+        if self.algorithms is not None:
+            return tuple(self.algorithms)
+        return ("ES256", "RS256", "HS256") if self.jwt_secret else ("ES256", "RS256")
+
+    @model_validator(mode="after")
+    def _check_algorithms(self) -> SupabaseAuthorizer:
+        if self.jwt_secret is None and any(
+            a in HMAC_ALGORITHMS for a in self.accepted_algorithms()
+        ):
+            raise ValueError("HS256 needs `jwtSecret` (the project's legacy JWT secret)")
+        return self
+
+
+Authorizer = Annotated[
+    JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer, Field(discriminator="type")
+]
+
+
+class RouteAuth(Model):
+    """Auth of one path: which authorizer, and what the token must carry."""
+
+    authorizer: str | None = None
+    """Name of an authorizer in `authorizers`; the config's default when absent."""
+    scopes: list[str] = Field(default_factory=list)
+    """Scopes that must all be granted (`scope`, `scp` or `permissions` claims)."""
+    claims: dict[str, JsonValue] = Field(default_factory=dict)
+    """Claims that must equal these values (a list value: the claim must contain each)."""
+    allowed_api_key_roles: list[Literal["anon", "service_role"]] = Field(default_factory=list)
+    """Supabase API key roles accepted on this route, besides user tokens."""
+
+
+class Server(Model):
+    """An upstream server."""
+
+    url: HttpUrl
+    """Base URL; the request's normalised path is appended to its path."""
+    connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    read_timeout: float = Field(default=30.0, gt=0, le=3600)
+
+
+def _server_shorthand(value: Any) -> Any:
+    return {"url": value} if isinstance(value, str) else value
+
+
+ServerSpec = Annotated[Server, BeforeValidator(_server_shorthand)]
+
+
+class HttpProxyIntegration(Model):
+    """Proxy the request to a named server."""
+
+    type: Literal["http_proxy"]
+    server: str = Field(min_length=1)
+    """Name of an entry in `servers`."""
+    strip_prefix: str | None = None
+    """A path prefix removed before the request is sent upstream."""
+
+
+class StaticIntegration(Model):
+    """Answer with a fixed response."""
+
+    type: Literal["static"]
+    status: int = Field(default=200, ge=100, le=599)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: JsonValue = None
+    """A string is sent as text/plain; anything else as JSON."""
+
+
+Integration = Annotated[HttpProxyIntegration | StaticIntegration, Field(discriminator="type")]
+
+
+class CorsPolicy(Model):
+    """Cross-origin resource sharing; preflights are answered before any auth check."""
+
+    allow_origins: list[str] = Field(min_length=1)
+    """Origins allowed (`https://app.example.com`), or `*`."""
+    allow_methods: list[str] = Field(default_factory=list)
+    """Methods allowed; the route's own methods when empty."""
+    allow_headers: list[str] = Field(default_factory=lambda: ["authorization", "content-type"])
+    expose_headers: list[str] = Field(default_factory=list)
+    allow_credentials: bool = False
+    max_age: int | None = Field(default=600, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> CorsPolicy:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("`allowCredentials` cannot be used with the `*` origin")
+        return self
+
+
+def _check_method(value: str) -> str:
+    if value != ANY_METHOD and not _METHOD_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an upper-case HTTP method or `*`")
+    return value
+
+
+Method = Annotated[str, AfterValidator(_check_method)]
+
+
+def _auth_shorthand(value: Any) -> Any:
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class PathEntry(Model):
+    """One method + path of the gateway."""
+
+    method: Annotated[list[Method], BeforeValidator(_one_or_many)] = Field(min_length=1)
+    """A method, a list of methods, or `*` for any."""
+    path: str = Field(min_length=1)
+    """`/exact/segments`, `{param}` segments, and a trailing `/*` prefix wildcard."""
+    auth: Annotated[RouteAuth | None, BeforeValidator(_auth_shorthand)] = None
+    """`true`: the default authorizer; `false` or absent: public; an object: authorizer and
+    checks."""
+    response: JsonValue = None
+    """Shorthand for a static 200 whose JSON body is this value."""
+    integration: Integration | None = None
+    cors: CorsPolicy | None = None
+    """Overrides the gateway's CORS policy for this path."""
+
+    @model_validator(mode="after")
+    def _check_action(self) -> PathEntry:
+        has_response = "response" in self.model_fields_set
+        if has_response == (self.integration is not None):
+            raise ValueError("give exactly one of `response` or `integration`")
+        if len(self.methods()) != len(set(self.methods())):
+            raise ValueError("`method` lists a method twice")
+        if ANY_METHOD in self.methods() and len(self.methods()) > 1:
+            raise ValueError("`*` (any method) cannot be combined with other methods")
+        return self
+
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self.method)
+
+    def effective_integration(self) -> HttpProxyIntegration | StaticIntegration:
+        if self.integration is not None:
+            return self.integration
+        return StaticIntegration(type="static", body=self.response)
+
+    def route_auth(self) -> RouteAuth | None:
+        """The auth this path requires, or None when it is public."""
+        return self.auth
+
+
+class Limits(Model):
+    """Request limits."""
+
+    max_token_bytes: int = Field(default=8192, ge=256, le=65536)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    max_header_bytes: int = Field(default=8190, ge=1024, le=65536)
+    """Longest request line or header field."""
+    max_headers: int = Field(default=100, ge=8, le=1000)
+
+
+class GatewayConfig(Model):
+    """The whole config of one gateway."""
+
+    authorizer: Authorizer | None = None
+    """The default authorizer, inline. (A string here is read as `defaultAuthorizer`.)"""
+    default_authorizer: str | None = None
+    """The default authorizer as the name of an entry in `authorizers`."""
+    authorizers: dict[str, Authorizer] = Field(default_factory=dict)
+    servers: dict[str, ServerSpec] = Field(default_factory=dict)
+    paths: list[PathEntry] = Field(default_factory=list)
+    cors: CorsPolicy | None = None
+    limits: Limits = Field(default_factory=Limits)
+    debug: bool = False
+    """Add expected-versus-actual details to denial bodies (they are always logged)."""
+    drain_seconds: float = Field(default=20.0, ge=0, le=600)
+    """On SIGTERM, how long in-flight requests may take to finish."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _authorizer_name_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("authorizer"), str):
+            data = dict(data)
+            data["defaultAuthorizer"] = data.pop("authorizer")
+        return data
+
+    @model_validator(mode="after")
+    def _check_references(self) -> GatewayConfig:
+        problems: list[str] = []
+        if self.authorizer is not None and self.default_authorizer is not None:
+            problems.append("defaultAuthorizer: give an inline `authorizer` or a name, not both")
+        elif (
+            self.default_authorizer is not None and self.default_authorizer not in self.authorizers
+        ):
+            problems.append(
+                f"defaultAuthorizer: no authorizer named {self.default_authorizer!r} in "
+                "`authorizers`"
+            )
+        if self.authorizer is not None and DEFAULT_AUTHORIZER in self.authorizers:
+            problems.append(
+                f"authorizers.{DEFAULT_AUTHORIZER}: the name is taken by the inline default "
+                "`authorizer`"
+            )
+        seen: dict[tuple[str, str], int] = {}
+        for index, entry in enumerate(self.paths):
+            where = f"paths.{index}"
+            route_auth = entry.route_auth()
+            if route_auth is not None:
+                name = route_auth.authorizer
+                if name is None and self.default_authorizer_name() is None:
+                    problems.append(
+                        f"{where}.auth: the route needs auth but no default `authorizer` is set"
+                    )
+                elif (
+                    name is not None and name not in self.authorizers and name != DEFAULT_AUTHORIZER
+                ):
+                    problems.append(f"{where}.auth.authorizer: no authorizer named {name!r}")
+            integration = entry.integration
+            if (
+                isinstance(integration, HttpProxyIntegration)
+                and integration.server not in self.servers
+            ):
+                server = integration.server
+                problems.append(f"{where}.integration.server: no server named {server!r}")
+            for method in entry.methods():
+                key = (method, route_pattern_key(entry.path))
+                if key in seen:
+                    problems.append(f"{where}: {method} {entry.path} duplicates paths.{seen[key]}")
+                else:
+                    seen[key] = index
+        if problems:
+            # One line each, already prefixed with its dotted path (see format_validation_error).
+            raise ValueError("\n".join(problems))
+        return self
+
+    def named_authorizers(self) -> dict[str, JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer]:
+        """Every authorizer by name; the inline default is named `default`."""
+        named: dict[str, JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer] = dict(
+            self.authorizers
+        )
+        if self.authorizer is not None:
+            named[DEFAULT_AUTHORIZER] = self.authorizer
+        return named
+
+    def default_authorizer_name(self) -> str | None:
+        if self.authorizer is not None:
+            return DEFAULT_AUTHORIZER
+        return self.default_authorizer
+
+    def secret_references(self) -> Iterator[tuple[str, str]]:
+        """(dotted field path, reference) of every secret reference, in config order."""
+        for name, authorizer in self.named_authorizers().items():
+            where = (
+                "authorizer"
+                if self.authorizer is not None and name == DEFAULT_AUTHORIZER
+                else f"authorizers.{name}"
+            )
+            if isinstance(authorizer, JwtAuthorizer) and authorizer.secret:
+                yield f"{where}.secret", authorizer.secret
+            if isinstance(authorizer, SupabaseAuthorizer) and authorizer.jwt_secret:
+                yield f"{where}.jwtSecret", authorizer.jwt_secret
+
+
+DEFAULT_AUTHORIZER: Final = "default"
+
+
+def route_pattern_key(path: str) -> str:
+    """The pattern with parameter names erased: `/a/{x}` and `/a/{y}` are the same route."""
+    return re.sub(r"\{[^/}]*\}", "{}", path)
+
+
+GATEWAY_CONFIG_ADAPTER: Final = TypeAdapter(GatewayConfig)
+
+
+def parse_config(data: object) -> GatewayConfig:
+    """Validate a decoded config document; raises `ConfigError` with dotted-path messages."""
+    try:
+        return GATEWAY_CONFIG_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, data)) from None
+
+
+def parse_config_json(text: str | bytes) -> GatewayConfig:
+    """Validate a JSON config document."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError([f"(document): not valid JSON: {exc}"]) from None
+    return parse_config(data)
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the config (camelCase keys, as written)."""
+    return GATEWAY_CONFIG_ADAPTER.json_schema(by_alias=True)
+
+
+def format_validation_error(exc: ValidationError, data: object) -> list[str]:
+    """One `dotted.path: reason` line per problem; input values are never echoed."""
+    lines: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = ".".join(_json_location(error["loc"], data))
+        message = error["msg"].removeprefix("Value error, ")
+        for line in message.splitlines():
+            if location:
+                lines.append(f"{location}: {line}")
+            elif error["type"] == "value_error":
+                lines.append(line)  # cross-reference checks name their own paths
+            else:
+                lines.append(f"(document): {line}")
+    return lines
+
+
+def _json_location(loc: tuple[int | str, ...], data: object) -> list[str]:
+    """The location as the user wrote it: pydantic adds union tags (the `type` of a
+    discriminated union member), which are not keys of the document, so walk the input
+    and drop any part that is not a key or index there."""
+    parts: list[str] = []
+    current: object = data
+    for position, part in enumerate(loc):
+        last = position == len(loc) - 1
+        if isinstance(current, dict):
+            if part in current:
+                current = current[part]
+            elif not last:
+                continue  # a union tag
+            parts.append(str(part))
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            parts.append(str(part))
+        elif last and not isinstance(part, int):
+            parts.append(str(part))
+            current = None
+    return parts
+
+
+class ConfigError(Exception):
+    """A config is invalid; `problems` are `dotted.path: reason` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

@@ -1,0 +1,93 @@
+"""Loading a config file: parse, validate, resolve `$secret.NAME` references. All or nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import SecretStr
+
+from wardgate.gateway.config import ConfigError, GatewayConfig, parse_config, secret_name
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config with its secret values, ready to serve."""
+
+    config: GatewayConfig
+    secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def secret(self, reference: str) -> str:
+        """The value of a `$secret.NAME` reference (resolved at load time)."""
+        return self.secrets[secret_name(reference)].get_secret_value()
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSource:
+    """Where secret values come from: a directory with one file per key (a mounted
+    Kubernetes Secret), then environment variables of the same name."""
+
+    directory: Path | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def lookup(self, name: str) -> str | None:
+        if self.directory is not None:
+            candidate = self.directory / name
+            # A mounted Secret's keys are symlinks into a `..data` folder: follow them, but
+            # never outside names (NAME cannot hold `/`, see SECRET_NAME_PATTERN).
+            if candidate.is_file():
+                return candidate.read_text(encoding="utf-8").rstrip("\r\n")
+        return self.environ.get(name)
+
+
+def resolve_secrets(config: GatewayConfig, source: SecretSource) -> dict[str, SecretStr]:
+    """Look up every reference; a missing one is an error that names it, never a value."""
+    resolved: dict[str, SecretStr] = {}
+    problems: list[str] = []
+    for where, reference in config.secret_references():
+        name = secret_name(reference)
+        value = source.lookup(name)
+        if value is None:
+            places = f"file {source.directory / name} or " if source.directory else ""
+            problems.append(
+                f"{where}: secret reference {reference} is not set (looked for {places}"
+                f"environment variable {name})"
+            )
+        elif value == "":
+            problems.append(f"{where}: secret reference {reference} is empty")
+        else:
+            resolved[name] = SecretStr(value)
+    if problems:
+        raise ConfigError(problems)
+    return resolved
+
+
+def read_document(path: Path) -> object:
+    """Read a JSON or YAML file (YAML for `.yaml`/`.yml`)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError([f"(document): cannot parse {path.name}: {exc}"]) from None
+
+
+def load_config(data: object, source: SecretSource, origin: str = "<memory>") -> LoadedConfig:
+    """Validate a decoded document and resolve its secrets."""
+    config = parse_config(data)
+    return LoadedConfig(config=config, secrets=resolve_secrets(config, source), source=origin)
+
+
+def load_config_file(path: Path, source: SecretSource) -> LoadedConfig:
+    """Read, validate and resolve a config file."""
+    try:
+        data = read_document(path)
+    except OSError as exc:
+        raise ConfigError([f"(document): cannot read {path}: {exc.strerror}"]) from None
+    return load_config(data, source, origin=str(path))
