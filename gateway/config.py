@@ -136,6 +136,10 @@ class AuthorizerCommon(Model):
     """URL of a JSON Web Key Set (for asymmetric algorithms)."""
     jwks_cache_seconds: float = Field(default=300.0, ge=1, le=86400)
     """Default lifetime of fetched keys; `Cache-Control: max-age` overrides it within bounds."""
+    jwks_refetch_seconds: float = Field(default=10.0, ge=0, le=3600)
+    """Least time between two fetches of the JWKS (an unknown `kid` or a failed fetch)."""
+    jwks_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Time limit of one JWKS fetch."""
 
 
 class JwtAuthorizer(AuthorizerCommon):

@@ -1,0 +1,830 @@
+"""The runtime authorizers: from an `Authorization` header to a `Principal`, or a
+catalogued `GatewayError` whose `detail` says what was expected and what was found.
+
+Checks run in this order, always; the first failure decides the code:
+
+ 1. authorization  header present (`missing_token`), `Bearer` scheme with exactly one
+                   token (`invalid_auth_scheme`)
+ 2. size           `limits.maxTokenBytes` (`token_too_large`)
+ 3. format         three base64url segments of UTF-8 JSON objects without duplicate names
+                   (`opaque_token` when there is no `.` at all; `malformed_token`: JWE,
+                   nested JWT, `b64`, `crit`, bad base64url/UTF-8/JSON, `alg` missing)
+ 4. algorithm      `alg` among the authorizer's configured algorithms; `none` never
+                   (`algorithm_not_allowed`)
+ 5. kid            a key for the token's `kid` and `alg`: the HS* secret, the inline key
+                   set, or the JWKS (refetched once for an unknown `kid`, rate-limited)
+                   (`unknown_kid`; `idp_unavailable`, a 503, when the JWKS cannot be had)
+ 6. signature      (`invalid_signature`)
+ 7. exp            `now < exp + leeway` (`token_expired`)
+ 8. nbf, iat       `nbf - leeway <= now`, `iat - leeway <= now` (`token_not_yet_valid`)
+ 9. issuer         `iss` is one of the accepted issuers (`issuer_mismatch`)
+10. audience       `aud` (string or array) holds an accepted audience (`audience_mismatch`)
+11. required_claims  the authorizer's `requiredClaims` are present (`missing_claim`)
+12. api_key        Supabase only: a token with `iss: "supabase"` and `role` `anon` or
+                   `service_role` is an API key, not a user token (`supabase_api_key`)
+                   unless the route's `allowedApiKeyRoles` lists the role; API keys skip
+                   steps 9-11, which are rules for user tokens
+13. claims         the route's `claims` (`missing_claim`, `claim_mismatch`)
+14. scopes         the route's `scopes` among `scope`, `scp` and `permissions`
+                   (`insufficient_scope`, a 403)
+
+Two diagnostics answer before the algorithm step on Supabase authorizers, because they
+are certain whatever the signature: a new-style `sb_publishable_`/`sb_secret_` key, and
+a legacy HS256 API key sent to an authorizer that has no `jwtSecret` to verify it.
+
+Steps 3-11 do not depend on the route: their result is cached per token
+(`wardgate.gateway.verification`), so a repeated token costs a dict lookup, the
+`exp`/`nbf` window and steps 12-14.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+import aiohttp
+from jwt.exceptions import InvalidKeyError
+
+from wardgate.gateway.config import (
+    HMAC_ALGORITHMS,
+    Auth0Authorizer,
+    ClaimHeader,
+    ConfigError,
+    JwtAuthorizer,
+    RouteAuth,
+    SupabaseAuthorizer,
+)
+from wardgate.gateway.errors import (
+    ALGORITHM_NOT_ALLOWED,
+    AUDIENCE_MISMATCH,
+    CLAIM_MISMATCH,
+    IDP_UNAVAILABLE,
+    INSUFFICIENT_SCOPE,
+    INTERNAL_ERROR,
+    INVALID_SIGNATURE,
+    ISSUER_MISMATCH,
+    MALFORMED_TOKEN,
+    MISSING_CLAIM,
+    SUPABASE_API_KEY,
+    TOKEN_EXPIRED,
+    TOKEN_NOT_YET_VALID,
+    UNKNOWN_KID,
+    ErrorCode,
+    GatewayError,
+)
+from wardgate.gateway.jwks import (
+    ALGORITHMS,
+    AuthMetrics,
+    JwksCache,
+    KeySet,
+    KeysUnavailable,
+    asymmetric,
+    parse_key_set,
+)
+from wardgate.gateway.loading import LoadedConfig
+from wardgate.gateway.tokens import ParsedToken, bearer_token, clip, json_type, parse_token
+from wardgate.gateway.verification import Verified, VerifiedTokens
+
+__all__ = ["AuthMetrics", "Authorizers", "Check", "Principal"]
+
+logger = logging.getLogger("wardgate.gateway.authorizers")
+
+SUPABASE_API_KEY_ISSUER: Final = "supabase"
+SUPABASE_API_KEY_ROLES: Final = frozenset({"anon", "service_role"})
+SUPABASE_NEW_KEY_PREFIXES: Final = ("sb_publishable_", "sb_secret_")
+CLOCK_SKEW_HINT_SECONDS: Final = 300.0
+HMAC_MIN_KEY_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
+_MISSING: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    authorizer: str
+    subject: str | None
+    claims: Mapping[str, Any]
+    """Verified claims (read-only)."""
+    scopes: frozenset[str]
+    """From `scope` (space-separated), `scp` (string or array) and `permissions` (array)."""
+
+
+@dataclass(slots=True)
+class Check:
+    """One step of a decision, for `wardgate explain` and for logs."""
+
+    name: str
+    passed: bool
+    expected: Any = None
+    actual: Any = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """What the route-independent checks establish about a token (the cached value)."""
+
+    principal: Principal
+    api_key_role: str | None
+
+
+def _error(error: ErrorCode, check: str, note: str | None = None, **facts: Any) -> GatewayError:
+    detail: dict[str, Any] = {"check": check}
+    if note is not None:
+        detail["note"] = note
+    detail.update(facts)
+    return GatewayError(error, detail)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _claim(claims: Mapping[str, Any], name: str) -> Any:
+    """A claim by name; a dotted name that is not itself a claim walks into objects."""
+    if name in claims:
+        return claims[name]
+    if "." not in name:
+        return _MISSING
+    current: Any = claims
+    for part in name.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return _MISSING
+        current = current[part]
+    return current
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values without Python's `True == 1`."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if _is_number(a) and _is_number(b):
+        return bool(a == b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
+    """Granted scopes: `scope` (space-separated), `scp` and `permissions`."""
+    granted: set[str] = set()
+    for name in ("scope", "scp", "permissions"):
+        value = claims.get(name)
+        if isinstance(value, str) and name != "permissions":
+            granted.update(value.split())
+        elif isinstance(value, list):
+            granted.update(item for item in value if isinstance(item, str))
+    return frozenset(granted)
+
+
+def header_value(value: Any) -> str:
+    """A claim as a header value: plain printable ASCII strings as they are, anything
+    else as ASCII JSON (so no claim can inject a line break or non-ASCII byte)."""
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        return value
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+class RuntimeAuthorizer:
+    """One configured authorizer, ready to verify tokens."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer,
+        loaded: LoadedConfig,
+        session: Callable[[], aiohttp.ClientSession],
+        metrics: AuthMetrics | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.kind = spec.type
+        self.clock = clock
+        self.algorithms: tuple[str, ...] = (
+            spec.accepted_algorithms()
+            if not isinstance(spec, Auth0Authorizer)
+            else tuple(spec.algorithms)
+        )
+        self.leeway = spec.leeway
+        self.required_claims: tuple[str, ...] = tuple(spec.required_claims)
+        self.forward_claims: tuple[ClaimHeader, ...] = tuple(spec.forward_claims)
+        self.forward_authorization = spec.forward_authorization
+        self.is_supabase = isinstance(spec, SupabaseAuthorizer)
+        self.issuers: tuple[str, ...] | None = tuple(spec.issuer) if spec.issuer else None
+        self.audiences: tuple[str, ...] | None = tuple(spec.audience) if spec.audience else None
+        self.cache: VerifiedTokens[_Result] = VerifiedTokens()
+        self.warnings: list[str] = []
+        where = "authorizer" if name == "default" else f"authorizers.{name}"
+        self.where = where
+
+        self.hmac_keys: dict[str, Any] = {}
+        secret_reference = (
+            spec.jwt_secret
+            if isinstance(spec, SupabaseAuthorizer)
+            else spec.secret
+            if isinstance(spec, JwtAuthorizer)
+            else None
+        )
+        self.has_secret = secret_reference is not None
+        if secret_reference is not None:
+            secret = loaded.secret(secret_reference).encode("utf-8")
+            for alg in self.algorithms:
+                if alg not in HMAC_ALGORITHMS:
+                    continue
+                try:
+                    # PyJWT refuses secrets that look like PEM or SSH public keys.
+                    self.hmac_keys[alg] = ALGORITHMS[alg].prepare_key(secret)
+                except InvalidKeyError:
+                    raise ConfigError(
+                        [
+                            f"{where}: the {alg} secret looks like a public or private key; "
+                            "HMAC with a key-pair is the algorithm-confusion attack: use the "
+                            "key set (`jwksUri`/`jwks`) with RS*/ES* instead"
+                        ]
+                    ) from None
+                minimum = HMAC_MIN_KEY_BYTES[alg]
+                if len(secret) < minimum:
+                    self.warnings.append(
+                        f"{where}: the {alg} secret is {len(secret)} bytes, shorter than the "
+                        f"{minimum} bytes RFC 7518 requires; it can be brute-forced"
+                    )
+
+        self.static_keys: KeySet | None = None
+        self.jwks: JwksCache | None = None
+        public_algorithms = asymmetric(self.algorithms)
+        if isinstance(spec, JwtAuthorizer) and spec.jwks is not None:
+            key_set, problems = parse_key_set(spec.jwks, public_algorithms, f"{where}.jwks")
+            self.warnings.extend(problems)
+            if not key_set.keys:
+                raise ConfigError([f"{where}.jwks: no usable key (see the problems above)"])
+            self.static_keys = key_set
+        elif public_algorithms:
+            url = spec.jwks_uri if isinstance(spec, JwtAuthorizer) else spec.effective_jwks_uri()
+            if url is not None:
+                self.jwks = JwksCache(
+                    authorizer=name,
+                    url=url,
+                    algorithms=public_algorithms,
+                    session=session,
+                    clock=clock,
+                    ttl=spec.jwks_cache_seconds,
+                    refetch_interval=spec.jwks_refetch_seconds,
+                    timeout=spec.jwks_timeout_seconds,
+                    metrics=metrics,
+                    on_keys_removed=self.cache.clear,
+                )
+
+        if isinstance(spec, JwtAuthorizer):
+            for issuer in spec.issuer or ():
+                if ".auth0.com" in issuer and not issuer.endswith("/"):
+                    self.warnings.append(
+                        f"{where}.issuer: {issuer!r} has no trailing slash, but Auth0 issues "
+                        f"`iss: {issuer}/`; every token would fail with issuer_mismatch"
+                    )
+            if spec.audience is None:
+                self.warnings.append(
+                    f"{where}: no `audience`: tokens issued for any API are accepted"
+                )
+
+    # --- route-independent checks (cached) ---------------------------------------------
+
+    async def verify(self, token: str, trace: list[Check] | None) -> _Result:
+        """Steps 3-11 of the module docstring, then cache the result."""
+        if self.is_supabase and token.startswith(SUPABASE_NEW_KEY_PREFIXES):
+            raise _error(
+                SUPABASE_API_KEY,
+                "format",
+                "a Supabase publishable/secret API key identifies the project, not a user",
+            )
+        parsed = parse_token(token)
+        claims = parsed.claims
+        if trace is not None:
+            note = "decoded, NOT verified yet"
+            if parsed.ignored_headers:
+                note += f"; ignored header parameters {list(parsed.ignored_headers)}"
+            trace.append(
+                Check(
+                    "format",
+                    True,
+                    actual={"header": dict(parsed.header), "claims": dict(claims)},
+                    note=note,
+                )
+            )
+        alg = parsed.alg
+        self._check_algorithm(parsed)
+        if trace is not None:
+            trace.append(Check("algorithm", True, list(self.algorithms), alg))
+        keys = await self._keys(parsed, trace)
+        self._check_signature(parsed, keys)
+        if trace is not None:
+            trace.append(Check("signature", True, note=f"{alg}, {len(keys)} candidate key(s)"))
+
+        now = self.clock()
+        not_before, expires = self._check_times(claims, now, trace)
+
+        api_key_role: str | None = None
+        role = claims.get("role")
+        if (
+            self.is_supabase
+            and claims.get("iss") == SUPABASE_API_KEY_ISSUER
+            and isinstance(role, str)
+            and role in SUPABASE_API_KEY_ROLES
+        ):
+            api_key_role = role
+            if trace is not None:
+                skipped = "skipped: a Supabase API key, not a user token"
+                trace.append(Check("issuer", True, actual=SUPABASE_API_KEY_ISSUER, note=skipped))
+                trace.append(Check("audience", True, note=skipped))
+                trace.append(Check("required_claims", True, note=skipped))
+        else:
+            self._check_issuer(claims, trace)
+            self._check_audience(claims, trace)
+            self._check_required_claims(claims, trace)
+
+        subject = claims.get("sub")
+        principal = Principal(
+            authorizer=self.name,
+            subject=subject if isinstance(subject, str) else None,
+            claims=MappingProxyType(claims),
+            scopes=scopes_of(claims),
+        )
+        result = _Result(principal, api_key_role)
+        self.cache.put(token, Verified(result, not_before, expires))
+        return result
+
+    def _check_algorithm(self, parsed: ParsedToken) -> None:
+        alg = parsed.alg
+        if alg.lower() == "none":
+            raise _error(
+                ALGORITHM_NOT_ALLOWED,
+                "algorithm",
+                "unsigned tokens (`alg: none`) are never accepted",
+                expected=list(self.algorithms),
+                actual=clip(alg),
+            )
+        if alg in self.algorithms:
+            return
+        if self.is_supabase and alg in HMAC_ALGORITHMS and not self.has_secret:
+            claims = parsed.claims
+            if (
+                claims.get("iss") == SUPABASE_API_KEY_ISSUER
+                and claims.get("role") in SUPABASE_API_KEY_ROLES
+            ):
+                raise _error(
+                    SUPABASE_API_KEY,
+                    "algorithm",
+                    "the token has the shape of a Supabase API key (iss supabase, role "
+                    f"{claims.get('role')}); its signature was not checked, since the "
+                    "authorizer has no `jwtSecret`",
+                    expected=list(self.algorithms),
+                    actual=alg,
+                )
+        raise _error(
+            ALGORITHM_NOT_ALLOWED,
+            "algorithm",
+            "the authorizer's algorithms decide, never the token",
+            expected=list(self.algorithms),
+            actual=clip(alg),
+        )
+
+    async def _keys(self, parsed: ParsedToken, trace: list[Check] | None) -> list[Any]:
+        alg, kid = parsed.alg, parsed.kid
+        hmac_key = self.hmac_keys.get(alg)
+        if hmac_key is not None:
+            if trace is not None:
+                trace.append(Check("kid", True, actual=clip(kid), note=f"{alg}: the secret"))
+            return [hmac_key]
+        if self.static_keys is not None:
+            key_set = self.static_keys
+            keys = key_set.candidates(kid, alg)
+        elif self.jwks is not None:
+            try:
+                keys, key_set = await self.jwks.lookup(kid, alg)
+            except KeysUnavailable as exc:
+                raise _error(
+                    IDP_UNAVAILABLE,
+                    "kid",
+                    f"no key is cached and {exc.reason}",
+                    jwksUri=self.jwks.url,
+                    lastSuccess=self.jwks.last_success,
+                ) from None
+        else:  # a configuration the models rule out; never a 401 for it
+            raise _error(INTERNAL_ERROR, "kid", f"no key source for {alg}")
+        if keys:
+            if trace is not None:
+                trace.append(Check("kid", True, key_set.kids(), clip(kid)))
+            return keys
+        raise self._no_key(kid, alg, key_set)
+
+    def _no_key(self, kid: str | None, alg: str, key_set: KeySet) -> GatewayError:
+        available = key_set.kids()
+        jwks = self.jwks
+        if not key_set.keys:
+            if self.is_supabase and self.has_secret:
+                return _error(
+                    UNKNOWN_KID,
+                    "kid",
+                    "the project's JWKS is empty: it signs with the legacy HS256 secret only",
+                    expected=available,
+                    actual=clip(kid),
+                )
+            note = (
+                "JWKS is empty: legacy HS256 project? configure jwtSecret"
+                if self.is_supabase
+                else "the JWKS holds no keys"
+            )
+            return _error(
+                IDP_UNAVAILABLE, "kid", note, jwksUri=jwks.url if jwks else None, actual=clip(kid)
+            )
+        if jwks is not None and jwks.provider_down():
+            return _error(
+                IDP_UNAVAILABLE,
+                "kid",
+                "the kid is not among the cached keys and the JWKS cannot be refreshed: "
+                f"{jwks.last_error}",
+                jwksUri=jwks.url,
+                expected=available,
+                actual=clip(kid),
+                lastSuccess=jwks.last_success,
+            )
+        if kid is not None and kid in available:
+            fits = sorted({a for key in key_set.keys if key.kid == kid for a in key.prepared})
+            return _error(
+                ALGORITHM_NOT_ALLOWED,
+                "algorithm",
+                f"the key {clip(kid)!r} verifies {fits} only",
+                expected=fits,
+                actual=alg,
+            )
+        note = (
+            f"the token has no kid and no key fits {alg}"
+            if kid is None
+            else "the kid is not in the key set, even after a refresh"
+        )
+        return _error(UNKNOWN_KID, "kid", note, expected=available, actual=clip(kid))
+
+    def _check_signature(self, parsed: ParsedToken, keys: Sequence[Any]) -> None:
+        algorithm = ALGORITHMS[parsed.alg]
+        for key in keys:
+            try:
+                if algorithm.verify(parsed.signing_input, key, parsed.signature):
+                    return
+            except (ValueError, TypeError, InvalidKeyError):
+                continue
+        raise _error(
+            INVALID_SIGNATURE,
+            "signature",
+            "the signature does not verify"
+            + ("" if parsed.signature else " (the signature segment is empty)"),
+            alg=parsed.alg,
+            kid=clip(parsed.kid),
+            keysTried=len(keys),
+        )
+
+    def _check_times(
+        self, claims: Mapping[str, Any], now: float, trace: list[Check] | None
+    ) -> tuple[float, float]:
+        """The validity window `[not_before, expires)` with the leeway applied."""
+        leeway = self.leeway
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name, _MISSING)
+            if value is not _MISSING and not (_is_number(value) and math.isfinite(value)):
+                raise _error(
+                    MALFORMED_TOKEN,
+                    name,
+                    f"`{name}` must be a number of seconds since the epoch",
+                    expected="number",
+                    actual=json_type(value),
+                )
+        exp = claims.get("exp")
+        expires = math.inf
+        if exp is not None:
+            expires = exp + leeway
+            if now >= expires:
+                late = now - exp
+                raise _error(
+                    TOKEN_EXPIRED,
+                    "exp",
+                    (
+                        "likely clock skew: expired less than 5 minutes ago"
+                        if late < CLOCK_SKEW_HINT_SECONDS
+                        else None
+                    ),
+                    expected=exp,
+                    actual=round(now, 3),
+                    now=round(now, 3),
+                    leeway=leeway,
+                    deltaSeconds=round(late, 3),
+                )
+        if trace is not None:
+            trace.append(
+                Check(
+                    "exp",
+                    True,
+                    exp,
+                    round(now, 3),
+                    note=f"leeway {leeway}s" if exp is not None else "no exp claim",
+                )
+            )
+        not_before = -math.inf
+        for name in ("nbf", "iat"):
+            value = claims.get(name)
+            if value is None:
+                if trace is not None:
+                    trace.append(Check(name, True, note=f"no {name} claim"))
+                continue
+            start = value - leeway
+            if now < start:
+                early = value - now
+                raise _error(
+                    TOKEN_NOT_YET_VALID,
+                    name,
+                    f"`{name}` is {round(early, 3)}s ahead of the gateway's clock (leeway "
+                    f"{leeway}s): the issuer's clock is ahead?",
+                    expected=f"{name} <= now + leeway",
+                    actual=value,
+                    now=round(now, 3),
+                    leeway=leeway,
+                    deltaSeconds=round(early, 3),
+                )
+            not_before = max(not_before, start)
+            if trace is not None:
+                trace.append(Check(name, True, value, round(now, 3), note=f"leeway {leeway}s"))
+        return not_before, expires
+
+    def _check_issuer(self, claims: Mapping[str, Any], trace: list[Check] | None) -> None:
+        issuers = self.issuers
+        iss = claims.get("iss", _MISSING)
+        if issuers is None:
+            if trace is not None:
+                trace.append(Check("issuer", True, note="no issuer configured: unchecked"))
+            return
+        if iss is _MISSING or not isinstance(iss, str) or iss not in issuers:
+            note = None
+            if iss is _MISSING:
+                note = "the token has no `iss` claim"
+            elif not isinstance(iss, str):
+                note = f"`iss` must be a string, found {json_type(iss)}"
+            elif iss.rstrip("/") in {i.rstrip("/") for i in issuers}:
+                note = "differs only in the trailing slash (Auth0 issuers end with `/`)"
+            raise _error(
+                ISSUER_MISMATCH,
+                "issuer",
+                note,
+                expected=list(issuers),
+                actual=clip(iss) if isinstance(iss, str) else None,
+            )
+        if trace is not None:
+            trace.append(Check("issuer", True, list(issuers), iss))
+
+    def _check_audience(self, claims: Mapping[str, Any], trace: list[Check] | None) -> None:
+        audiences = self.audiences
+        if audiences is None:
+            if trace is not None:
+                trace.append(Check("audience", True, note="no audience configured: unchecked"))
+            return
+        aud = claims.get("aud", _MISSING)
+        if isinstance(aud, str):
+            found: list[str] | None = [aud]
+        elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+            found = aud
+        else:
+            found = None
+        if found is None or not any(a in audiences for a in found):
+            if aud is _MISSING:
+                note: str | None = "the token has no `aud` claim"
+            elif found is None:
+                note = "`aud` must be a string or a non-empty array of strings, found " + json_type(
+                    aud
+                )
+            else:
+                note = None
+            raise _error(
+                AUDIENCE_MISMATCH,
+                "audience",
+                note,
+                expected=list(audiences),
+                actual=[clip(a) for a in found[:10]] if found is not None else None,
+            )
+        if trace is not None:
+            trace.append(Check("audience", True, list(audiences), found))
+
+    def _check_required_claims(self, claims: Mapping[str, Any], trace: list[Check] | None) -> None:
+        if not self.required_claims:
+            return
+        missing = [n for n in self.required_claims if _claim(claims, n) in (_MISSING, None)]
+        if missing:
+            raise _error(
+                MISSING_CLAIM,
+                "required_claims",
+                "the authorizer's requiredClaims are not all present",
+                expected=list(self.required_claims),
+                missing=missing,
+            )
+        if trace is not None:
+            trace.append(Check("required_claims", True, list(self.required_claims)))
+
+
+def check_route(result: _Result, route_auth: RouteAuth, trace: list[Check] | None) -> Principal:
+    """Steps 12-14: the route's API key roles, claims and scopes."""
+    principal = result.principal
+    role = result.api_key_role
+    if role is not None:
+        allowed = route_auth.allowed_api_key_roles
+        if role not in allowed:
+            raise _error(
+                SUPABASE_API_KEY,
+                "api_key",
+                "a Supabase API key, not a user's access token",
+                expected=list(allowed),
+                actual=role,
+            )
+        if trace is not None:
+            trace.append(Check("api_key", True, list(allowed), role))
+    if route_auth.claims:
+        for name, wanted in route_auth.claims.items():
+            value = _claim(principal.claims, name)
+            if value is _MISSING:
+                raise _error(
+                    MISSING_CLAIM, "claims", f"the route requires the claim {name!r}", claim=name
+                )
+            if isinstance(wanted, list):
+                have = value if isinstance(value, list) else [value]
+                ok = all(any(_json_equal(w, h) for h in have) for w in wanted)
+            else:
+                ok = _json_equal(wanted, value)
+            if not ok:
+                raise _error(
+                    CLAIM_MISMATCH,
+                    "claims",
+                    f"the claim {name!r} does not have the value the route requires",
+                    claim=name,
+                    expected=wanted,
+                    actual=clip(value),
+                )
+        if trace is not None:
+            trace.append(Check("claims", True, dict(route_auth.claims)))
+    if route_auth.scopes:
+        missing = [s for s in route_auth.scopes if s not in principal.scopes]
+        if missing:
+            raise _error(
+                INSUFFICIENT_SCOPE,
+                "scopes",
+                "the token lacks scopes the route requires",
+                expected=list(route_auth.scopes),
+                actual=sorted(principal.scopes)[:50],
+                missing=missing,
+            )
+        if trace is not None:
+            trace.append(Check("scopes", True, list(route_auth.scopes), sorted(principal.scopes)))
+    return principal
+
+
+class Authorizers:
+    """All runtime authorizers of one loaded config."""
+
+    def __init__(
+        self,
+        authorizers: Mapping[str, RuntimeAuthorizer],
+        default: str | None,
+        max_token_bytes: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self._by_name = dict(authorizers)
+        self._default = default
+        self._max_token_bytes = max_token_bytes
+        self._clock = clock
+        self._stripped = frozenset(
+            claim.header.lower()
+            for authorizer in self._by_name.values()
+            for claim in authorizer.forward_claims
+        )
+
+    @classmethod
+    def build(
+        cls,
+        loaded: LoadedConfig,
+        session: Callable[[], aiohttp.ClientSession],
+        metrics: AuthMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Authorizers:
+        """Runtime authorizers for every authorizer of the config; raises `ConfigError`
+        for what only shows with the secrets and keys at hand (a PEM as HMAC secret, an
+        inline key set without a usable key)."""
+        config = loaded.config
+        built = {
+            name: RuntimeAuthorizer(name, spec, loaded, session, metrics, clock)
+            for name, spec in config.named_authorizers().items()
+        }
+        return cls(built, config.default_authorizer_name(), config.limits.max_token_bytes, clock)
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def warnings(self) -> list[str]:
+        """Configuration smells worth a startup log line (short secrets, Auth0 issuers...)."""
+        return [w for authorizer in self._by_name.values() for w in authorizer.warnings]
+
+    async def authorize(
+        self,
+        route_auth: RouteAuth,
+        authorization: str | None,
+        *,
+        trace: list[Check] | None = None,
+    ) -> Principal:
+        """The principal of a request to a route, or a `GatewayError` (see the module doc)."""
+        name = route_auth.authorizer or self._default
+        runtime = self._by_name.get(name) if name is not None else None
+        if runtime is None:
+            raise _error(INTERNAL_ERROR, "authorizer", f"no authorizer named {name!r}")
+        try:
+            token = bearer_token(authorization, self._max_token_bytes)
+            result = None if trace is not None else runtime.cache.get(token, self._clock())
+            if result is None:
+                result = await runtime.verify(token, trace)
+            if (
+                result.api_key_role is None
+                and not route_auth.scopes
+                and not route_auth.claims
+                and trace is None
+            ):
+                return result.principal
+            return check_route(result, route_auth, trace)
+        except GatewayError as exc:
+            detail = exc.detail
+            detail.setdefault("authorizer", runtime.name)
+            if trace is not None:
+                trace.append(
+                    Check(
+                        str(detail.get("check", "")),
+                        False,
+                        detail.get("expected"),
+                        detail.get("actual"),
+                        detail.get("note"),
+                    )
+                )
+            raise
+
+    def forwarded_headers(self, principal: Principal) -> dict[str, str]:
+        """Headers for the upstream from the authorizer's `forwardClaims`."""
+        runtime = self._by_name.get(principal.authorizer)
+        if runtime is None or not runtime.forward_claims:
+            return {}
+        headers: dict[str, str] = {}
+        for item in runtime.forward_claims:
+            value = _claim(principal.claims, item.claim)
+            if value is not _MISSING and value is not None:
+                headers[item.header] = header_value(value)
+        return headers
+
+    def stripped_request_headers(self) -> frozenset[str]:
+        """Lower-case names of every `forwardClaims` header: removed from every request."""
+        return self._stripped
+
+    def forwards_authorization(self, name: str) -> bool:
+        runtime = self._by_name.get(name)
+        return runtime.forward_authorization if runtime is not None else False
+
+    async def prefetch(self) -> None:
+        """Warm the JWKS caches; failures are logged (and show in `health()`), not raised."""
+        caches = [a.jwks for a in self._by_name.values() if a.jwks is not None]
+        await asyncio.gather(*(cache.refresh() for cache in caches))
+        for cache in caches:
+            if cache.last_error is not None:
+                logger.warning(
+                    "jwks prefetch failed: authorizer=%s url=%s error=%s",
+                    cache.authorizer,
+                    cache.url,
+                    cache.last_error,
+                )
+
+    def health(self) -> dict[str, Any]:
+        """Per authorizer: key source and JWKS state (URL, last success and error, kids)."""
+        report: dict[str, Any] = {}
+        for name, runtime in self._by_name.items():
+            entry: dict[str, Any] = {"type": runtime.kind, "algorithms": list(runtime.algorithms)}
+            if runtime.hmac_keys:
+                entry["secret"] = True
+            if runtime.static_keys is not None:
+                entry["inlineKids"] = runtime.static_keys.kids()
+            if runtime.jwks is not None:
+                entry["jwks"] = runtime.jwks.health()
+            entry["cachedTokens"] = len(runtime.cache)
+            report[name] = entry
+        return report
+
+    async def close(self) -> None:
+        for runtime in self._by_name.values():
+            if runtime.jwks is not None:
+                await runtime.jwks.close()

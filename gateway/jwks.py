@@ -1,0 +1,336 @@
+"""JSON Web Key Sets: parsing keys once, and an async cache of a remote JWKS.
+
+The cache fetches with the process's one shared `aiohttp.ClientSession` (never PyJWT's
+blocking `PyJWKClient`) and follows these rules:
+- keys live for the authorizer's `jwksCacheSeconds`, or the response's
+  `Cache-Control: max-age` clamped to [60 s, 24 h];
+- past that lifetime, the cached keys are still used while one background refresh runs
+  (stale-while-revalidate);
+- a `kid` that is not cached triggers a refetch, at most once per `jwksRefetchSeconds`
+  per authorizer, and concurrent misses await one shared fetch;
+- a failed fetch (unreachable, non-200, garbage) keeps the previous keys (stale-if-error);
+  keys that cannot be used are skipped one by one, with a log line;
+- when a fetch succeeds and a key disappears (revocation), `on_keys_removed` runs so
+  that tokens verified with it are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import aiohttp
+from jwt import PyJWK
+from jwt.algorithms import Algorithm, get_default_algorithms
+from jwt.exceptions import InvalidKeyError, PyJWTError
+
+logger = logging.getLogger("wardgate.gateway.jwks")
+
+MIN_MAX_AGE: Final = 60.0
+MAX_MAX_AGE: Final = 86400.0
+MAX_JWKS_BYTES: Final = 1024 * 1024
+_MAX_AGE_RE: Final = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+_NO_CACHE_RE: Final = re.compile(r"(?:^|[,\s])(?:no-cache|no-store)(?:$|[,\s])", re.IGNORECASE)
+
+ALGORITHMS: Final[Mapping[str, Algorithm]] = get_default_algorithms()
+"""PyJWT's algorithm objects by name; `none` is never looked up (see authorizers)."""
+
+
+class AuthMetrics(Protocol):
+    """What the authorizers report; the app implements it with prometheus-client."""
+
+    def jwks_fetch(self, authorizer: str, ok: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """One usable public key, prepared for each accepted algorithm it can verify."""
+
+    kid: str | None
+    kty: str
+    prepared: Mapping[str, Any]
+    """Algorithm name → the key object PyJWT's algorithm verifies with."""
+    identity: str
+    """The JWK's canonical JSON: a key that changes under the same `kid` is another key."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """Keys by `kid`; tokens without `kid` are tried against every key fit for their alg."""
+
+    keys: tuple[VerificationKey, ...] = ()
+
+    def candidates(self, kid: str | None, alg: str) -> list[Any]:
+        """Prepared keys that may verify a token with this `kid` and `alg`."""
+        return [
+            key.prepared[alg]
+            for key in self.keys
+            if alg in key.prepared and (kid is None or key.kid == kid)
+        ]
+
+    def kids(self) -> list[str]:
+        return sorted({key.kid for key in self.keys if key.kid is not None})
+
+    def identities(self) -> frozenset[str]:
+        return frozenset(key.identity for key in self.keys)
+
+
+def parse_key_set(
+    document: object, algorithms: Sequence[str], source: str
+) -> tuple[KeySet, list[str]]:
+    """The usable keys of a decoded JWKS, and one problem line per key skipped.
+
+    Raises `ValueError` when the document is not a key set at all.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError('not a JSON Web Key Set: expected an object with a "keys" array')
+    keys: list[VerificationKey] = []
+    problems: list[str] = []
+    for index, jwk in enumerate(document["keys"]):
+        key, problem = _parse_key(jwk, algorithms)
+        if key is not None:
+            keys.append(key)
+        else:
+            problems.append(f"{source} keys[{index}]: {problem}")
+    return KeySet(tuple(keys)), problems
+
+
+def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey | None, str]:
+    if not isinstance(jwk, dict):
+        return None, "not a JSON object"
+    kid = jwk.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        return None, "`kid` is not a string"
+    kty = jwk.get("kty")
+    if kty not in ("RSA", "EC", "OKP"):
+        # `oct` keys are secrets: a published key set must never hold one.
+        return None, f"kty {kty!r} is not a public key type (RSA, EC, OKP)"
+    if "d" in jwk:
+        return None, "holds private key material (`d`): refused"
+    if jwk.get("use", "sig") != "sig":
+        return None, f"use {jwk.get('use')!r} is not `sig`"
+    key_ops = jwk.get("key_ops")
+    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+        return None, "key_ops does not include `verify`"
+    pinned = jwk.get("alg")
+    if pinned is not None and not isinstance(pinned, str):
+        return None, "`alg` is not a string"
+    try:
+        parsed = PyJWK(jwk)
+    except (PyJWTError, ValueError, TypeError, KeyError) as exc:
+        return None, f"cannot be loaded: {exc.__class__.__name__}"
+    prepared: dict[str, Any] = {}
+    for alg in algorithms:
+        if pinned is not None and pinned != alg:
+            continue  # RFC 8725 3.1: a key is used with its own algorithm only
+        algorithm = ALGORITHMS.get(alg)
+        if algorithm is None:
+            continue
+        try:
+            # PyJWT checks the key family and, for ECDSA, the curve of the algorithm.
+            prepared[alg] = algorithm.prepare_key(parsed.key)
+        except (InvalidKeyError, ValueError, TypeError):
+            continue
+    if not prepared:
+        return None, f"fits none of the accepted algorithms {list(algorithms)}"
+    identity = json.dumps(jwk, sort_keys=True, separators=(",", ":"), default=str)
+    return VerificationKey(kid=kid, kty=kty, prepared=prepared, identity=identity), ""
+
+
+class KeysUnavailable(Exception):
+    """No key set can be had: never fetched successfully, and the last attempt failed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def max_age_from(cache_control: str | None, default: float) -> float:
+    """The lifetime a response allows, clamped to [MIN_MAX_AGE, MAX_MAX_AGE]."""
+    if not cache_control:
+        return default
+    match = _MAX_AGE_RE.search(cache_control)
+    if match is not None:
+        return min(max(float(match.group(1)), MIN_MAX_AGE), MAX_MAX_AGE)
+    if _NO_CACHE_RE.search(cache_control):
+        return MIN_MAX_AGE
+    return default
+
+
+@dataclass(slots=True)
+class JwksCache:
+    """The keys of one authorizer's JWKS URL."""
+
+    authorizer: str
+    url: str
+    algorithms: Sequence[str]
+    session: Callable[[], aiohttp.ClientSession]
+    clock: Callable[[], float]
+    ttl: float = 300.0
+    refetch_interval: float = 10.0
+    timeout: float = 5.0
+    metrics: AuthMetrics | None = None
+    on_keys_removed: Callable[[], None] | None = None
+
+    key_set: KeySet | None = None
+    expires_at: float = 0.0
+    last_attempt: float | None = None
+    last_success: float | None = None
+    last_error: str | None = None
+    fetches: int = 0
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def lookup(self, kid: str | None, alg: str) -> tuple[list[Any], KeySet]:
+        """Prepared keys for a token's `kid` and `alg` (empty when unknown), and the set.
+
+        Raises `KeysUnavailable` when there is no key set at all.
+        """
+        now = self.clock()
+        key_set = self.key_set
+        if key_set is None:
+            if self._task is None and not self._may_fetch(now):
+                raise KeysUnavailable(self._unavailable_reason())
+            await self.refresh()
+            key_set = self.key_set
+            if key_set is None:
+                raise KeysUnavailable(self._unavailable_reason())
+            return key_set.candidates(kid, alg), key_set
+        if now >= self.expires_at and self._may_fetch(now):
+            self._start_refresh()  # stale-while-revalidate: this request goes on
+        candidates = key_set.candidates(kid, alg)
+        if candidates:
+            return candidates, key_set
+        if self._task is not None or self._may_fetch(now):
+            await self.refresh()
+            key_set = self.key_set or key_set
+            candidates = key_set.candidates(kid, alg)
+        return candidates, key_set
+
+    async def refresh(self) -> None:
+        """Fetch now, or join the fetch already running; never raises for a failed fetch."""
+        task = self._start_refresh()
+        # Shielded: a client that disconnects must not cancel the fetch others await.
+        await asyncio.shield(task)
+
+    def provider_down(self) -> bool:
+        """Whether the last fetch attempt failed."""
+        return self.last_error is not None and (
+            self.last_success is None
+            or self.last_attempt is None
+            or self.last_attempt > self.last_success
+        )
+
+    def health(self) -> dict[str, Any]:
+        key_set = self.key_set
+        return {
+            "jwksUri": self.url,
+            "lastSuccess": self.last_success,
+            "lastAttempt": self.last_attempt,
+            "lastError": self.last_error,
+            "reachable": self.last_success is not None and not self.provider_down(),
+            "expiresAt": self.expires_at if key_set is not None else None,
+            "kids": key_set.kids() if key_set is not None else [],
+            "keyCount": len(key_set.keys) if key_set is not None else 0,
+            "fetches": self.fetches,
+        }
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _may_fetch(self, now: float) -> bool:
+        return self.last_attempt is None or now - self.last_attempt >= self.refetch_interval
+
+    def _unavailable_reason(self) -> str:
+        if self.last_error is None:
+            return "the JWKS has not been fetched yet"
+        return f"the JWKS cannot be fetched: {self.last_error}"
+
+    def _start_refresh(self) -> asyncio.Task[None]:
+        if self._task is None:
+            self.last_attempt = self.clock()
+            self._task = asyncio.create_task(self._fetch(), name=f"jwks-fetch-{self.authorizer}")
+            self._task.add_done_callback(self._fetch_done)
+        return self._task
+
+    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None
+
+    async def _fetch(self) -> None:
+        self.fetches += 1
+        try:
+            document, cache_control = await self._download()
+            key_set, problems = parse_key_set(document, self.algorithms, self.url)
+            for problem in problems:
+                logger.warning("jwks key skipped: authorizer=%s %s", self.authorizer, problem)
+            if not key_set.keys and problems:
+                raise ValueError(f"none of the {len(problems)} keys is usable")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure keeps the previous keys (stale-if-error)
+            self.last_error = _describe(exc)
+            logger.warning(
+                "jwks fetch failed: authorizer=%s url=%s error=%s",
+                self.authorizer,
+                self.url,
+                self.last_error,
+            )
+            if self.metrics is not None:
+                self.metrics.jwks_fetch(self.authorizer, False)
+            return
+        now = self.clock()
+        previous = self.key_set
+        self.key_set = key_set
+        self.expires_at = now + max_age_from(cache_control, self.ttl)
+        self.last_success = now
+        self.last_error = None
+        if self.metrics is not None:
+            self.metrics.jwks_fetch(self.authorizer, True)
+        if previous is not None and previous.identities() - key_set.identities():
+            logger.info("jwks keys removed: authorizer=%s kids=%s", self.authorizer, key_set.kids())
+            if self.on_keys_removed is not None:
+                self.on_keys_removed()
+
+    async def _download(self) -> tuple[object, str | None]:
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with self.session().get(
+            self.url, timeout=timeout, headers={"Accept": "application/json"}
+        ) as response:
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status} from the JWKS URL")
+            if (response.content_length or 0) > MAX_JWKS_BYTES:
+                raise ValueError(f"the JWKS is larger than {MAX_JWKS_BYTES} bytes")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(65536):
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise ValueError(f"the JWKS is larger than {MAX_JWKS_BYTES} bytes")
+            cache_control = response.headers.get("Cache-Control")
+        try:
+            document = json.loads(bytes(body))
+        except (ValueError, RecursionError):
+            raise ValueError("the JWKS is not valid JSON") from None
+        return document, cache_control
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientError):
+        return f"{exc.__class__.__name__}: {exc}"
+    return str(exc) or exc.__class__.__name__
+
+
+def asymmetric(algorithms: Iterable[str]) -> list[str]:
+    """The algorithms that verify with a public key."""
+    return [alg for alg in algorithms if not alg.startswith("HS")]
