@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: keys, tokens, a JWKS server."""
