@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from wardgate.gateway.matching import PatternError, validate_pattern
+
 SECRET_REFERENCE_PREFIX: Final = "$secret."
 SECRET_NAME_PATTERN: Final = r"[A-Za-z_][A-Za-z0-9_.-]*"
 _SECRET_REFERENCE_RE: Final = re.compile(re.escape(SECRET_REFERENCE_PREFIX) + SECRET_NAME_PATTERN)
@@ -351,6 +353,17 @@ def _check_method(value: str) -> str:
 Method = Annotated[str, AfterValidator(_check_method)]
 
 
+def _check_pattern(value: str) -> str:
+    try:
+        validate_pattern(value)
+    except PatternError as exc:
+        raise ValueError(exc.reason) from None
+    return value
+
+
+RoutePattern = Annotated[str, AfterValidator(_check_pattern)]
+
+
 def _auth_shorthand(value: Any) -> Any:
     if value is True:
         return {}
@@ -364,7 +377,7 @@ class PathEntry(Model):
 
     method: Annotated[list[Method], BeforeValidator(_one_or_many)] = Field(min_length=1)
     """A method, a list of methods, or `*` for any."""
-    path: str = Field(min_length=1)
+    path: RoutePattern
     """`/exact/segments`, `{param}` segments, and a trailing `/*` prefix wildcard."""
     auth: Annotated[RouteAuth | None, BeforeValidator(_auth_shorthand)] = None
     """`true`: the default authorizer; `false` or absent: public; an object: authorizer and
