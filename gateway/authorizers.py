@@ -750,7 +750,13 @@ class Authorizers:
             raise _error(INTERNAL_ERROR, "authorizer", f"no authorizer named {name!r}")
         try:
             token = bearer_token(authorization, self._max_token_bytes)
-            result = None if trace is not None else runtime.cache.get(token, self._clock())
+            result = None
+            if trace is None:
+                now = self._clock()
+                result = runtime.cache.get(token, now)
+                jwks = runtime.jwks
+                if jwks is not None and now >= jwks.expires_at and result is not None:
+                    jwks.revalidate(now)
             if result is None:
                 result = await runtime.verify(token, trace)
             if (

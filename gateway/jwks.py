@@ -201,8 +201,7 @@ class JwksCache:
             if key_set is None:
                 raise KeysUnavailable(self._unavailable_reason())
             return key_set.candidates(kid, alg), key_set
-        if now >= self.expires_at and self._may_fetch(now):
-            self._start_refresh()  # stale-while-revalidate: this request goes on
+        self.revalidate(now)  # stale-while-revalidate: this request goes on
         candidates = key_set.candidates(kid, alg)
         if candidates:
             return candidates, key_set
@@ -211,6 +210,12 @@ class JwksCache:
             key_set = self.key_set or key_set
             candidates = key_set.candidates(kid, alg)
         return candidates, key_set
+
+    def revalidate(self, now: float) -> None:
+        """Start a background refresh if the keys are past their lifetime (a cache hit
+        calls this, so that revoked keys are noticed even when every token is cached)."""
+        if now >= self.expires_at and self._task is None and self._may_fetch(now):
+            self._start_refresh()
 
     async def refresh(self) -> None:
         """Fetch now, or join the fetch already running; never raises for a failed fetch."""

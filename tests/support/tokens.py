@@ -65,21 +65,14 @@ class KeyPair:
         )
 
 
-_RSA_CACHE: list[rsa.RSAPrivateKey] = []
+_RSA_KEYS: dict[str, rsa.RSAPrivateKey] = {}
 
 
 def rsa_key(kid: str = "rsa-1", alg: str = "RS256") -> KeyPair:
-    # RSA generation is slow; the suites share a few keys (kids differ per use).
-    if len(_RSA_CACHE) < 3:
-        _RSA_CACHE.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-        private = _RSA_CACHE[-1]
-    else:
-        private = _RSA_CACHE[hash(kid) % 3]
-    return KeyPair(private, kid, alg)
-
-
-def fresh_rsa_key(kid: str, alg: str = "RS256") -> KeyPair:
-    return KeyPair(rsa.generate_private_key(public_exponent=65537, key_size=2048), kid, alg)
+    """A 2048-bit RSA key, one per kid for the whole run (generation is slow)."""
+    if kid not in _RSA_KEYS:
+        _RSA_KEYS[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return KeyPair(_RSA_KEYS[kid], kid, alg)
 
 
 def ec_key(kid: str = "ec-1", alg: str = "ES256") -> KeyPair:
