@@ -1,0 +1,116 @@
+"""Prometheus metrics of the gateway.
+
+With one process (the default) the metrics live in memory and the admin server of the same
+process exposes them. With `--workers N` (N > 1) the supervising parent sets
+`PROMETHEUS_MULTIPROC_DIR` before any worker starts: each worker writes its values to files
+there (prometheus-client's multiprocess mode) and the parent, which alone serves the admin
+port, adds them up on each scrape. Counters of a worker that exits are kept.
+
+Label values are taken from the config (route patterns, server and authorizer names) and
+from the error catalogue, so their number is bounded. The labelled children are cached, so a
+request costs a dictionary lookup and an increment per metric.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+UPSTREAM_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+NO_ROUTE_LABEL: Final = "(none)"
+
+# `*_created` series double the exposition and no dashboard of ours reads them.
+disable_created_metrics()
+OK_CODE: Final = "ok"
+
+
+class GatewayMetrics:
+    """The gateway's metrics; also the authorizers' `AuthMetrics`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._requests = Counter(
+            "wardgate_requests",
+            "Requests answered, by route pattern, status and code (`ok` or an error code).",
+            ("route", "status", "code"),
+            registry=self.registry,
+        )
+        self._denials = Counter(
+            "wardgate_denials",
+            "Requests refused by an authorizer, by error code.",
+            ("code", "authorizer"),
+            registry=self.registry,
+        )
+        self._upstream = Histogram(
+            "wardgate_upstream_latency_seconds",
+            "Time from sending a request upstream to its response headers, by server.",
+            ("server",),
+            buckets=UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+        self._jwks = Counter(
+            "wardgate_jwks_fetches",
+            "Fetches of JSON Web Key Sets, by authorizer and result (`ok` or `error`).",
+            ("authorizer", "result"),
+            registry=self.registry,
+        )
+        self._request_children: dict[tuple[str, int, str], Counter] = {}
+
+    def request(self, route: str | None, status: int, code: str | None) -> None:
+        key = (route or NO_ROUTE_LABEL, status, code or OK_CODE)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self._requests.labels(key[0], str(status), key[2])
+        child.inc()
+
+    def denial(self, code: str, authorizer: str) -> None:
+        self._denials.labels(code, authorizer).inc()
+
+    def upstream_latency(self, server: str, seconds: float) -> None:
+        self._upstream.labels(server).observe(seconds)
+
+    def jwks_fetch(self, authorizer: str, ok: bool) -> None:
+        self._jwks.labels(authorizer, "ok" if ok else "error").inc()
+
+
+def multiprocess_mode() -> bool:
+    """Whether metric values are shared through files between worker processes."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def render_metrics(metrics: GatewayMetrics | None) -> tuple[bytes, str]:
+    """The text exposition (and its content type) of this process or, in multiprocess mode,
+    of every worker."""
+    if multiprocess_mode():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    registry = metrics.registry if metrics is not None else CollectorRegistry()
+    return generate_latest(registry), CONTENT_TYPE_LATEST

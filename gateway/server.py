@@ -1,0 +1,359 @@
+"""Running the gateway: one process, or a supervisor with `--workers N` processes.
+
+One process (the default): one event loop (uvloop when installed) serves the traffic port,
+the admin port and, for the embedded demo config, the demo upstream.
+
+`--workers N` (N > 1): the parent validates the config, then starts N worker processes
+(spawned, not forked, so that no event loop state is inherited) that each bind the traffic
+port with `SO_REUSEPORT`, so the kernel spreads connections across them. The parent serves
+the admin port for all of them: `/readyz` is true once every worker has reported that it
+serves, `/metrics` adds up the workers' values (prometheus-client multiprocess mode), and
+`/config` reports JWKS health from the parent's own authorizers. A worker that dies is
+started again; one that fails before serving stops the whole gateway (exit 1).
+
+Shutdown (SIGTERM or SIGINT): `/readyz` turns false at once; the listening sockets close,
+so no new connection is accepted; every response from then on carries
+`Connection: close`; in-flight requests get up to `drainSeconds` to finish; idle
+keep-alive connections are closed once nothing is in flight; then the process exits 0.
+The parent forwards the signal to the workers and exits 0 when all of them did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+from aiohttp import web
+
+from wardgate.gateway.admin import AdminSource, build_admin_app
+from wardgate.gateway.app import GatewayRunner, build_app, server_options
+from wardgate.gateway.authorizers import Authorizers
+from wardgate.gateway.loading import LoadedConfig
+from wardgate.gateway.metrics import GatewayMetrics
+from wardgate.gateway.proxy import create_client_session
+from wardgate.gateway.requestlog import RequestLog
+
+logger = logging.getLogger("wardgate.gateway")
+
+# Once nothing is in flight, idle keep-alive connections get this long to close on their
+# own (a client mid-way through sending a request would otherwise see a reset).
+IDLE_GRACE_SECONDS: Final = 0.5
+POLL_SECONDS: Final = 0.02
+BACKLOG: Final = 1024
+WORKER_RESTART_DELAY: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """Where and how to serve."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = 9901
+    """None: no admin server."""
+    workers: int = 1
+    access_log: str = "-"
+    """`-` for stdout, `off`, or a file path (appended to)."""
+    banner: str | None = None
+    """Printed once the gateway serves (the demo's curl commands)."""
+    demo_socket: socket.socket | None = field(default=None, compare=False)
+    """A listening socket to serve the demo upstream on."""
+    reuse_port: bool = False
+
+
+def run(loaded: LoadedConfig, options: ServeOptions) -> int:
+    """Serve until SIGTERM or SIGINT; the exit code."""
+    if options.workers > 1:
+        return run_loop(supervise(loaded, options))
+    return run_loop(serve(loaded, options))
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run a coroutine on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main)
+    result: int = uvloop.run(main)
+    return result
+
+
+def open_access_log(target: str) -> BinaryIO | None:
+    if target == "off":
+        return None
+    if target == "-":
+        return sys.stdout.buffer
+    # Stays open for the life of the process.
+    return Path(target).open("ab")
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def _start_demo_upstream(options: ServeOptions) -> web.AppRunner | None:
+    if options.demo_socket is None:
+        return None
+    from wardgate.gateway.demo import build_demo_upstream
+
+    runner = web.AppRunner(build_demo_upstream(), access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, options.demo_socket).start()
+    return runner
+
+
+async def serve(
+    loaded: LoadedConfig,
+    options: ServeOptions,
+    ready: multiprocessing.connection.Connection | None = None,
+) -> int:
+    """Serve the gateway in this process (alone, or as one of several workers)."""
+    stop = _stop_event()
+    metrics = GatewayMetrics()
+    request_log = RequestLog(open_access_log(options.access_log))
+    demo = await _start_demo_upstream(options)
+    app = build_app(loaded, metrics=metrics, request_log=request_log)
+    runner = GatewayRunner(app, shutdown_timeout=1.0, **server_options(loaded))
+    await runner.setup()
+    gateway = runner.gateway
+    admin_runner: web.AppRunner | None = None
+    try:
+        site = web.TCPSite(
+            runner, options.host, options.port, backlog=BACKLOG, reuse_port=options.reuse_port
+        )
+        await site.start()
+        if options.admin_port is not None:
+            source = AdminSource(
+                loaded,
+                ready=lambda: gateway.ready and not gateway.draining,
+                metrics=metrics,
+                authorizers=gateway.authorizers,
+            )
+            admin_runner = web.AppRunner(build_admin_app(source), access_log=None)
+            await admin_runner.setup()
+            await web.TCPSite(admin_runner, options.admin_host, options.admin_port).start()
+        _announce(runner, admin_runner, options)
+        if ready is not None:
+            ready.send("ready")
+        await stop.wait()
+        logger.info("draining (up to %ss)", loaded.config.drain_seconds)
+        await drain(runner, site, loaded.config.drain_seconds)
+    finally:
+        await runner.cleanup()
+        request_log.flush()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        if demo is not None:
+            await demo.cleanup()
+    logger.info("stopped")
+    return 0
+
+
+async def drain(runner: GatewayRunner, site: web.BaseSite, seconds: float) -> None:
+    """Stop accepting, then wait for in-flight requests and busy connections to finish."""
+    gateway = runner.gateway
+    gateway.draining = True
+    await site.stop()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    quiet_since: float | None = None
+    while (now := loop.time()) < deadline:
+        server = runner.server
+        connections = len(server.connections) if server is not None else 0
+        if gateway.in_flight == 0:
+            if connections == 0:
+                break
+            if quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= IDLE_GRACE_SECONDS:
+                break
+        else:
+            quiet_since = None
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def _announce(runner: web.BaseRunner, admin: web.BaseRunner | None, options: ServeOptions) -> None:
+    host, port = runner.addresses[0][:2]
+    line = f"wardgate: listening on http://{host}:{port}"
+    if admin is not None:
+        admin_host, admin_port = admin.addresses[0][:2]
+        line += f" (admin http://{admin_host}:{admin_port})"
+    print(line, file=sys.stderr, flush=True)
+    if options.banner:
+        print(options.banner, file=sys.stderr, flush=True)
+
+
+def _worker_main(
+    loaded: LoadedConfig, options: ServeOptions, ready: multiprocessing.connection.Connection
+) -> None:
+    """Entry point of a worker process."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # The parent forwards SIGINT as SIGTERM; a terminal's Ctrl-C reaches every process of
+    # the group, and one drain is enough.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(run_loop(serve(loaded, options, ready)))
+
+
+class _Worker:
+    def __init__(self, index: int, process: multiprocessing.process.BaseProcess) -> None:
+        self.index = index
+        self.process = process
+        self.ready = False
+        self.conn: multiprocessing.connection.Connection | None = None
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) the traffic port, so that port 0 becomes one port that every
+    worker then binds with `SO_REUSEPORT`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
+    """Run `options.workers` worker processes and the admin server; forward signals."""
+    stop = _stop_event()
+    loop = asyncio.get_running_loop()
+    reserved = _reserve_port(options.host, options.port)
+    port = reserved.getsockname()[1]
+    worker_options = replace(
+        options, port=port, admin_port=None, banner=None, demo_socket=None, reuse_port=True
+    )
+    context = multiprocessing.get_context("spawn")
+    workers: dict[int, _Worker] = {}
+    failed = asyncio.Event()
+    all_ready = asyncio.Event()
+    draining = False
+    exit_codes: list[int] = []
+
+    def start(index: int) -> None:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker_main,
+            args=(loaded, worker_options, sender),
+            name=f"wardgate-worker-{index}",
+            daemon=False,
+        )
+        process.start()
+        sender.close()
+        worker = _Worker(index, process)
+        worker.conn = receiver
+        workers[index] = worker
+        loop.add_reader(receiver.fileno(), on_message, worker)
+        loop.add_reader(process.sentinel, on_exit, worker)
+
+    def on_message(worker: _Worker) -> None:
+        assert worker.conn is not None
+        try:
+            worker.conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(worker.conn.fileno())
+            return
+        worker.ready = True
+        if all(w.ready for w in workers.values()):
+            all_ready.set()
+
+    def on_exit(worker: _Worker) -> None:
+        loop.remove_reader(worker.process.sentinel)
+        if worker.conn is not None:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(worker.conn.fileno())
+            worker.conn.close()
+        worker.process.join()
+        code = worker.process.exitcode or 0
+        exit_codes.append(code)
+        del workers[worker.index]
+        if draining:
+            if not workers:
+                stop.set()
+            return
+        if not worker.ready:
+            logger.error("worker %d exited with %s before serving", worker.index, code)
+            failed.set()
+            return
+        logger.warning("worker %d exited with %s; starting it again", worker.index, code)
+        all_ready.clear()
+        loop.call_later(WORKER_RESTART_DELAY, start, worker.index)
+
+    for index in range(options.workers):
+        start(index)
+
+    session = create_client_session()
+    authorizers = Authorizers.build(loaded, lambda: session)
+    admin_runner: web.AppRunner | None = None
+    demo = await _start_demo_upstream(options)
+    try:
+        if options.admin_port is not None:
+            source = AdminSource(
+                loaded,
+                ready=lambda: all_ready.is_set() and not draining,
+                authorizers=authorizers,
+                extra=lambda: {"workers": len(workers)},
+            )
+            admin_runner = web.AppRunner(build_admin_app(source), access_log=None)
+            await admin_runner.setup()
+            await web.TCPSite(admin_runner, options.admin_host, options.admin_port).start()
+        await authorizers.prefetch()
+        waiters = [asyncio.ensure_future(e.wait()) for e in (all_ready, failed, stop)]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        reserved.close()
+        if failed.is_set():
+            stop.set()
+        else:
+            if all_ready.is_set() and not stop.is_set():
+                host = options.host
+                line = f"wardgate: listening on http://{host}:{port} ({options.workers} workers)"
+                if admin_runner is not None:
+                    admin_host, admin_port = admin_runner.addresses[0][:2]
+                    line += f" (admin http://{admin_host}:{admin_port})"
+                print(line, file=sys.stderr, flush=True)
+                if options.banner:
+                    print(options.banner, file=sys.stderr, flush=True)
+            stop_or_fail = [asyncio.ensure_future(e.wait()) for e in (failed, stop)]
+            await asyncio.wait(stop_or_fail, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in stop_or_fail:
+                waiter.cancel()
+        draining = True
+        stop.clear()
+        for worker in list(workers.values()):
+            if worker.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signal.SIGTERM)
+        if workers:
+            grace = loaded.config.drain_seconds + 10.0
+            try:
+                await asyncio.wait_for(stop.wait(), grace)
+            except TimeoutError:
+                for worker in list(workers.values()):
+                    worker.process.kill()
+                exit_codes.append(1)
+    finally:
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        if demo is not None:
+            await demo.cleanup()
+        await authorizers.close()
+        await session.close()
+    if failed.is_set() or any(exit_codes):
+        return 1
+    return 0
