@@ -126,6 +126,7 @@ def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey 
     except (PyJWTError, ValueError, TypeError, KeyError) as exc:
         return None, f"cannot be loaded: {exc.__class__.__name__}"
     prepared: dict[str, Any] = {}
+    too_weak: str | None = None
     for alg in algorithms:
         if pinned is not None and pinned != alg:
             continue  # RFC 8725 3.1: a key is used with its own algorithm only
@@ -134,10 +135,15 @@ def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey 
             continue
         try:
             # PyJWT checks the key family and, for ECDSA, the curve of the algorithm.
-            prepared[alg] = algorithm.prepare_key(parsed.key)
+            key = algorithm.prepare_key(parsed.key)
         except (InvalidKeyError, ValueError, TypeError):
             continue
+        too_weak = algorithm.check_key_length(key)  # RSA below 2048 bits
+        if too_weak is None:
+            prepared[alg] = key
     if not prepared:
+        if too_weak is not None:
+            return None, f"refused: {too_weak}"
         return None, f"fits none of the accepted algorithms {list(algorithms)}"
     identity = json.dumps(jwk, sort_keys=True, separators=(",", ":"), default=str)
     return VerificationKey(kid=kid, kty=kty, prepared=prepared, identity=identity), ""

@@ -330,6 +330,16 @@ async def test_token_without_kid_tries_the_keys_fitting_its_alg(
     assert await code(inline, other) == "invalid_signature"
 
 
+def test_weak_rsa_keys_are_refused() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    weak = KeyPair(rsa.generate_private_key(public_exponent=65537, key_size=1024), "weak", "RS256")
+    auth = build(
+        {"type": "jwt", "jwks": jwks(weak, ec_key("ok")), "algorithms": ["RS256", "ES256"]}
+    )
+    assert any("1024 bits" in w for w in auth.warnings())
+
+
 def test_inline_key_set_without_usable_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         build({"type": "jwt", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}})
