@@ -1,0 +1,623 @@
+"""Generate the CustomResourceDefinitions from the pydantic models.
+
+`python -m wardgate.operator.crds [--check]` writes (or checks) `deploy/crds/*.yaml`.
+
+The models are the one source of truth. pydantic's JSON Schema is turned into a Kubernetes
+structural schema: references inlined, `null` alternatives dropped, `type`-tagged unions
+merged into one object whose per-type fields and requirements become CEL rules, defaults
+moved into descriptions (the API server must not write them into users' objects).
+Validators written in Python have no JSON Schema; each one is translated here, once, into a
+pattern or a CEL rule, and a validator without a translation stops the generator, so a new
+check in the models cannot silently miss the CRDs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from wardgate.gateway import config as gateway_config
+from wardgate.operator import models
+
+Schema = dict[str, Any]
+
+PRESERVE: Final = "x-kubernetes-preserve-unknown-fields"
+VALIDATIONS: Final = "x-kubernetes-validations"
+CRD_DIR: Final = Path(__file__).resolve().parent.parent / "deploy" / "crds"
+
+_HS: Final = "startsWith('HS')"
+
+
+def _rule(rule: str, message: str, **extra: str) -> dict[str, str]:
+    return {"rule": rule, "message": message, **extra}
+
+
+# Model validators (by qualified name) and their CEL equivalents.
+MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, str]]]] = {
+    "JwtAuthorizer._check_keys": [
+        _rule(
+            "[has(self.secret), has(self.jwksUri), has(self.jwks)].filter(x, x).size() == 1",
+            "exactly one key source is required: `secret` (HS*), `jwksUri` or `jwks`",
+        ),
+        _rule(
+            "!(has(self.algorithm) && has(self.algorithms))",
+            "give `algorithm` or `algorithms`, not both",
+        ),
+        _rule(
+            f"has(self.secret) ? ((!has(self.algorithm) || self.algorithm.{_HS}) && "
+            f"(!has(self.algorithms) || self.algorithms.all(a, a.{_HS}))) : "
+            f"((!has(self.algorithm) || !self.algorithm.{_HS}) && "
+            f"(!has(self.algorithms) || !self.algorithms.exists(a, a.{_HS})))",
+            "`secret` works only with HS* algorithms, and HS* algorithms need `secret`",
+        ),
+    ],
+    "Auth0Authorizer._check_algorithms": [
+        _rule(
+            f"!has(self.algorithms) || !self.algorithms.exists(a, a.{_HS})",
+            "Auth0 authorizers verify with the tenant's JWKS: use RS256/PS256",
+        )
+    ],
+    "SupabaseAuthorizer._check_algorithms": [
+        _rule(
+            f"has(self.jwtSecret) || !has(self.algorithms) || !self.algorithms.exists(a, a.{_HS})",
+            "HS256 needs `jwtSecret` (the project's legacy JWT secret)",
+        )
+    ],
+    "JwtAuthorizerSpec._check_secret_ref": [
+        _rule(
+            "!has(self.secret) || has(self.secretRef)",
+            "`secret` is a `$secret.NAME` reference: set `secretRef`",
+        )
+    ],
+    "SupabaseAuthorizerSpec._check_secret_ref": [
+        _rule(
+            "!has(self.jwtSecret) || has(self.secretRef)",
+            "`jwtSecret` is a `$secret.NAME` reference: set `secretRef`",
+        )
+    ],
+    "PathEntry._check_action": [
+        _rule(
+            "has(self.response) != has(self.integration)",
+            "give exactly one of `response` or `integration`",
+        )
+    ],
+    "CorsPolicy._check_credentials": [
+        _rule(
+            "!(has(self.allowCredentials) && self.allowCredentials && "
+            "self.allowOrigins.exists(o, o == '*'))",
+            "`allowCredentials` cannot be used with the `*` origin",
+        )
+    ],
+    "GatewayServer._check_target": [
+        _rule("has(self.service) != has(self.url)", "give exactly one of `service` or `url`")
+    ],
+    "RouteNamespaces._check_selector": [
+        _rule(
+            "(has(self.from) && self.from == 'Selector') == has(self.selector)",
+            "`selector` is required with `from: Selector`, and only then",
+        )
+    ],
+    "Autoscaling._check_bounds": [
+        _rule(
+            "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+            "`minReplicas` must not exceed `maxReplicas`",
+        )
+    ],
+}
+
+_URL_PATTERN: Final = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
+_METHOD_PATTERN: Final = r"^([A-Z]+|\*)$"
+
+
+def _one_or_many(inner: Schema) -> Schema:
+    item = inner.get("items", {})
+    checks = [f"x.matches('{_cel_escape(item['pattern'])}')"] if "pattern" in item else []
+    each = " && ".join(["type(x) == string", *checks])
+    single = " && ".join(c.replace("x.", "self.") for c in checks) or "true"
+    minimum = inner.get("minItems", 0)
+    rules = [
+        _rule(
+            f"type(self) == string ? {single} : (type(self) == list && "
+            + (f"size(self) >= {minimum} && " if minimum else "")
+            + f"self.all(x, {each}))",
+            "must be a string or a list of strings"
+            + (f" (at least {minimum})" if minimum else "")
+            + (f" matching {item['pattern']}" if checks else ""),
+        )
+    ]
+    return {
+        PRESERVE: True,
+        VALIDATIONS: rules,
+        "description": "One string, or a list of strings.",
+    }
+
+
+def _method_list(inner: Schema) -> Schema:
+    schema = _one_or_many(inner)
+    schema[VALIDATIONS] += [
+        _rule(
+            "type(self) == string || self.all(m, self.exists_one(n, n == m))",
+            "`method` lists a method twice",
+        ),
+        _rule(
+            "type(self) == string || size(self) == 1 || !self.exists(m, m == '*')",
+            "`*` (any method) cannot be combined with other methods",
+        ),
+    ]
+    return schema
+
+
+def _auth_shorthand(inner: Schema) -> Schema:
+    return {
+        PRESERVE: True,
+        VALIDATIONS: [
+            _rule("type(self) == bool || type(self) == map", "must be true, false or an object")
+        ],
+    }
+
+
+def _server_shorthand(inner: Schema) -> Schema:
+    return {
+        PRESERVE: True,
+        VALIDATIONS: [_rule("type(self) == string || type(self) == map", "a URL or an object")],
+    }
+
+
+# Field validators (by function) and the schema they become.
+BEFORE_VALIDATORS: Final[Mapping[Callable[..., Any], Callable[[Schema], Schema]]] = {
+    gateway_config._one_or_many: _one_or_many,
+    gateway_config._auth_shorthand: _auth_shorthand,
+    gateway_config._server_shorthand: _server_shorthand,
+}
+AFTER_VALIDATORS: Final[Mapping[Callable[..., Any], Schema]] = {
+    gateway_config._check_secret_reference: {
+        "pattern": "^" + r"\$secret\." + gateway_config.SECRET_NAME_PATTERN + "$"
+    },
+    gateway_config._check_http_url: {"pattern": _URL_PATTERN},
+    gateway_config._check_domain: {"pattern": r"^[^/]+$"},
+    gateway_config._check_project_url: {"pattern": r"^https?://[^/?#\s]+/?$"},
+    gateway_config._check_method: {"pattern": _METHOD_PATTERN},
+    # The matcher's full rules (dot segments, parameter names, wildcard placement) are checked
+    # by the operator, which reports them as `Accepted=False, reason=Invalid`.
+    gateway_config._check_pattern: {"pattern": r"^/([^/%?#]+/)*[^/%?#]*$"},
+}
+
+
+def _cel_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+class CrdJsonSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema, with our validators translated (see the module docstring)."""
+
+    def function_before_schema(
+        self, schema: core_schema.BeforeValidatorFunctionSchema
+    ) -> JsonSchemaValue:
+        function = schema["function"]["function"]
+        inner = self.generate_inner(schema["schema"])
+        if function is gateway_config._one_or_many and _is_method_list(schema):
+            return _method_list(self._resolved(inner))
+        if function in BEFORE_VALIDATORS:
+            return BEFORE_VALIDATORS[function](self._resolved(inner))
+        if getattr(function, "__qualname__", "").endswith("_authorizer_name_shorthand"):
+            return inner  # GatewayConfig only, not part of any CRD
+        raise ValueError(f"no CRD translation for the before-validator {function!r}")
+
+    def function_after_schema(
+        self, schema: core_schema.AfterValidatorFunctionSchema
+    ) -> JsonSchemaValue:
+        function = schema["function"]["function"]
+        inner = self.generate_inner(schema["schema"])
+        name = getattr(function, "__qualname__", "")
+        if name in MODEL_VALIDATOR_RULES:
+            return {"allOf": [inner], VALIDATIONS: list(MODEL_VALIDATOR_RULES[name])}
+        if function in AFTER_VALIDATORS:
+            return {**inner, **AFTER_VALIDATORS[function]}
+        if name == "GatewayConfig._check_references":
+            return inner  # cross-object checks: the operator reports them in status
+        raise ValueError(f"no CRD translation for the after-validator {name or function!r}")
+
+    def _resolved(self, schema: Schema) -> Schema:
+        return schema
+
+
+def _is_method_list(schema: core_schema.BeforeValidatorFunctionSchema) -> bool:
+    inner = schema["schema"]
+    if inner.get("type") != "list":
+        return False
+    items = inner.get("items_schema", {})
+    return (
+        items.get("type") == "function-after"
+        and items["function"]["function"] is gateway_config._check_method
+    )
+
+
+@dataclass
+class Structural:
+    """Turns a JSON Schema (with `$defs`) into a Kubernetes structural schema."""
+
+    defs: Mapping[str, Schema]
+    seen: list[str] = field(default_factory=list)
+
+    def convert(self, node: Schema) -> Schema:
+        node = dict(node)
+        if "$ref" in node:
+            name = node.pop("$ref").rsplit("/", 1)[-1]
+            if name in self.seen:
+                raise ValueError(f"recursive schema {name}: not representable in a CRD")
+            self.seen.append(name)
+            try:
+                target = self.convert(self.defs[name])
+            finally:
+                self.seen.pop()
+            return self._merge(target, self.convert_keywords(node))
+        if "allOf" in node:
+            parts = node.pop("allOf")
+            if len(parts) != 1:
+                raise ValueError("allOf with several parts is not supported")
+            return self._merge(self.convert(parts[0]), self.convert_keywords(node))
+        if "anyOf" in node or "oneOf" in node:
+            return self._merge(self.convert_union(node), self.convert_keywords(node))
+        return self.convert_plain(node)
+
+    def convert_keywords(self, node: Schema) -> Schema:
+        """Keywords beside a reference or union (description, rules, defaults)."""
+        out: Schema = {}
+        default = node.get("default")
+        description = node.get("description")
+        if description is not None:
+            out["description"] = " ".join(str(description).split())
+        if "default" in node and default is not None and default not in ([], {}, ""):
+            out["description"] = (
+                f"{out.get('description', '')} Default: {json.dumps(default)}.".strip()
+            )
+        if VALIDATIONS in node:
+            out[VALIDATIONS] = node[VALIDATIONS]
+        for key in ("pattern", "minLength", "maxLength"):
+            if key in node:
+                out[key] = node[key]
+        return out
+
+    @staticmethod
+    def _merge(base: Schema, extra: Schema) -> Schema:
+        merged = dict(base)
+        for key, value in extra.items():
+            if key == VALIDATIONS:
+                merged[key] = [*merged.get(key, []), *value]
+            elif key == "description" and "description" in merged and key in extra:
+                merged[key] = value
+            else:
+                merged[key] = value
+        return merged
+
+    def convert_union(self, node: Schema) -> Schema:
+        variants = node.get("anyOf") or node.get("oneOf") or []
+        variants = [v for v in variants if v.get("type") != "null"]
+        if len(variants) == 1:
+            return self.convert(variants[0])
+        converted = [self.convert(v) for v in variants]
+        types = sorted(str(v.get("type")) for v in converted)
+        if types == ["integer", "string"]:
+            return {"x-kubernetes-int-or-string": True}
+        if all(v.get("type") == "object" and "properties" in v for v in converted):
+            return self.merge_tagged(converted)
+        raise ValueError(f"cannot represent the union of {types} in a structural schema")
+
+    def merge_tagged(self, variants: list[Schema]) -> Schema:
+        """A `type`-tagged union as one object; per-type fields become CEL rules."""
+        tags: list[str] = []
+        for variant in variants:
+            enum = variant["properties"].get("type", {}).get("enum", [])
+            if len(enum) != 1:
+                raise ValueError("a union of objects needs a `type` tag with one value each")
+            tags.append(enum[0])
+        properties: dict[str, Schema] = {}
+        owners: dict[str, list[str]] = {}
+        rules: list[dict[str, str]] = []
+        moved: set[str] = set()
+        required_everywhere = set.intersection(*(set(v.get("required", [])) for v in variants))
+        for index, (tag, variant) in enumerate(zip(tags, variants, strict=True)):
+            for name, schema in variant["properties"].items():
+                owners.setdefault(name, []).append(tag)
+                if name == "type":
+                    continue
+                differs = name in properties and _strip_docs(properties[name]) != _strip_docs(
+                    schema
+                )
+                if differs or name in moved:
+                    # The types check this field differently: each type's rules move to the
+                    # union, guarded by its tag; what remains must be the same.
+                    if name not in moved:
+                        moved.add(name)
+                        for first_tag, first in zip(tags[:index], variants[:index], strict=True):
+                            if name in first["properties"]:
+                                rules += _guarded_rules(first_tag, name, first["properties"][name])
+                        properties[name] = _without_rules(properties[name])
+                    rules += _guarded_rules(tag, name, schema)
+                    if _strip_docs(properties[name]) != _strip_docs(_without_rules(schema)):
+                        raise ValueError(f"`{name}` differs between the types of a union")
+                properties.setdefault(name, schema)
+            for name in variant.get("required", []):
+                if name not in required_everywhere:
+                    rules.append(
+                        _rule(
+                            f"self.type != '{tag}' || has(self.{name})",
+                            f"{tag}: `{name}` is required",
+                        )
+                    )
+            for rule in variant.get(VALIDATIONS, []):
+                rules.append({**rule, "rule": f"self.type != '{tag}' || ({rule['rule']})"})
+        for name, field_tags in owners.items():
+            if len(field_tags) < len(tags):
+                allowed = ", ".join(f"'{t}'" for t in field_tags)
+                rules.append(
+                    _rule(
+                        f"!has(self.{name}) || self.type in [{allowed}]",
+                        f"`{name}` is a field of type {' or '.join(field_tags)} only",
+                    )
+                )
+        properties["type"] = {
+            "type": "string",
+            "enum": tags,
+            "description": "One of: " + ", ".join(tags) + ".",
+        }
+        merged: Schema = {
+            "type": "object",
+            "properties": dict(sorted(properties.items(), key=lambda kv: kv[0] != "type")),
+            "required": sorted(required_everywhere | {"type"}),
+        }
+        if rules:
+            merged[VALIDATIONS] = rules
+        return merged
+
+    def convert_plain(self, node: Schema) -> Schema:
+        out = self.convert_keywords(node)
+        if "const" in node:
+            out["enum"] = [node["const"]]
+        kind = node.get("type")
+        if kind is None and "const" in node:
+            kind = "string"
+        if kind is None:
+            if "enum" in node:
+                kind = "string"
+            else:
+                out[PRESERVE] = True
+                for key in (PRESERVE, VALIDATIONS):
+                    if key in node:
+                        out[key] = node[key]
+                return out
+        out["type"] = kind
+        for key in ("enum", "minimum", "maximum", "minItems", "maxItems", "minProperties"):
+            if key in node:
+                out[key] = node[key]
+        for key, base in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if key in node:
+                out[base] = node[key]
+                out[key] = True
+        if kind == "array":
+            out["items"] = self.convert(node.get("items", {}))
+        if kind == "object":
+            if "properties" in node:
+                out["properties"] = {k: self.convert(v) for k, v in node["properties"].items()}
+                if node.get("required"):
+                    out["required"] = list(node["required"])
+            additional = node.get("additionalProperties")
+            if isinstance(additional, dict):
+                out["additionalProperties"] = self.convert(additional)
+                if (
+                    out["additionalProperties"].get(PRESERVE)
+                    and len(out["additionalProperties"]) == 1
+                ):
+                    out["additionalProperties"] = {PRESERVE: True}
+            elif "properties" not in node:
+                out[PRESERVE] = True
+        return out
+
+
+def _without_rules(schema: Schema) -> Schema:
+    return {k: v for k, v in schema.items() if k != VALIDATIONS}
+
+
+def _guarded_rules(tag: str, name: str, schema: Schema) -> list[dict[str, str]]:
+    """A field's own rules, restated on the union object for one of its types."""
+    out = []
+    for rule in schema.get(VALIDATIONS, []):
+        scoped = re.sub(r"\bself\b", f"self.{name}", rule["rule"])
+        out.append(
+            {
+                **rule,
+                "rule": f"self.type != '{tag}' || !has(self.{name}) || ({scoped})",
+                "message": f"{name}: {rule['message']}",
+            }
+        )
+    return out
+
+
+def _strip_docs(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_docs(v) for k, v in schema.items() if k != "description"}
+    if isinstance(schema, list):
+        return [_strip_docs(v) for v in schema]
+    return schema
+
+
+def structural_schema(adapter: TypeAdapter[Any]) -> Schema:
+    """The structural OpenAPI schema of one model."""
+    raw = adapter.json_schema(by_alias=True, mode="validation", schema_generator=CrdJsonSchema)
+    defs = raw.pop("$defs", {})
+    return Structural(defs).convert(raw)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One custom resource kind."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    spec: TypeAdapter[Any]
+    status: TypeAdapter[Any]
+    description: str
+    columns: tuple[dict[str, Any], ...]
+
+
+def _condition_column(name: str, condition: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{condition}")].status',
+    }
+
+
+AGE: Final = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+KINDS: Final = (
+    Kind(
+        kind="Gateway",
+        plural="gateways",
+        short_names=("wgw",),
+        spec=models.GATEWAY_SPEC_ADAPTER,
+        status=TypeAdapter(models.GatewayStatus),
+        description=(
+            "A Wardgate gateway: a Deployment of `wardgate gateway` pods that enforce auth on "
+            "the paths of the Routes attached to it."
+        ),
+        columns=(
+            _condition_column("Ready", "Ready"),
+            {"name": "Routes", "type": "integer", "jsonPath": ".status.routes"},
+            {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
+            {"name": "Available", "type": "integer", "jsonPath": ".status.availableReplicas"},
+            {"name": "Config", "type": "string", "jsonPath": ".status.configHash"},
+            AGE,
+        ),
+    ),
+    Kind(
+        kind="Route",
+        plural="routes",
+        short_names=("wrt",),
+        spec=models.ROUTE_SPEC_ADAPTER,
+        status=TypeAdapter(models.RouteStatus),
+        description="Paths served by a Wardgate Gateway, in the gateway config's format.",
+        columns=(
+            {"name": "Gateway", "type": "string", "jsonPath": ".spec.gatewayRef.name"},
+            {"name": "Paths", "type": "integer", "jsonPath": ".status.paths"},
+            {"name": "Auth", "type": "string", "jsonPath": ".status.auth"},
+            _condition_column("Accepted", "Accepted"),
+            AGE,
+        ),
+    ),
+    Kind(
+        kind="Authorizer",
+        plural="authorizers",
+        short_names=("waz",),
+        spec=models.AUTHORIZER_SPEC_ADAPTER,
+        status=TypeAdapter(models.AuthorizerStatus),
+        description=(
+            "How a Wardgate gateway verifies tokens: `jwt`, `auth0` or `supabase`. Secret "
+            "material only as `$secret.NAME`, the key NAME of the Secret `secretRef` names."
+        ),
+        columns=(
+            {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
+            {"name": "Issuer", "type": "string", "jsonPath": ".status.issuer"},
+            _condition_column("Ready", "Ready"),
+            AGE,
+        ),
+    ),
+)
+
+
+def build_crd(kind: Kind) -> Schema:
+    """The CustomResourceDefinition of one kind."""
+    spec = structural_schema(kind.spec)
+    status = structural_schema(kind.status)
+    spec["description"] = kind.description
+    status["description"] = f"Observed state of the {kind.kind}, written by the operator."
+    schema: Schema = {
+        "type": "object",
+        "description": kind.description,
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "required": ["spec"],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{kind.plural}.{models.GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "wardgate"},
+        },
+        "spec": {
+            "group": models.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.kind.lower(),
+                "shortNames": list(kind.short_names),
+                "categories": ["wardgate"],
+            },
+            "versions": [
+                {
+                    "name": models.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": list(kind.columns),
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+HEADER: Final = "# Generated by `python -m wardgate.operator.crds` from the models: do not edit.\n"
+
+
+def render_crd_files() -> dict[str, str]:
+    """File name → YAML text of every CRD."""
+    return {
+        f"{kind.plural}.{models.GROUP}.yaml": HEADER
+        + yaml.safe_dump(build_crd(kind), sort_keys=False, width=100)
+        for kind in KINDS
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write or check deploy/crds/*.yaml.")
+    parser.add_argument("--check", action="store_true", help="fail when a file is outdated")
+    parser.add_argument("--dir", type=Path, default=CRD_DIR)
+    args = parser.parse_args(argv)
+    outdated = []
+    for name, text in render_crd_files().items():
+        path = args.dir / name
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                outdated.append(name)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if outdated:
+        print(f"outdated: {', '.join(outdated)}; run python -m wardgate.operator.crds")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

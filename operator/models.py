@@ -1,0 +1,303 @@
+"""The custom resources' specs and statuses (group `wardgate.io`, version `v1alpha1`).
+
+The path and authorizer fields are the gateway config's own models, imported from
+`wardgate.gateway.config`: a Route's `paths` and an Authorizer's spec are written exactly as
+in a config file. The CRD schemas in `deploy/crds/` are generated from these models
+(`python -m wardgate.operator.crds`). Pure: no Kubernetes client here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import Field, JsonValue, TypeAdapter, model_validator
+
+from wardgate.gateway.config import (
+    Auth0Authorizer,
+    CorsPolicy,
+    HttpUrl,
+    JwtAuthorizer,
+    Limits,
+    Model,
+    PathEntry,
+    SupabaseAuthorizer,
+)
+
+GROUP: Final = "wardgate.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Secret's name becomes the first part of a `$secret.NAME` in the rendered config, whose
+# names start with a letter or `_`: a Secret referenced by an Authorizer starts with a letter.
+SECRET_OBJECT_NAME: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+Quantity = Annotated[int | str, Field(union_mode="left_to_right")]
+
+
+# --- Authorizer ---------------------------------------------------------------------------
+
+
+class SecretRef(Model):
+    """The Secret, in the Authorizer's namespace, whose keys `$secret.NAME` references name."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_OBJECT_NAME)
+    """Name of the Secret. `$secret.NAME` is the value of its key NAME."""
+
+
+class _WithSecretRef(Model):
+    secret_ref: SecretRef | None = None
+    """The Secret whose keys the `$secret.NAME` references of this authorizer name."""
+
+    def gateway_fields(self) -> dict[str, Any]:
+        """The spec as the gateway config writes it (without `secretRef`)."""
+        return self.model_dump(by_alias=True, exclude_unset=True, exclude={"secret_ref"})
+
+
+class JwtAuthorizerSpec(JwtAuthorizer, _WithSecretRef):
+    """A `jwt` authorizer: HS* with a secret, or asymmetric keys from a JWKS."""
+
+    @model_validator(mode="after")
+    def _check_secret_ref(self) -> JwtAuthorizerSpec:
+        if self.secret is not None and self.secret_ref is None:
+            raise ValueError("`secret` is a `$secret.NAME` reference: set `secretRef`")
+        return self
+
+
+class Auth0AuthorizerSpec(Auth0Authorizer, _WithSecretRef):
+    """An `auth0` authorizer."""
+
+
+class SupabaseAuthorizerSpec(SupabaseAuthorizer, _WithSecretRef):
+    """A `supabase` authorizer."""
+
+    @model_validator(mode="after")
+    def _check_secret_ref(self) -> SupabaseAuthorizerSpec:
+        if self.jwt_secret is not None and self.secret_ref is None:
+            raise ValueError("`jwtSecret` is a `$secret.NAME` reference: set `secretRef`")
+        return self
+
+
+AuthorizerSpec = Annotated[
+    JwtAuthorizerSpec | Auth0AuthorizerSpec | SupabaseAuthorizerSpec,
+    Field(discriminator="type"),
+]
+AnyAuthorizerSpec = JwtAuthorizerSpec | Auth0AuthorizerSpec | SupabaseAuthorizerSpec
+AUTHORIZER_SPEC_ADAPTER: Final[TypeAdapter[AnyAuthorizerSpec]] = TypeAdapter(AuthorizerSpec)
+
+
+# --- Route ---------------------------------------------------------------------------------
+
+
+class GatewayRef(Model):
+    """The Gateway a Route attaches to."""
+
+    name: ObjectName
+    """Name of the Gateway."""
+    namespace: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
+    """Namespace of the Gateway; the Route's own namespace when absent."""
+
+
+class RouteSpec(Model):
+    """Paths served by one Gateway, written exactly as the gateway config's `paths`."""
+
+    gateway_ref: GatewayRef
+    """The Gateway these paths attach to."""
+    paths: list[PathEntry] = Field(min_length=1)
+    """Method + path entries, as in the gateway config. `auth.authorizer` names an Authorizer
+    in the Gateway's namespace."""
+
+
+# --- Gateway -------------------------------------------------------------------------------
+
+
+class ServiceBackend(Model):
+    """A Service in the Gateway's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+    """Name of the Service."""
+    port: int = Field(ge=1, le=65535)
+    """Port number of the Service."""
+    scheme: Literal["http", "https"] = "http"
+    """Scheme used to reach the Service."""
+
+
+class GatewayServer(Model):
+    """An upstream: a Service of the Gateway's namespace, or an external URL."""
+
+    service: ServiceBackend | None = None
+    """A Service in the Gateway's namespace (rendered as `http://NAME.NAMESPACE.svc:PORT`)."""
+    url: HttpUrl | None = None
+    """An absolute http(s) URL."""
+    # Same bounds as the gateway's `Server`, which validates the rendered value again.
+    connect_timeout: float | None = Field(default=None, gt=0, le=300)
+    """Seconds to connect (default 5)."""
+    read_timeout: float | None = Field(default=None, gt=0, le=3600)
+    """Seconds to wait for the upstream's response (default 30)."""
+
+    @model_validator(mode="after")
+    def _check_target(self) -> GatewayServer:
+        if (self.service is None) == (self.url is None):
+            raise ValueError("give exactly one of `service` or `url`")
+        return self
+
+
+class LabelSelectorRequirement(Model):
+    """One requirement of a label selector."""
+
+    key: str = Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(Model):
+    """A Kubernetes label selector."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+
+class RouteNamespaces(Model):
+    """Which namespaces' Routes may attach."""
+
+    from_: Literal["Same", "All", "Selector"] = Field(default="Same", alias="from")
+    """`Same` (the Gateway's namespace), `All`, or `Selector` (namespaces matching `selector`)."""
+    selector: LabelSelector | None = None
+    """Namespace label selector, for `from: Selector`."""
+
+    @model_validator(mode="after")
+    def _check_selector(self) -> RouteNamespaces:
+        if (self.from_ == "Selector") != (self.selector is not None):
+            raise ValueError("`selector` is required with `from: Selector`, and only then")
+        return self
+
+
+class AllowedRoutes(Model):
+    """Which Routes may attach to a Gateway."""
+
+    namespaces: RouteNamespaces = Field(default_factory=RouteNamespaces)
+
+
+class GatewayServiceSpec(Model):
+    """The Service in front of the gateway pods."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    port: int = Field(default=80, ge=1, le=65535)
+    """Port of the Service (the pods listen on 8080)."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Autoscaling(Model):
+    """A HorizontalPodAutoscaler for the gateway Deployment (it then owns the replica count)."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    target_cpu_utilization_percentage: int = Field(
+        default=80, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+    )
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("`minReplicas` must not exceed `maxReplicas`")
+        return self
+
+
+class ResourceRequirements(Model):
+    """CPU and memory of the gateway container."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class PodOverrides(Model):
+    """Scheduling and metadata of the gateway pods."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, JsonValue]] = Field(default_factory=list)
+    """Kubernetes tolerations, as in a pod spec."""
+    affinity: dict[str, JsonValue] | None = None
+    """Kubernetes affinity, as in a pod spec."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    priority_class_name: str | None = None
+
+
+class GatewaySpec(Model):
+    """A gateway: its pods, its upstream servers, and which Routes may attach."""
+
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Number of gateway pods (ignored when `autoscaling` is set)."""
+    image: str | None = Field(default=None, min_length=1)
+    """Gateway image; the operator's default when absent."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    resources: ResourceRequirements | None = None
+    service: GatewayServiceSpec = Field(default_factory=GatewayServiceSpec)
+    default_authorizer: str | None = Field(default=None, min_length=1)
+    """Name of the Authorizer (in this namespace) used by paths with `auth: true`."""
+    servers: dict[str, GatewayServer] = Field(default_factory=dict)
+    """Upstream servers by name, as Route integrations name them."""
+    allowed_routes: AllowedRoutes = Field(default_factory=AllowedRoutes)
+    autoscaling: Autoscaling | None = None
+    pod: PodOverrides = Field(default_factory=PodOverrides)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    debug: bool = False
+    """Add expected-versus-actual details to denial bodies."""
+    cors: CorsPolicy | None = None
+    """The gateway-wide CORS policy (paths may override it)."""
+    limits: Limits | None = None
+    """Request limits (token, body and header sizes)."""
+    drain_seconds: float | None = Field(default=None, ge=0, le=600)
+    """On shutdown, how long in-flight requests may take (default 20)."""
+
+
+# --- Status --------------------------------------------------------------------------------
+
+
+class Condition(Model):
+    """A kstatus condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class GatewayStatus(Model):
+    """Observed state of a Gateway."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    routes: int | None = None
+    """Paths entries attached (from accepted Routes)."""
+    config_hash: str | None = None
+    """Hash of the config (and secret values) the Deployment was last given."""
+    replicas: int | None = None
+    available_replicas: int | None = None
+
+
+class RouteStatus(Model):
+    """Observed state of a Route."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    paths: int | None = None
+    auth: str | None = None
+    """Authorizers the paths use (`none` when all are public)."""
+
+
+class AuthorizerStatus(Model):
+    """Observed state of an Authorizer."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    issuer: str | None = None
+    """The issuer(s) tokens must carry."""
+
+
+GATEWAY_SPEC_ADAPTER: Final = TypeAdapter(GatewaySpec)
+ROUTE_SPEC_ADAPTER: Final = TypeAdapter(RouteSpec)

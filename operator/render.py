@@ -1,0 +1,547 @@
+"""Render: (Gateway, Routes, Authorizers, secret metadata) → gateway config + statuses.
+
+Pure and deterministic: no I/O, no clock, inputs sorted before use. Every problem of one
+object is returned as that object's status; it never raises for bad input.
+
+Policy (see docs/operator.md):
+- A Route with any problem is left out whole, with `Accepted=False` and the reason; the
+  other Routes render. The older Route (creation time, then namespace/name) keeps a contested
+  method + path.
+- A problem of something many Routes share (the Gateway's spec, an Authorizer in use, or
+  the assembled config) blocks the rollout: `config` is None and the last good config keeps
+  serving.
+- `$secret.NAME` of an Authorizer whose `secretRef.name` is SECRET is rendered as
+  `$secret.SECRET.NAME`: the file SECRET.NAME of the pod's secrets directory, projected from
+  key NAME of Secret SECRET. Values never pass through here, only their digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from wardgate.gateway.config import (
+    HMAC_ALGORITHMS,
+    SECRET_REFERENCE_PREFIX,
+    ConfigError,
+    GatewayConfig,
+    HttpProxyIntegration,
+    JwtAuthorizer,
+    PathEntry,
+    SupabaseAuthorizer,
+    format_validation_error,
+    parse_config,
+    route_pattern_key,
+    secret_name,
+)
+from wardgate.operator.conditions import Cond, false, summary, true
+from wardgate.operator.models import (
+    AUTHORIZER_SPEC_ADAPTER,
+    GATEWAY_SPEC_ADAPTER,
+    ROUTE_SPEC_ADAPTER,
+    AnyAuthorizerSpec,
+    GatewaySpec,
+    JwtAuthorizerSpec,
+    LabelSelector,
+    RouteSpec,
+    SupabaseAuthorizerSpec,
+)
+
+ObjectKey = tuple[str, str]
+"""(namespace, name)"""
+
+# HMAC keys shorter than the hash output weaken the signature (RFC 7518, section 3.2).
+HMAC_MIN_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
+MAX_MESSAGE_PROBLEMS: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What render needs of an object's metadata."""
+
+    namespace: str
+    name: str
+    generation: int = 1
+    creation_timestamp: str = ""
+    uid: str = ""
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A custom resource as watched: metadata and the raw spec (validated here)."""
+
+    meta: Meta
+    spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeyInfo:
+    """One key of a Secret: never the value, only what the checks and the hash need."""
+
+    size: int
+    """Bytes of the value, without a trailing line break (the gateway strips it)."""
+    utf8: bool
+    digest: str
+    """SHA-256 of the value."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """A Secret's keys."""
+
+    keys: Mapping[str, SecretKeyInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretItem:
+    """One Secret key projected into the gateway's secrets directory."""
+
+    secret: str
+    key: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStatus:
+    """The status render wants for one object (conditions and printer fields)."""
+
+    kind: str
+    meta: Meta
+    conditions: tuple[Cond, ...]
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return all(c.ok for c in self.conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizerResult:
+    """An Authorizer rendered alone: its config entry, secret items and status."""
+
+    status: ObjectStatus
+    entry: dict[str, Any] | None
+    """The gateway config's authorizer, references qualified; None when not ready."""
+    items: tuple[SecretItem, ...] = ()
+    digests: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """The outcome for one Gateway key."""
+
+    config: GatewayConfig | None
+    """The config to roll out; None when the rollout is blocked (or there is no Gateway)."""
+    document: dict[str, Any] | None
+    config_json: str | None
+    config_hash: str | None
+    secret_items: tuple[SecretItem, ...]
+    gateway: ObjectStatus | None
+    routes: tuple[ObjectStatus, ...]
+    authorizers: tuple[ObjectStatus, ...]
+    spec: GatewaySpec | None = None
+
+
+def _problems(exc: ValidationError, data: object, prefix: str, tag: str | None = None) -> str:
+    """`prefix.dotted.path: reason` lines joined; a union's tag is not shown as a field."""
+    lines = []
+    for line in format_validation_error(exc, data):
+        if tag and line.startswith(f"{tag}:"):
+            line = f"{prefix}:{line[len(tag) + 1 :]}"
+        elif tag and line.startswith(f"{tag}."):
+            line = f"{prefix}.{line[len(tag) + 1 :]}"
+        elif line.startswith("(document):"):
+            line = f"{prefix}:{line.removeprefix('(document):')}"
+        else:
+            line = f"{prefix}.{line}"
+        lines.append(line)
+    if len(lines) > MAX_MESSAGE_PROBLEMS:
+        lines = [*lines[:MAX_MESSAGE_PROBLEMS], f"... and {len(lines) - MAX_MESSAGE_PROBLEMS} more"]
+    return "; ".join(lines)
+
+
+def _selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+        return False
+    for requirement in selector.match_expressions:
+        present = requirement.key in labels
+        value = labels.get(requirement.key)
+        if requirement.operator == "In" and value not in requirement.values:
+            return False
+        if requirement.operator == "NotIn" and present and value in requirement.values:
+            return False
+        if requirement.operator == "Exists" and not present:
+            return False
+        if requirement.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def _issuer(spec: AnyAuthorizerSpec) -> str | None:
+    if isinstance(spec, JwtAuthorizerSpec):
+        return ", ".join(spec.issuer) if spec.issuer else None
+    return ", ".join(spec.issuer)
+
+
+def _references(spec: AnyAuthorizerSpec) -> list[tuple[str, str]]:
+    """(field, reference) of the authorizer's secret references."""
+    if isinstance(spec, JwtAuthorizerSpec) and spec.secret is not None:
+        return [("secret", spec.secret)]
+    if isinstance(spec, SupabaseAuthorizerSpec) and spec.jwt_secret is not None:
+        return [("jwtSecret", spec.jwt_secret)]
+    return []
+
+
+def _hmac_min_bytes(spec: AnyAuthorizerSpec) -> int:
+    algorithms = (
+        spec.accepted_algorithms()
+        if isinstance(spec, JwtAuthorizer | SupabaseAuthorizer)
+        else tuple(spec.algorithms)
+    )
+    return max((HMAC_MIN_BYTES[a] for a in algorithms if a in HMAC_ALGORITHMS), default=1)
+
+
+def render_authorizer(
+    authorizer: Resource, secrets: Mapping[ObjectKey, SecretInfo]
+) -> AuthorizerResult:
+    """Validate one Authorizer and resolve its secret references against secret metadata."""
+    meta = authorizer.meta
+    try:
+        spec = AUTHORIZER_SPEC_ADAPTER.validate_python(dict(authorizer.spec))
+    except ValidationError as exc:
+        tag = authorizer.spec.get("type")
+        message = _problems(
+            exc, dict(authorizer.spec), "spec", tag if isinstance(tag, str) else None
+        )
+        accepted = false("Accepted", "Invalid", message)
+        refs = Cond("ResolvedRefs", "Unknown", "Invalid", "the spec is invalid")
+        conditions = (accepted, refs, summary([accepted, refs]))
+        return AuthorizerResult(ObjectStatus("Authorizer", meta, conditions), None)
+    issuer = _issuer(spec)
+    fields: dict[str, Any] = {"issuer": issuer} if issuer else {}
+    accepted = true("Accepted", "Accepted", f"type {spec.type}")
+    entry = spec.gateway_fields()
+    items: list[SecretItem] = []
+    digests: list[str] = []
+    refs = true("ResolvedRefs", "ResolvedRefs", "no secret references")
+    for field_name, reference in _references(spec):
+        name = secret_name(reference)
+        assert spec.secret_ref is not None  # the spec's validator requires it
+        secret = spec.secret_ref.name
+        info = secrets.get((meta.namespace, secret))
+        where = f"spec.{field_name} ({reference})"
+        if info is None:
+            refs = false("ResolvedRefs", "SecretNotFound", f"{where}: no Secret {secret!r}")
+        elif name not in info.keys:
+            refs = false(
+                "ResolvedRefs", "KeyNotFound", f"{where}: Secret {secret!r} has no key {name!r}"
+            )
+        else:
+            key = info.keys[name]
+            minimum = _hmac_min_bytes(spec)
+            problem = (
+                "is empty"
+                if key.size == 0
+                else "is not UTF-8 text"
+                if not key.utf8
+                else f"is {key.size} bytes; the algorithm needs at least {minimum}"
+                if key.size < minimum
+                else None
+            )
+            if problem is not None:
+                refs = false(
+                    "ResolvedRefs",
+                    "InvalidKey",
+                    f"{where}: key {name!r} of Secret {secret!r} {problem}",
+                )
+            else:
+                path = f"{secret}.{name}"
+                entry[field_name] = f"{SECRET_REFERENCE_PREFIX}{path}"
+                items.append(SecretItem(secret, name, path))
+                digests.append(f"{path}={key.digest}")
+                refs = true(
+                    "ResolvedRefs", "ResolvedRefs", f"{where}: key {name!r} of Secret {secret!r}"
+                )
+        if not refs.ok:
+            break
+    conditions = (accepted, refs, summary([accepted, refs]))
+    status = ObjectStatus("Authorizer", meta, conditions, fields)
+    if not refs.ok:
+        return AuthorizerResult(status, None)
+    return AuthorizerResult(status, entry, tuple(items), tuple(digests))
+
+
+def _route_order(route: Resource) -> tuple[str, str, str]:
+    return (route.meta.creation_timestamp, route.meta.namespace, route.meta.name)
+
+
+def _route_status(route: Resource, accepted: Cond, fields: Mapping[str, Any]) -> ObjectStatus:
+    return ObjectStatus("Route", route.meta, (accepted, summary([accepted])), fields)
+
+
+def render(
+    gateway_key: ObjectKey,
+    gateway: Resource | None,
+    routes: Sequence[Resource],
+    authorizers: Sequence[Resource],
+    secrets: Mapping[ObjectKey, SecretInfo],
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> RenderResult:
+    """Render the config of one Gateway and the status of every object involved."""
+    gw_namespace, gw_name = gateway_key
+    ordered = sorted(routes, key=_route_order)
+    by_name = {a.meta.name: a for a in authorizers if a.meta.namespace == gw_namespace}
+    authorizer_results = {
+        name: render_authorizer(by_name[name], secrets) for name in sorted(by_name)
+    }
+    authorizer_statuses = tuple(r.status for r in authorizer_results.values())
+
+    if gateway is None:
+        statuses = tuple(
+            _route_status(
+                r,
+                false("Accepted", "GatewayNotFound", f"no Gateway {gw_namespace}/{gw_name}"),
+                {},
+            )
+            for r in ordered
+        )
+        return RenderResult(None, None, None, None, (), None, statuses, authorizer_statuses)
+
+    try:
+        spec = GATEWAY_SPEC_ADAPTER.validate_python(dict(gateway.spec))
+    except ValidationError as exc:
+        message = _problems(exc, dict(gateway.spec), "spec")
+        accepted = false("Accepted", "Invalid", message)
+        gw_status = ObjectStatus("Gateway", gateway.meta, (accepted,), {})
+        statuses = tuple(
+            _route_status(
+                r,
+                false("Accepted", "GatewayInvalid", f"Gateway {gw_namespace}/{gw_name} is invalid"),
+                {},
+            )
+            for r in ordered
+        )
+        return RenderResult(None, None, None, None, (), gw_status, statuses, authorizer_statuses)
+
+    default_name = spec.default_authorizer
+    default_ok = default_name is not None and default_name in by_name
+    claimed: dict[tuple[str, str], tuple[Resource, str]] = {}
+    accepted_paths: list[dict[str, Any]] = []
+    used_authorizers: set[str] = {default_name} if default_ok and default_name else set()
+    route_statuses: list[ObjectStatus] = []
+    accepted_routes = 0
+    for route in ordered:
+        status, paths, used = _render_route(
+            route, gateway.meta, spec, by_name, default_ok, claimed, namespace_labels
+        )
+        route_statuses.append(status)
+        if paths is not None:
+            accepted_routes += 1
+            accepted_paths.extend(paths)
+            used_authorizers.update(used)
+
+    refs = (
+        false(
+            "ResolvedRefs",
+            "AuthorizerNotFound",
+            f"spec.defaultAuthorizer: no Authorizer {default_name!r} in namespace {gw_namespace}",
+        )
+        if default_name is not None and not default_ok
+        else true("ResolvedRefs", "ResolvedRefs")
+    )
+    fields: dict[str, Any] = {"routes": accepted_routes}
+    blocked = [name for name in sorted(used_authorizers) if authorizer_results[name].entry is None]
+    if blocked:
+        reasons = [
+            f"{name}: {authorizer_results[name].status.conditions[-1].reason}" for name in blocked
+        ]
+        accepted = false(
+            "Accepted",
+            "AuthorizerNotReady",
+            f"Authorizers in use are not ready ({'; '.join(reasons)}); the last good config "
+            "keeps serving",
+        )
+        gw_status = ObjectStatus("Gateway", gateway.meta, (accepted, refs), fields)
+        return RenderResult(
+            None, None, None, None, (), gw_status, tuple(route_statuses), authorizer_statuses, spec
+        )
+
+    document: dict[str, Any] = {}
+    if default_ok:
+        document["defaultAuthorizer"] = default_name
+    document["authorizers"] = {
+        name: authorizer_results[name].entry for name in sorted(used_authorizers)
+    }
+    document["servers"] = {
+        name: _server_document(gw_namespace, server)
+        for name, server in sorted(spec.servers.items())
+    }
+    document["paths"] = accepted_paths
+    if spec.cors is not None:
+        document["cors"] = spec.cors.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if spec.limits is not None:
+        document["limits"] = spec.limits.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    document["debug"] = spec.debug
+    if spec.drain_seconds is not None:
+        document["drainSeconds"] = spec.drain_seconds
+    try:
+        config = parse_config(document)
+    except ConfigError as exc:
+        accepted = false(
+            "Accepted",
+            "InvalidConfig",
+            "; ".join(exc.problems[:MAX_MESSAGE_PROBLEMS]) + "; the last good config keeps serving",
+        )
+        gw_status = ObjectStatus("Gateway", gateway.meta, (accepted, refs), fields)
+        return RenderResult(
+            None, None, None, None, (), gw_status, tuple(route_statuses), authorizer_statuses, spec
+        )
+    items = tuple(
+        sorted(
+            {item for name in used_authorizers for item in authorizer_results[name].items},
+            key=lambda i: i.path,
+        )
+    )
+    digests = sorted(d for name in used_authorizers for d in authorizer_results[name].digests)
+    config_json = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    config_hash = hashlib.sha256("\n".join([config_json, *digests]).encode("utf-8")).hexdigest()[
+        :16
+    ]
+    fields = {**fields, "configHash": config_hash}
+    accepted = true(
+        "Accepted", "Accepted", f"{len(accepted_paths)} paths from {accepted_routes} Routes"
+    )
+    gw_status = ObjectStatus("Gateway", gateway.meta, (accepted, refs), fields)
+    return RenderResult(
+        config,
+        document,
+        config_json,
+        config_hash,
+        items,
+        gw_status,
+        tuple(route_statuses),
+        authorizer_statuses,
+        spec,
+    )
+
+
+def _server_document(namespace: str, server: Any) -> dict[str, Any]:
+    if server.service is not None:
+        service = server.service
+        url = f"{service.scheme}://{service.name}.{namespace}.svc:{service.port}"
+    else:
+        url = server.url
+    document: dict[str, Any] = {"url": url}
+    if server.connect_timeout is not None:
+        document["connectTimeout"] = server.connect_timeout
+    if server.read_timeout is not None:
+        document["readTimeout"] = server.read_timeout
+    return document
+
+
+def _render_route(
+    route: Resource,
+    gateway: Meta,
+    spec: GatewaySpec,
+    authorizers: Mapping[str, Resource],
+    default_ok: bool,
+    claimed: dict[tuple[str, str], tuple[Resource, str]],
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> tuple[ObjectStatus, list[dict[str, Any]] | None, set[str]]:
+    """One Route's status and, when accepted, its paths (claims recorded in `claimed`)."""
+    try:
+        route_spec: RouteSpec = ROUTE_SPEC_ADAPTER.validate_python(dict(route.spec))
+    except ValidationError as exc:
+        message = _problems(exc, dict(route.spec), "spec")
+        return _route_status(route, false("Accepted", "Invalid", message), {}), None, set()
+    paths = route_spec.paths
+    shown = sorted({_authorizer_of(p, spec) or "default" for p in paths if p.auth is not None})
+    fields = {"paths": len(paths), "auth": ", ".join(shown) or "none"}
+
+    def reject(reason: str, message: str) -> tuple[ObjectStatus, None, set[str]]:
+        return _route_status(route, false("Accepted", reason, message), fields), None, set()
+
+    namespaces = spec.allowed_routes.namespaces
+    if route.meta.namespace != gateway.namespace:
+        allowed = namespaces.from_ == "All" or (
+            namespaces.from_ == "Selector"
+            and namespaces.selector is not None
+            and _selector_matches(
+                namespaces.selector, namespace_labels.get(route.meta.namespace, {})
+            )
+        )
+        if not allowed:
+            return reject(
+                "NotAllowed",
+                f"Gateway {gateway.namespace}/{gateway.name} does not accept Routes from namespace "
+                f"{route.meta.namespace} (spec.allowedRoutes.namespaces.from: {namespaces.from_})",
+            )
+    for index, path in enumerate(paths):
+        where = f"spec.paths.{index}"
+        if path.auth is not None:
+            name = path.auth.authorizer
+            if name is None and not default_ok:
+                missing = (
+                    f"its defaultAuthorizer {spec.default_authorizer!r} does not exist"
+                    if spec.default_authorizer
+                    else "it has no defaultAuthorizer"
+                )
+                return reject(
+                    "AuthorizerNotFound",
+                    f"{where}.auth: the path uses the Gateway's default authorizer, but {missing}",
+                )
+            if name is not None and name not in authorizers:
+                return reject(
+                    "AuthorizerNotFound",
+                    f"{where}.auth.authorizer: no Authorizer {name!r} in namespace "
+                    f"{gateway.namespace}",
+                )
+        integration = path.integration
+        if isinstance(integration, HttpProxyIntegration) and integration.server not in spec.servers:
+            return reject(
+                "ServerNotFound",
+                f"{where}.integration.server: Gateway {gateway.namespace}/{gateway.name} has no "
+                f"server {integration.server!r}",
+            )
+    keys: dict[tuple[str, str], str] = {}
+    for index, path in enumerate(paths):
+        for method in path.methods():
+            key = (method, route_pattern_key(path.path))
+            if key in keys:
+                return reject(
+                    "Invalid", f"spec.paths.{index}: {method} {path.path} duplicates {keys[key]}"
+                )
+            keys[key] = f"spec.paths.{index}"
+            if key in claimed:
+                other, other_where = claimed[key]
+                return reject(
+                    "Conflict",
+                    f"{method} {path.path} is already served by Route "
+                    f"{other.meta.namespace}/{other.meta.name} ({other_where}), which is older",
+                )
+    for key, where in keys.items():
+        claimed[key] = (route, where)
+    accepted = true("Accepted", "Accepted", f"{len(paths)} paths attached")
+    documents = [_path_document(p) for p in paths]
+    names = {_authorizer_of(p, spec) or "" for p in paths if p.auth is not None} - {""}
+    return _route_status(route, accepted, fields), documents, names
+
+
+def _authorizer_of(path: PathEntry, spec: GatewaySpec) -> str | None:
+    if path.auth is None:
+        return None
+    return path.auth.authorizer or spec.default_authorizer
+
+
+def _path_document(path: PathEntry) -> dict[str, Any]:
+    document: dict[str, Any] = path.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return document
