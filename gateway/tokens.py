@@ -90,10 +90,12 @@ def bearer_token(authorization: str | None, max_bytes: int) -> str:
 
     The scheme is case-insensitive; exactly one space and one token must follow it.
     """
-    if authorization is None or not authorization.strip():
+    if authorization is None:
         raise _fail(MISSING_TOKEN, "authorization", "no Authorization header")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer":
+        if not authorization.strip():
+            raise _fail(MISSING_TOKEN, "authorization", "the Authorization header is empty")
         # Only the scheme name is echoed: what follows it may be a password (Basic).
         raise _fail(
             INVALID_AUTH_SCHEME,
@@ -106,13 +108,15 @@ def bearer_token(authorization: str | None, max_bytes: int) -> str:
         raise _fail(
             INVALID_AUTH_SCHEME, "authorization", "the Bearer scheme is not followed by a token"
         )
-    if _WHITESPACE.search(token):
+    # `isprintable` is a fast pre-check: only a token with a non-printable character
+    # needs the regular expression.
+    if " " in token or (not token.isprintable() and _WHITESPACE.search(token)):
         raise _fail(
             INVALID_AUTH_SCHEME,
             "authorization",
             "expected `Bearer <token>`: exactly one space, then exactly one token",
         )
-    size = len(token.encode("utf-8", "surrogateescape"))
+    size = len(token) if token.isascii() else len(token.encode("utf-8", "surrogateescape"))
     if size > max_bytes:
         raise _fail(
             TOKEN_TOO_LARGE,
