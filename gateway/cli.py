@@ -184,10 +184,11 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if args.config is None:
         loaded, demo_socket, secret, code = _demo(args.secrets_dir, args.server)
         if loaded is not None:
+            from functools import partial
+
             from wardgate.gateway.demo import DEMO_SECRET, usage_banner
 
-            host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-            banner = usage_banner(f"http://{host}:{args.port}", secret or DEMO_SECRET)
+            banner = partial(usage_banner, secret=secret or DEMO_SECRET)
     else:
         loaded, code = _load(args.config, args.secrets_dir, args.server)
     if loaded is None:

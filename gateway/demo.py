@@ -100,6 +100,13 @@ def build_demo_upstream() -> web.Application:
 def usage_banner(base_url: str, secret: str) -> str:
     """Ready-to-run commands for a first request that passes and one that is refused."""
     token = mint_demo_token(secret)
+    if secret == DEMO_SECRET:
+        note = (
+            f"  the demo secret is {DEMO_SECRET_NAME}={DEMO_SECRET} (demo only: never use it "
+            "for real traffic); the token above is valid for an hour"
+        )
+    else:
+        note = f"  the token above is signed with the {DEMO_SECRET_NAME} you supplied"
     return "\n".join(
         [
             "wardgate: serving the embedded demo config (the seed example; see "
@@ -108,8 +115,7 @@ def usage_banner(base_url: str, secret: str) -> str:
             f"  401 without token: curl -i {base_url}/private/orders",
             f"  200 with a token:  curl -i -H 'Authorization: Bearer {token}' "
             f"{base_url}/private/orders",
-            f"  the demo secret is {DEMO_SECRET_NAME}={DEMO_SECRET} (demo only: never use it "
-            "for real traffic); the token above is valid for an hour",
+            note,
             "",
         ]
     )

@@ -29,7 +29,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -66,8 +66,8 @@ class ServeOptions:
     workers: int = 1
     access_log: str = "-"
     """`-` for stdout, `off`, or a file path (appended to)."""
-    banner: str | None = None
-    """Printed once the gateway serves (the demo's curl commands)."""
+    banner: Callable[[str], str] | None = field(default=None, compare=False)
+    """Given the traffic URL, text printed once the gateway serves (the demo's commands)."""
     demo_socket: socket.socket | None = field(default=None, compare=False)
     """A listening socket to serve the demo upstream on."""
     reuse_port: bool = False
@@ -195,8 +195,17 @@ def _announce(runner: web.BaseRunner, admin: web.BaseRunner | None, options: Ser
         admin_host, admin_port = admin.addresses[0][:2]
         line += f" (admin http://{admin_host}:{admin_port})"
     print(line, file=sys.stderr, flush=True)
-    if options.banner:
-        print(options.banner, file=sys.stderr, flush=True)
+    if options.banner is not None:
+        print(options.banner(_client_url(options.host, port)), file=sys.stderr, flush=True)
+
+
+def _client_url(host: str, port: int) -> str:
+    """A URL a local client can use for a listening address."""
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def _worker_main(
@@ -327,8 +336,9 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
                     admin_host, admin_port = admin_runner.addresses[0][:2]
                     line += f" (admin http://{admin_host}:{admin_port})"
                 print(line, file=sys.stderr, flush=True)
-                if options.banner:
-                    print(options.banner, file=sys.stderr, flush=True)
+                if options.banner is not None:
+                    url = _client_url(options.host, port)
+                    print(options.banner(url), file=sys.stderr, flush=True)
             stop_or_fail = [asyncio.ensure_future(e.wait()) for e in (failed, stop)]
             await asyncio.wait(stop_or_fail, return_when=asyncio.FIRST_COMPLETED)
             for waiter in stop_or_fail:

@@ -1,0 +1,323 @@
+"""`wardgate gateway` as a real process: the seed example from a file, the embedded demo,
+graceful shutdown under load, and `--workers 2`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+
+SEED = """{
+  "authorizer": {
+    "type": "jwt",
+    "secret": "$secret.JWT_SECRET",
+    "algorithm": "HS256",
+    "issuer": "https://issuer.example.com",
+    "audience": "api-audience"
+  },
+  "paths": [
+    { "method": "GET", "path": "/health", "response": { "status": "ok" } },
+    {
+      "method": "GET",
+      "path": "/private/orders",
+      "auth": true,
+      "integration": { "type": "http_proxy", "server": "orders" }
+    }
+  ]
+}
+"""
+SECRET = "process-test-secret-0123456789-abcdefghij"
+WARDGATE = str(Path(sys.executable).with_name("wardgate"))
+LISTENING = re.compile(r"listening on (http://\S+).*admin (http://[^)\s]+)")
+
+
+def token(secret: str = SECRET) -> str:
+    import time
+
+    now = int(time.time())
+    return jwt.encode(
+        {
+            "iss": "https://issuer.example.com",
+            "aud": "api-audience",
+            "sub": "u",
+            "iat": now,
+            "exp": now + 600,
+        },
+        secret,
+        algorithm="HS256",
+    )
+
+
+@dataclass
+class Upstream:
+    url: str
+    count: int = 0
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    recorder = Upstream("")
+
+    async def handle(request: web.Request) -> web.Response:
+        recorder.count += 1
+        await asyncio.sleep(0.005)  # some work, so that requests are in flight at SIGTERM
+        return web.json_response({"orders": []})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    recorder.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield recorder
+    await runner.cleanup()
+
+
+@dataclass
+class Gateway:
+    process: asyncio.subprocess.Process
+    url: str
+    admin: str
+    stderr: list[str]
+    banner: asyncio.Event
+
+    async def wait(self) -> int:
+        async with asyncio.timeout(60):
+            return await self.process.wait()
+
+
+Launch = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
+    processes: list[asyncio.subprocess.Process] = []
+    readers: list[asyncio.Task[None]] = []
+
+    async def _launch(*args: str, env: dict[str, str] | None = None) -> Gateway:
+        process = await asyncio.create_subprocess_exec(
+            WARDGATE,
+            "gateway",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--access-log",
+            str(tmp_path / "access.log"),
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        processes.append(process)
+        assert process.stderr is not None
+        lines: list[str] = []
+        banner = asyncio.Event()
+        found: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+
+        async def read() -> None:
+            assert process.stderr is not None
+            async for raw in process.stderr:
+                line = raw.decode()
+                lines.append(line)
+                if "200 with a token" in line:
+                    banner.set()
+                match = LISTENING.search(line)
+                if match and not found.done():
+                    found.set_result((match.group(1), match.group(2)))
+            if not found.done():
+                found.set_exception(RuntimeError("gateway exited:\n" + "".join(lines)))
+
+        readers.append(asyncio.ensure_future(read()))
+        url, admin = await asyncio.wait_for(found, 60)
+        return Gateway(process, url, admin, lines, banner)
+
+    yield _launch
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    for reader in readers:
+        await reader
+
+
+@pytest.fixture
+def config_files(tmp_path: Path) -> tuple[Path, Path]:
+    config = tmp_path / "gateway.json"
+    config.write_text(SEED)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "JWT_SECRET").write_text(SECRET + "\n")
+    return config, secrets
+
+
+async def _ready(session: aiohttp.ClientSession, admin: str) -> None:
+    async with session.get(admin + "/readyz") as response:
+        assert response.status == 200
+
+
+async def test_seed_example_from_file(
+    launch: Launch, upstream: Upstream, config_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, secrets = config_files
+    gateway = await launch(
+        "--config", str(config), "--secrets-dir", str(secrets), "--server", f"orders={upstream.url}"
+    )
+    async with aiohttp.ClientSession() as session:
+        await _ready(session, gateway.admin)
+        async with session.get(gateway.url + "/health") as health:
+            assert health.status == 200
+            assert await health.json() == {"status": "ok"}
+        async with session.get(gateway.url + "/private/orders") as denied:
+            assert denied.status == 401
+            assert (await denied.json())["error"]["code"] == "missing_token"
+        assert upstream.count == 0
+        headers = {"Authorization": f"Bearer {token()}"}
+        async with session.get(gateway.url + "/private/orders", headers=headers) as allowed:
+            assert allowed.status == 200
+        assert upstream.count == 1
+        async with session.get(gateway.admin + "/config") as effective:
+            document = await effective.json()
+        assert document["config"]["authorizer"]["secret"] == "$secret.JWT_SECRET"
+        assert document["secrets"] == ["JWT_SECRET"]
+        assert SECRET not in json.dumps(document)
+    gateway.process.send_signal(signal.SIGTERM)
+    assert await gateway.wait() == 0
+    log = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    assert [entry["status"] for entry in log] == [200, 401, 200]
+    assert log[1]["code"] == "missing_token"
+    assert all(token().split(".")[2] not in line for line in map(json.dumps, log))
+
+
+async def test_embedded_demo(launch: Launch) -> None:
+    gateway = await launch()
+    banner = await _banner(gateway)
+    demo_token = re.search(r"Bearer ([\w.-]+)", banner)
+    assert demo_token is not None
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gateway.url + "/private/orders") as denied:
+            assert denied.status == 401
+        headers = {"Authorization": f"Bearer {demo_token.group(1)}"}
+        async with session.get(gateway.url + "/private/orders", headers=headers) as allowed:
+            assert allowed.status == 200
+            assert "orders" in await allowed.json()
+    gateway.process.send_signal(signal.SIGTERM)
+    assert await gateway.wait() == 0
+
+
+async def _banner(gateway: Gateway) -> str:
+    async with asyncio.timeout(30):
+        await gateway.banner.wait()
+    return "".join(gateway.stderr)
+
+
+async def test_invalid_config_never_serves(config_files: tuple[Path, Path], tmp_path: Path) -> None:
+    config, _ = config_files
+    broken = json.loads(config.read_text())
+    broken["paths"][1]["auth"] = {"authorizer": "nope"}
+    config.write_text(json.dumps(broken))
+    process = await asyncio.create_subprocess_exec(
+        WARDGATE,
+        "gateway",
+        "--config",
+        str(config),
+        "--port",
+        "0",
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "JWT_SECRET"},
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    text = stderr.decode()
+    assert "paths.1.auth.authorizer: no authorizer named 'nope'" in text
+    assert "listening" not in text
+
+
+async def test_sigterm_under_load_drains_without_failures(
+    launch: Launch, upstream: Upstream, config_files: tuple[Path, Path]
+) -> None:
+    config, secrets = config_files
+    gateway = await launch(
+        "--config", str(config), "--secrets-dir", str(secrets), "--server", f"orders={upstream.url}"
+    )
+    headers = {"Authorization": f"Bearer {token()}"}
+    ok = 0
+    failures: list[str] = []
+    started = asyncio.Event()
+
+    async def load(session: aiohttp.ClientSession) -> None:
+        nonlocal ok
+        while True:
+            try:
+                async with session.get(gateway.url + "/private/orders", headers=headers) as r:
+                    await r.read()
+                    if r.status == 200:
+                        ok += 1
+                    else:
+                        failures.append(f"status {r.status}")
+            except aiohttp.ClientConnectorError:
+                return  # refused: the gateway no longer accepts connections
+            except aiohttp.ClientError as exc:
+                failures.append(repr(exc))
+                return
+            if ok >= 100:
+                started.set()
+
+    async with aiohttp.ClientSession() as session:
+        await _ready(session, gateway.admin)
+        loops = [asyncio.ensure_future(load(session)) for _ in range(16)]
+        await asyncio.wait_for(started.wait(), 60)
+        before = ok
+        gateway.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*loops), 60)
+    assert await gateway.wait() == 0
+    assert failures == []
+    assert ok > before
+
+
+async def test_two_workers(
+    launch: Launch, upstream: Upstream, config_files: tuple[Path, Path]
+) -> None:
+    config, secrets = config_files
+    gateway = await launch(
+        "--config",
+        str(config),
+        "--secrets-dir",
+        str(secrets),
+        "--server",
+        f"orders={upstream.url}",
+        "--workers",
+        "2",
+    )
+    headers = {"Authorization": f"Bearer {token()}"}
+    async with aiohttp.ClientSession() as session:
+        await _ready(session, gateway.admin)
+        for _ in range(20):
+            # A new connection each time, so that the kernel spreads them over the workers.
+            async with session.get(
+                gateway.url + "/private/orders", headers={**headers, "Connection": "close"}
+            ) as response:
+                assert response.status == 200
+        async with session.get(gateway.admin + "/metrics") as metrics:
+            text = await metrics.text()
+        async with session.get(gateway.admin + "/config") as effective:
+            assert (await effective.json())["workers"] == 2
+    total = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("wardgate_requests_total{") and 'route="/private/orders"' in line
+    )
+    assert total == 20
+    gateway.process.send_signal(signal.SIGTERM)
+    assert await gateway.wait() == 0
