@@ -584,8 +584,8 @@ def _json_location(loc: tuple[int | str, ...], data: object) -> list[str]:
         if isinstance(current, dict):
             if part in current:
                 current = current[part]
-            elif not last:
-                continue  # a union tag
+            elif not last or current.get("type") == part:
+                continue  # a union tag (last when a model-level check of the variant failed)
             parts.append(str(part))
         elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
             current = current[part]
