@@ -60,7 +60,7 @@ from wardgate.gateway.matching import Match, MethodNotAllowed, RouteEntry, Route
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.gateway.proxy import HttpProxy, create_client_session
-from wardgate.gateway.requestlog import RequestLog, log_entry
+from wardgate.gateway.requestlog import RequestLog, format_entry, json_value
 from wardgate.gateway.static import StaticResponse
 
 logger = logging.getLogger("wardgate.gateway")
@@ -83,6 +83,8 @@ class Route:
     authorizer: str | None
     integration: Integration
     cors: CorsRules | None
+    route_json: str
+    authorizer_json: str
 
 
 SESSION_KEY: Final = web.AppKey("wardgate_client_session", aiohttp.ClientSession)
@@ -149,6 +151,8 @@ class Gateway:
                 authorizer=authorizer,
                 integration=integration,
                 cors=cors,
+                route_json=json_value(entry.path),
+                authorizer_json=json_value(authorizer),
             )
             entries.append(
                 RouteEntry(entry.path, None if any_method else frozenset(methods), route)
@@ -177,6 +181,7 @@ class Gateway:
         code: str | None = None
         detail: dict[str, Any] | None = None
         response: web.StreamResponse | None = None
+        trusted_path = False
         self.in_flight += 1
         try:
             raw = request.raw_path
@@ -190,6 +195,7 @@ class Gateway:
                 path = normalise_path(raw_path)
             except PathEncodingError as exc:
                 raise GatewayError(INVALID_PATH, {"reason": exc.reason}) from None
+            trusted_path = True
             if method == "OPTIONS" and is_preflight(method, headers):
                 response = self._preflight(path, headers, response_headers)
             if response is None:
@@ -241,16 +247,17 @@ class Gateway:
             self.metrics.request(route.pattern if route else None, status, code)
         if self.request_log.enabled:
             self.request_log.write(
-                log_entry(
+                format_entry(
                     request_id=request_id,
                     method=method,
                     path=path,
-                    route=route.pattern if route else None,
-                    authorizer=route.authorizer if route else None,
+                    route_json=route.route_json if route else "null",
+                    authorizer_json=route.authorizer_json if route else "null",
                     status=status,
                     code=code,
                     started=started,
                     detail=detail,
+                    trusted_path=trusted_path,
                 )
             )
         return response

@@ -126,8 +126,8 @@ class HttpProxy:
     __slots__ = (
         "_base_path",
         "_dropped",
+        "_latency",
         "_limit",
-        "_metrics",
         "_origin",
         "_server_name",
         "_session",
@@ -153,7 +153,7 @@ class HttpProxy:
         self._strip = strip.rstrip("/") if strip else None
         self._server_name = integration.server
         self._session = session
-        self._metrics = metrics
+        self._latency = metrics.upstream_histogram(integration.server) if metrics else None
         self._limit = limits.max_body_bytes
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=server.connect_timeout, sock_read=server.read_timeout
@@ -252,8 +252,8 @@ class HttpProxy:
                 raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
             except _BodyTooLarge:
                 raise GatewayError(BODY_TOO_LARGE, {"limit": self._limit}) from None
-        if self._metrics is not None:
-            self._metrics.upstream_latency(self._server_name, time.perf_counter() - started)
+        if self._latency is not None:
+            self._latency.observe(time.perf_counter() - started)
         try:
             return await self._relay(request, exchange, upstream)
         finally:

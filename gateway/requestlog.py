@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_TOKEN_RE: Final = re.compile(r"[A-Z]{1,16}")
+# Writes up to PIPE_BUF bytes to a pipe are atomic, so the lines of several workers sharing
+# one stdout never interleave mid-line.
+_WRITE_LIMIT: Final = 4096
 
 
 class RequestLog:
@@ -33,11 +38,12 @@ class RequestLog:
     def enabled(self) -> bool:
         return self._stream is not None
 
-    def write(self, entry: dict[str, Any]) -> None:
-        """Queue one line; it is written at the end of the current event-loop turn."""
+    def write(self, line: str) -> None:
+        """Queue one line (without its newline); it is written at the end of the current
+        event-loop turn."""
         if self._stream is None:
             return
-        self._lines.append(_ENCODER.encode(entry))
+        self._lines.append(line)
         if not self._scheduled:
             self._scheduled = True
             try:
@@ -51,39 +57,57 @@ class RequestLog:
         if not self._lines or self._stream is None:
             return
         lines, self._lines = self._lines, []
-        lines.append("")
+        stream = self._stream
         try:
-            self._stream.write("\n".join(lines).encode("utf-8", "backslashreplace"))
-            self._stream.flush()
+            batch: list[bytes] = []
+            size = 0
+            for line in lines:
+                data = line.encode("utf-8", "backslashreplace") + b"\n"
+                if size + len(data) > _WRITE_LIMIT and batch:
+                    stream.write(b"".join(batch))
+                    stream.flush()
+                    batch, size = [], 0
+                batch.append(data)
+                size += len(data)
+            stream.write(b"".join(batch))
+            stream.flush()
         except (OSError, ValueError):
             # A closed or broken log stream must not take requests down with it.
             self._stream = None
 
 
-def log_entry(
+def format_entry(
     *,
     request_id: str,
     method: str,
     path: str,
-    route: str | None,
-    authorizer: str | None,
+    route_json: str,
+    authorizer_json: str,
     status: int,
     code: str | None,
     started: float,
     detail: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The fields of one request's line; `started` is a `time.perf_counter()` value."""
-    entry: dict[str, Any] = {
-        "ts": round(time.time(), 3),
-        "requestId": request_id,
-        "method": method,
-        "path": path,
-        "route": route,
-        "authorizer": authorizer,
-        "status": status,
-        "code": code,
-        "latencyMs": round((time.perf_counter() - started) * 1000.0, 3),
-    }
+    trusted_path: bool = True,
+) -> str:
+    """One request's line. `route_json` and `authorizer_json` are JSON values computed once
+    per route; a trusted path (one returned by `normalise_path`), the request ID (checked or
+    generated), the method (an HTTP token) and the code need no escaping, so the common line
+    is built without the JSON encoder."""
+    if not trusted_path or not _TOKEN_RE.fullmatch(method):
+        path = _ENCODER.encode(path)[1:-1]
+        method = _ENCODER.encode(method)[1:-1]
+    code_json = "null" if code is None else f'"{code}"'
+    line = (
+        f'{{"ts":{time.time():.3f},"requestId":"{request_id}","method":"{method}",'
+        f'"path":"{path}","route":{route_json},"authorizer":{authorizer_json},'
+        f'"status":{status},"code":{code_json},'
+        f'"latencyMs":{(time.perf_counter() - started) * 1000.0:.3f}'
+    )
     if detail:
-        entry["detail"] = detail
-    return entry
+        return f'{line},"detail":{_ENCODER.encode(detail)}}}'
+    return line + "}"
+
+
+def json_value(value: str | None) -> str:
+    """A string (or null) as JSON, for `format_entry`."""
+    return _ENCODER.encode(value)
