@@ -35,6 +35,7 @@ class Upstream:
     seen: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     delay: asyncio.Event | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -46,6 +47,7 @@ class Upstream:
                 "body": body,
             }
         )
+        self.arrived.set()
         tail = request.match_info["tail"].rsplit("/", 1)[-1]
         if tail == "slow" and self.delay is not None:
             await self.delay.wait()
@@ -643,3 +645,59 @@ def test_seed_helper_is_not_mutated() -> None:
     first = seed("http://127.0.0.1:1")
     second = copy.deepcopy(first)
     assert first == second
+
+
+@pytest.mark.parametrize(
+    ("authorization", "code"),
+    [
+        ("Basic dXNlcjpwYXNz", "invalid_auth_scheme"),
+        ("Bearer opaque-token", "opaque_token"),
+        ("Bearer a.b.c", "malformed_token"),
+        ("Bearer " + hs_token(claims(iss=ISSUER, aud=AUDIENCE), alg="HS512"), None),
+        ("Bearer " + hs_token(claims(iss=ISSUER, aud=AUDIENCE), secret="x" * 40), None),
+        ("Bearer " + hs_token(claims(iss=ISSUER, aud=AUDIENCE, lifetime=-600)), None),
+        ("Bearer " + hs_token(claims(iss="https://evil.example.com", aud=AUDIENCE)), None),
+        ("Bearer " + hs_token(claims(iss=ISSUER, aud=AUDIENCE)).rsplit(".", 1)[0] + ".", None),
+    ],
+)
+async def test_invalid_tokens_never_reach_the_upstream(
+    start: Start, upstream: Upstream, authorization: str, code: str | None
+) -> None:
+    gw = await start(seed(upstream.url))
+    for method in ("GET", "HEAD"):
+        response = await gw.request(
+            method, "/private/orders", headers={"Authorization": authorization}
+        )
+        assert response.status == 401
+    body = await (await gw.get("/private/orders", headers={"Authorization": authorization})).json()
+    if code is not None:
+        assert body["error"]["code"] == code
+    assert upstream.seen == []
+
+
+async def test_drain_finishes_in_flight_and_refuses_new(start: Start, upstream: Upstream) -> None:
+    from wardgate.gateway.admin import AdminSource
+    from wardgate.gateway.server import drain
+
+    gw = await start(_open_routes(upstream.url))
+    gateway = gw.runner.gateway
+    source = AdminSource(gateway.loaded, ready=lambda: gateway.ready and not gateway.draining)
+    assert source.ready()
+    upstream.delay = asyncio.Event()
+    in_flight = asyncio.ensure_future(gw.get("/open/slow"))
+    async with asyncio.timeout(10):
+        await upstream.arrived.wait()
+    (site,) = gw.runner.sites
+    draining = asyncio.ensure_future(drain(gw.runner, site, 10.0))
+    await asyncio.sleep(0)  # one step: drain marks the gateway and closes the listener
+    assert gateway.draining
+    assert not source.ready()
+    async with aiohttp.ClientSession() as fresh:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await fresh.get(gw.url + "/health")
+    assert not draining.done()
+    upstream.delay.set()
+    response = await in_flight
+    assert response.status == 200
+    assert response.headers.get("Connection") == "close"
+    await asyncio.wait_for(draining, 10)
