@@ -103,7 +103,13 @@ class _BodyTooLarge(Exception):
     pass
 
 
+_PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
+
+
 def _connection_tokens(value: str) -> frozenset[str]:
+    """The header names a `Connection` header lists (none for the usual plain values)."""
+    if value in _PLAIN_CONNECTION:
+        return frozenset()
     return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
 
 
@@ -112,7 +118,7 @@ def filter_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     connection = headers.get("Connection")
     dropped = RESPONSE_DROPPED_HEADERS
-    if connection:
+    if connection and connection not in _PLAIN_CONNECTION:
         dropped = dropped | _connection_tokens(connection)
     for name, value in headers.items():
         if name.lower() not in dropped:
@@ -177,7 +183,7 @@ class HttpProxy:
         incoming = request.headers
         dropped = self._dropped
         connection = incoming.get("Connection")
-        if connection:
+        if connection and connection not in _PLAIN_CONNECTION:
             dropped = dropped | _connection_tokens(connection)
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in incoming.items():
