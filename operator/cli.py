@@ -1,10 +1,91 @@
-"""Subcommands of this part (filled in by its issue)."""
+"""`wardgate operator`: run the operator (kopf) against the current cluster."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
+
+DEFAULT_GATEWAY_IMAGE = "ghcr.io/wardgate/wardgate:0.1.0"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this part's subcommands."""
+    """Add `wardgate operator`."""
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the operator: Gateway, Route and Authorizer objects → running gateways",
+        description=__doc__,
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable; globs such as team-* work)",
+    )
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="watch every namespace (the default when no --namespace is given)",
+    )
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering: this must be the only operator instance (the default)",
+    )
+    peering.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="coordinate with other instances through kopf peering object NAME (its CRDs "
+        "must be installed)",
+    )
+    parser.add_argument(
+        "--gateway-image", default=DEFAULT_GATEWAY_IMAGE, help="default image of gateway pods"
+    )
+    parser.add_argument(
+        "--gateway-image-pull-policy",
+        default="IfNotPresent",
+        choices=["Always", "IfNotPresent", "Never"],
+    )
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig (default: in-cluster, then ~/.kube/config)"
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until interrupted."""
+    import kopf  # heavy imports only for this command
+
+    from wardgate.operator.handlers import Options, registry
+    from wardgate.operator.manifests import Defaults
+
+    kopf.configure(verbose=args.verbose)
+    options = Options(
+        kubeconfig=args.kubeconfig,
+        defaults=Defaults(
+            image=args.gateway_image, image_pull_policy=args.gateway_image_pull_policy
+        ),
+        workers=args.workers,
+    )
+    kopf.run(
+        registry=registry,
+        clusterwide=not args.namespaces,
+        namespaces=args.namespaces or (),
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(options=options),
+    )
+    return 0

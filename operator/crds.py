@@ -34,6 +34,9 @@ Schema = dict[str, Any]
 
 PRESERVE: Final = "x-kubernetes-preserve-unknown-fields"
 VALIDATIONS: Final = "x-kubernetes-validations"
+# Checks written as OpenAPI `anyOf`/`oneOf`/`not` of `required` (for fields CEL cannot see);
+# collected under this key while converting, emitted as `allOf`.
+JUNCTORS: Final = "x-wardgate-junctors"
 CRD_DIR: Final = Path(__file__).resolve().parent.parent / "deploy" / "crds"
 
 _HS: Final = "startsWith('HS')"
@@ -43,13 +46,15 @@ def _rule(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
 
 
-# Model validators (by qualified name) and their CEL equivalents.
-MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, str]]]] = {
+def _exactly_one(*names: str) -> dict[str, Any]:
+    return {"schema": {"oneOf": [{"required": [name]} for name in names]}}
+
+
+# Model validators (by qualified name) and their equivalents: CEL rules, or OpenAPI junctors
+# (`{"schema": ...}`) where a field has no type (CEL cannot see those).
+MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, Any]]]] = {
     "JwtAuthorizer._check_keys": [
-        _rule(
-            "[has(self.secret), has(self.jwksUri), has(self.jwks)].filter(x, x).size() == 1",
-            "exactly one key source is required: `secret` (HS*), `jwksUri` or `jwks`",
-        ),
+        _exactly_one("secret", "jwksUri", "jwks"),
         _rule(
             "!(has(self.algorithm) && has(self.algorithms))",
             "give `algorithm` or `algorithms`, not both",
@@ -86,19 +91,10 @@ MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, str]]]] = {
             "`jwtSecret` is a `$secret.NAME` reference: set `secretRef`",
         )
     ],
-    "PathEntry._check_action": [
-        _rule(
-            "has(self.response) != has(self.integration)",
-            "give exactly one of `response` or `integration`",
-        )
-    ],
-    "CorsPolicy._check_credentials": [
-        _rule(
-            "!(has(self.allowCredentials) && self.allowCredentials && "
-            "self.allowOrigins.exists(o, o == '*'))",
-            "`allowCredentials` cannot be used with the `*` origin",
-        )
-    ],
+    "PathEntry._check_action": [_exactly_one("response", "integration")],
+    # Scanning `allowOrigins` in every path of a Route exceeds the API server's CEL cost
+    # budget (the lists are unbounded): the operator checks it.
+    "CorsPolicy._check_credentials": [],
     "GatewayServer._check_target": [
         _rule("has(self.service) != has(self.url)", "give exactly one of `service` or `url`")
     ],
@@ -120,58 +116,19 @@ _URL_PATTERN: Final = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
 _METHOD_PATTERN: Final = r"^([A-Z]+|\*)$"
 
 
+# A field that takes several JSON types (a string or a list, `true` or an object) has no
+# `type` in a structural schema: the API server keeps it as written and CEL cannot see it, so
+# its content is checked by the operator (reported as `Accepted=False, reason=Invalid`).
 def _one_or_many(inner: Schema) -> Schema:
-    item = inner.get("items", {})
-    checks = [f"x.matches('{_cel_escape(item['pattern'])}')"] if "pattern" in item else []
-    each = " && ".join(["type(x) == string", *checks])
-    single = " && ".join(c.replace("x.", "self.") for c in checks) or "true"
-    minimum = inner.get("minItems", 0)
-    rules = [
-        _rule(
-            f"type(self) == string ? {single} : (type(self) == list && "
-            + (f"size(self) >= {minimum} && " if minimum else "")
-            + f"self.all(x, {each}))",
-            "must be a string or a list of strings"
-            + (f" (at least {minimum})" if minimum else "")
-            + (f" matching {item['pattern']}" if checks else ""),
-        )
-    ]
-    return {
-        PRESERVE: True,
-        VALIDATIONS: rules,
-        "description": "One string, or a list of strings.",
-    }
-
-
-def _method_list(inner: Schema) -> Schema:
-    schema = _one_or_many(inner)
-    schema[VALIDATIONS] += [
-        _rule(
-            "type(self) == string || self.all(m, self.exists_one(n, n == m))",
-            "`method` lists a method twice",
-        ),
-        _rule(
-            "type(self) == string || size(self) == 1 || !self.exists(m, m == '*')",
-            "`*` (any method) cannot be combined with other methods",
-        ),
-    ]
-    return schema
+    return {PRESERVE: True, "description": "One string, or a list of strings."}
 
 
 def _auth_shorthand(inner: Schema) -> Schema:
-    return {
-        PRESERVE: True,
-        VALIDATIONS: [
-            _rule("type(self) == bool || type(self) == map", "must be true, false or an object")
-        ],
-    }
+    return {PRESERVE: True}
 
 
 def _server_shorthand(inner: Schema) -> Schema:
-    return {
-        PRESERVE: True,
-        VALIDATIONS: [_rule("type(self) == string || type(self) == map", "a URL or an object")],
-    }
+    return {PRESERVE: True}
 
 
 # Field validators (by function) and the schema they become.
@@ -206,8 +163,6 @@ class CrdJsonSchema(GenerateJsonSchema):
     ) -> JsonSchemaValue:
         function = schema["function"]["function"]
         inner = self.generate_inner(schema["schema"])
-        if function is gateway_config._one_or_many and _is_method_list(schema):
-            return _method_list(self._resolved(inner))
         if function in BEFORE_VALIDATORS:
             return BEFORE_VALIDATORS[function](self._resolved(inner))
         if getattr(function, "__qualname__", "").endswith("_authorizer_name_shorthand"):
@@ -221,7 +176,15 @@ class CrdJsonSchema(GenerateJsonSchema):
         inner = self.generate_inner(schema["schema"])
         name = getattr(function, "__qualname__", "")
         if name in MODEL_VALIDATOR_RULES:
-            return {"allOf": [inner], VALIDATIONS: list(MODEL_VALIDATOR_RULES[name])}
+            rules = MODEL_VALIDATOR_RULES[name]
+            wrapped: Schema = {"allOf": [inner]}
+            cel = [r for r in rules if "rule" in r]
+            junctors = [r["schema"] for r in rules if "schema" in r]
+            if cel:
+                wrapped[VALIDATIONS] = cel
+            if junctors:
+                wrapped[JUNCTORS] = junctors
+            return wrapped
         if function in AFTER_VALIDATORS:
             return {**inner, **AFTER_VALIDATORS[function]}
         if name == "GatewayConfig._check_references":
@@ -230,17 +193,6 @@ class CrdJsonSchema(GenerateJsonSchema):
 
     def _resolved(self, schema: Schema) -> Schema:
         return schema
-
-
-def _is_method_list(schema: core_schema.BeforeValidatorFunctionSchema) -> bool:
-    inner = schema["schema"]
-    if inner.get("type") != "list":
-        return False
-    items = inner.get("items_schema", {})
-    return (
-        items.get("type") == "function-after"
-        and items["function"]["function"] is gateway_config._check_method
-    )
 
 
 @dataclass
@@ -282,8 +234,9 @@ class Structural:
             out["description"] = (
                 f"{out.get('description', '')} Default: {json.dumps(default)}.".strip()
             )
-        if VALIDATIONS in node:
-            out[VALIDATIONS] = node[VALIDATIONS]
+        for key in (VALIDATIONS, JUNCTORS):
+            if key in node:
+                out[key] = node[key]
         for key in ("pattern", "minLength", "maxLength"):
             if key in node:
                 out[key] = node[key]
@@ -293,7 +246,7 @@ class Structural:
     def _merge(base: Schema, extra: Schema) -> Schema:
         merged = dict(base)
         for key, value in extra.items():
-            if key == VALIDATIONS:
+            if key in (VALIDATIONS, JUNCTORS):
                 merged[key] = [*merged.get(key, []), *value]
             elif key == "description" and "description" in merged and key in extra:
                 merged[key] = value
@@ -325,6 +278,7 @@ class Structural:
         properties: dict[str, Schema] = {}
         owners: dict[str, list[str]] = {}
         rules: list[dict[str, str]] = []
+        junctors: list[Schema] = []
         moved: set[str] = set()
         required_everywhere = set.intersection(*(set(v.get("required", [])) for v in variants))
         for index, (tag, variant) in enumerate(zip(tags, variants, strict=True)):
@@ -348,24 +302,30 @@ class Structural:
                     if _strip_docs(properties[name]) != _strip_docs(_without_rules(schema)):
                         raise ValueError(f"`{name}` differs between the types of a union")
                 properties.setdefault(name, schema)
+            others = [t for t in tags if t != tag]
             for name in variant.get("required", []):
                 if name not in required_everywhere:
-                    rules.append(
-                        _rule(
-                            f"self.type != '{tag}' || has(self.{name})",
-                            f"{tag}: `{name}` is required",
-                        )
+                    junctors.append(
+                        {
+                            "anyOf": [
+                                {"properties": {"type": {"enum": others}}},
+                                {"required": [name]},
+                            ]
+                        }
                     )
             for rule in variant.get(VALIDATIONS, []):
                 rules.append({**rule, "rule": f"self.type != '{tag}' || ({rule['rule']})"})
+            for junctor in variant.get(JUNCTORS, []):
+                junctors.append({"anyOf": [{"properties": {"type": {"enum": others}}}, junctor]})
         for name, field_tags in owners.items():
             if len(field_tags) < len(tags):
-                allowed = ", ".join(f"'{t}'" for t in field_tags)
-                rules.append(
-                    _rule(
-                        f"!has(self.{name}) || self.type in [{allowed}]",
-                        f"`{name}` is a field of type {' or '.join(field_tags)} only",
-                    )
+                junctors.append(
+                    {
+                        "anyOf": [
+                            {"not": {"required": [name]}},
+                            {"properties": {"type": {"enum": field_tags}}},
+                        ]
+                    }
                 )
         properties["type"] = {
             "type": "string",
@@ -379,6 +339,8 @@ class Structural:
         }
         if rules:
             merged[VALIDATIONS] = rules
+        if junctors:
+            merged[JUNCTORS] = junctors
         return merged
 
     def convert_plain(self, node: Schema) -> Schema:
@@ -456,7 +418,19 @@ def structural_schema(adapter: TypeAdapter[Any]) -> Schema:
     """The structural OpenAPI schema of one model."""
     raw = adapter.json_schema(by_alias=True, mode="validation", schema_generator=CrdJsonSchema)
     defs = raw.pop("$defs", {})
-    return Structural(defs).convert(raw)
+    return _emit_junctors(Structural(defs).convert(raw))
+
+
+def _emit_junctors(node: Any) -> Any:
+    """Collected junctors become the node's `allOf` (after its skeleton)."""
+    if isinstance(node, list):
+        return [_emit_junctors(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _emit_junctors(v) for k, v in node.items() if k != JUNCTORS}
+    if node.get(JUNCTORS):
+        out["allOf"] = node[JUNCTORS]
+    return out
 
 
 @dataclass(frozen=True)

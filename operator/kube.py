@@ -1,0 +1,198 @@
+"""The one layer that calls the Kubernetes API (besides kopf's own watches).
+
+The `kubernetes` client is blocking, so every call runs in a worker thread
+(`asyncio.to_thread`). Bodies are plain JSON dicts (no generated model classes). API failures
+become `KubeError`; every write goes through `_write`, which counts it (`writes`), so tests
+can prove that a reconcile with nothing to change writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from wardgate.operator.models import GROUP, VERSION
+
+Body = dict[str, Any]
+
+FIELD_MANAGER: Final = "wardgate-operator"
+REQUEST_TIMEOUT: Final = 30.0
+
+# kind → (API prefix, plural)
+KINDS: Final[Mapping[str, tuple[str, str]]] = {
+    "ConfigMap": ("api/v1", "configmaps"),
+    "Service": ("api/v1", "services"),
+    "Secret": ("api/v1", "secrets"),
+    "Event": ("api/v1", "events"),
+    "Deployment": ("apis/apps/v1", "deployments"),
+    "PodDisruptionBudget": ("apis/policy/v1", "poddisruptionbudgets"),
+    "HorizontalPodAutoscaler": ("apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "Gateway": (f"apis/{GROUP}/{VERSION}", "gateways"),
+    "Route": (f"apis/{GROUP}/{VERSION}", "routes"),
+    "Authorizer": (f"apis/{GROUP}/{VERSION}", "authorizers"),
+}
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, verb: str, path: str, status: int, reason: str) -> None:
+        super().__init__(f"{verb} {path}: {status} {reason}")
+        self.status = status
+        self.reason = reason
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+def object_path(kind: str, namespace: str, name: str | None = None) -> str:
+    prefix, plural = KINDS[kind]
+    path = f"/{prefix}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+def load_configuration(kubeconfig: Path | None = None) -> k8s_client.Configuration:
+    """Client settings: the given kubeconfig, else in-cluster, else the default kubeconfig."""
+    configuration = k8s_client.Configuration()
+    if kubeconfig is not None:
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=configuration
+        )
+        return configuration
+    try:
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    return configuration
+
+
+@dataclass
+class KubeApi:
+    """JSON-in, JSON-out access to the API server."""
+
+    api: k8s_client.ApiClient
+    writes: Counter[str]
+
+    @classmethod
+    def from_configuration(cls, configuration: k8s_client.Configuration) -> KubeApi:
+        return cls(k8s_client.ApiClient(configuration), Counter())
+
+    def close(self) -> None:
+        self.api.close()  # type: ignore[no-untyped-call]
+
+    def _call(
+        self,
+        verb: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Body | None:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            method, url, headers, body, post = self.api.param_serialize(
+                verb,
+                path,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self.api.call_api(
+                method, url, headers, body, post, _request_timeout=REQUEST_TIMEOUT
+            )
+            data = response.read()  # type: ignore[no-untyped-call]
+        except ApiException as exc:
+            raise KubeError(
+                verb, path, int(exc.status or 0), _reason(exc.body, exc.reason)
+            ) from exc
+        except (HTTPError, OSError) as exc:
+            raise KubeError(verb, path, 0, type(exc).__name__) from exc
+        if verb == "GET" and response.status == 404:
+            return None
+        if not 200 <= response.status < 300:
+            raise KubeError(verb, path, response.status, _reason(data, response.reason))
+        if not data:
+            return {}
+        decoded: Body = json.loads(data)
+        return decoded
+
+    async def _read(self, path: str, query: list[tuple[str, str]] | None = None) -> Body | None:
+        return await asyncio.to_thread(self._call, "GET", path, query=query)
+
+    async def _write(self, what: str, verb: str, path: str, **kwargs: Any) -> Body:
+        self.writes[what] += 1
+        result = await asyncio.to_thread(self._call, verb, path, **kwargs)
+        return result or {}
+
+    def get_blocking(self, kind: str, namespace: str, name: str) -> Body | None:
+        """`get` for scripts and tests (blocks the calling thread)."""
+        return self._call("GET", object_path(kind, namespace, name))
+
+    async def get(self, kind: str, namespace: str, name: str) -> Body | None:
+        """The object, or None when it does not exist."""
+        return await self._read(object_path(kind, namespace, name))
+
+    async def list(self, kind: str, namespace: str, label_selector: str = "") -> list[Body]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        found = await self._read(object_path(kind, namespace), query)
+        items: list[Body] = (found or {}).get("items", [])
+        return items
+
+    async def apply(self, manifest: Body) -> Body:
+        """Server-side apply (this operator's field manager owns what it sets)."""
+        metadata = manifest["metadata"]
+        path = object_path(manifest["kind"], metadata["namespace"], metadata["name"])
+        return await self._write(
+            f"apply {manifest['kind']}",
+            "PATCH",
+            path,
+            body=manifest,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self._write(f"delete {kind}", "DELETE", object_path(kind, namespace, name))
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: Body) -> Body:
+        """Merge-patch the status subresource (never the spec)."""
+        return await self._write(
+            f"status {kind}",
+            "PATCH",
+            object_path(kind, namespace, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    async def create_event(self, namespace: str, event: Body) -> None:
+        await self._write("create Event", "POST", object_path("Event", namespace), body=event)
+
+
+def _reason(data: Any, reason: Any) -> str:
+    """The API's message (never a request body: those may hold secret values)."""
+    try:
+        message = json.loads(data or "{}").get("message")
+    except (ValueError, AttributeError, TypeError):
+        message = None
+    return str(message or reason or "error")

@@ -1,0 +1,210 @@
+"""Reconcile one Gateway or one Authorizer: read the watched state, render, apply, report.
+
+The service layer between the kopf handlers (which only enqueue keys) and the kube layer
+(the only one calling the API). Writes happen only when something differs: owned objects
+are compared through their applied-hash annotation, statuses field by field.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from wardgate.operator.conditions import Cond, transitions
+from wardgate.operator.kube import Body, KubeApi, KubeError
+from wardgate.operator.manifests import (
+    APPLIED_HASH,
+    Defaults,
+    build_gateway_objects,
+    child_name,
+)
+from wardgate.operator.models import API_VERSION
+from wardgate.operator.render import (
+    Meta,
+    ObjectKey,
+    Resource,
+    SecretInfo,
+    render,
+    render_authorizer,
+)
+from wardgate.operator.status import build_event, build_status, gateway_status, same_status
+
+log = logging.getLogger(__name__)
+
+WorkKey = tuple[str, str, str]
+"""(kind, namespace, name): kind is `Gateway` or `Authorizer`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A watched custom resource: its render input and its current status."""
+
+    resource: Resource
+    status: Mapping[str, Any] = field(default_factory=dict)
+
+
+class State(Protocol):
+    """The watched objects (kopf's indexes, or a dict in unit tests)."""
+
+    def gateway(self, key: ObjectKey) -> Observed | None: ...
+    def gateway_keys(self) -> Iterable[ObjectKey]: ...
+    def routes_for(self, gateway: ObjectKey) -> list[Observed]: ...
+    def authorizers_in(self, namespace: str) -> list[Observed]: ...
+    def secrets_in(self, namespace: str) -> Mapping[ObjectKey, SecretInfo]: ...
+    def namespace_labels(self) -> Mapping[str, Mapping[str, str]]: ...
+
+
+def now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ObjectConflictError(Exception):
+    """An object the operator would write exists and belongs to someone else."""
+
+
+@dataclass
+class Reconciler:
+    """Reconciles keys against the cluster."""
+
+    kube: KubeApi
+    state: State
+    defaults: Defaults
+    clock: Callable[[], str] = now_text
+    instance: str = field(default_factory=socket.gethostname)
+    # The status last written per object: the watch may not have delivered it yet.
+    written: dict[tuple[str, str, str], Body] = field(default_factory=dict)
+
+    async def reconcile(self, key: WorkKey) -> None:
+        kind, namespace, name = key
+        if kind == "Gateway":
+            await self.reconcile_gateway((namespace, name))
+        elif kind == "Authorizer":
+            await self.reconcile_authorizer((namespace, name))
+
+    async def reconcile_authorizer(self, key: ObjectKey) -> None:
+        namespace, name = key
+        observed = next(
+            (a for a in self.state.authorizers_in(namespace) if a.resource.meta.name == name), None
+        )
+        if observed is None:
+            self.written.pop(("Authorizer", namespace, name), None)
+            return
+        result = render_authorizer(observed.resource, self.state.secrets_in(namespace))
+        await self.write_status(
+            "Authorizer", observed, result.status.conditions, result.status.fields
+        )
+
+    async def reconcile_gateway(self, key: ObjectKey) -> None:
+        namespace, name = key
+        gateway = self.state.gateway(key)
+        routes = self.state.routes_for(key)
+        authorizers = self.state.authorizers_in(namespace)
+        result = render(
+            key,
+            gateway.resource if gateway else None,
+            [r.resource for r in routes],
+            [a.resource for a in authorizers],
+            self.state.secrets_in(namespace),
+            self.state.namespace_labels(),
+        )
+        if gateway is not None and result.gateway is not None:
+            meta = gateway.resource.meta
+            deployment: Body | None = None
+            conflict: str | None = None
+            if result.config is not None and result.spec is not None:
+                try:
+                    deployment = await self.apply_objects(meta, result)
+                except ObjectConflictError as exc:
+                    conflict = str(exc)
+            if deployment is None:
+                deployment = await self.kube.get("Deployment", namespace, child_name(name))
+                if deployment is not None and not _controlled_by(deployment, meta.uid):
+                    deployment = None
+            conditions, fields = gateway_status(result.gateway, deployment, result.config_hash)
+            if conflict is not None:
+                conditions = tuple(
+                    Cond(c.type, "False", "ObjectConflict", conflict)
+                    if c.type in ("Programmed", "Ready")
+                    else c
+                    for c in conditions
+                )
+            await self.write_status("Gateway", gateway, conditions, fields)
+        else:
+            self.written.pop(("Gateway", namespace, name), None)
+        by_key = {r.resource.meta.key: r for r in routes}
+        for route_status in result.routes:
+            observed = by_key[route_status.meta.key]
+            await self.write_status("Route", observed, route_status.conditions, route_status.fields)
+
+    async def apply_objects(self, meta: Meta, result: Any) -> Body | None:
+        """Apply what differs; return the Deployment as the cluster has it."""
+        objects = build_gateway_objects(meta, result.spec, result, self.defaults)
+        deployment: Body | None = None
+        for manifest in objects.apply:
+            kind = manifest["kind"]
+            name = manifest["metadata"]["name"]
+            current = await self.kube.get(kind, meta.namespace, name)
+            if current is not None and not _controlled_by(current, meta.uid):
+                raise ObjectConflictError(
+                    f"{kind} {meta.namespace}/{name} exists and is not owned by this Gateway"
+                )
+            wanted = manifest["metadata"]["annotations"][APPLIED_HASH]
+            if current is None or _annotation(current, APPLIED_HASH) != wanted:
+                log.info("applying %s %s/%s", kind, meta.namespace, name)
+                current = await self.kube.apply(manifest)
+            if kind == "Deployment":
+                deployment = current
+        for kind, name in objects.absent:
+            current = await self.kube.get(kind, meta.namespace, name)
+            if current is not None and _controlled_by(current, meta.uid):
+                log.info("deleting %s %s/%s", kind, meta.namespace, name)
+                await self.kube.delete(kind, meta.namespace, name)
+        return deployment
+
+    async def write_status(
+        self,
+        kind: str,
+        observed: Observed,
+        conditions: tuple[Cond, ...],
+        fields: Mapping[str, Any],
+    ) -> None:
+        """Patch the status when it differs; an Event for each condition transition."""
+        meta = observed.resource.meta
+        cache_key = (kind, meta.namespace, meta.name)
+        previous = self.written.get(cache_key) or observed.status
+        desired = build_status(kind, meta, previous, conditions, fields, self.clock())
+        if same_status(previous, desired):
+            return
+        try:
+            await self.kube.patch_status(kind, meta.namespace, meta.name, desired)
+        except KubeError as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile
+            raise
+        self.written[cache_key] = desired
+        now = self.clock()
+        for condition in transitions(previous.get("conditions") or [], conditions):
+            if condition.type == "Ready" and kind != "Gateway":
+                continue  # the same as the one it summarises
+            event = build_event(kind, API_VERSION, meta, condition, now, self.instance)
+            try:
+                await self.kube.create_event(meta.namespace, event)
+            except KubeError as exc:  # Events are best effort
+                log.warning("cannot post an Event for %s %s/%s: %s", kind, *meta.key, exc)
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        self.written.pop((kind, namespace, name), None)
+
+
+def _annotation(body: Mapping[str, Any], name: str) -> str | None:
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(name)
+    return str(value) if value is not None else None
+
+
+def _controlled_by(body: Mapping[str, Any], uid: str) -> bool:
+    references = (body.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("controller") for r in references)

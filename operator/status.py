@@ -1,0 +1,134 @@
+"""Status bodies and Events built from render results and observed objects. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from wardgate.operator.conditions import Cond, false, merge_conditions, summary, true
+from wardgate.operator.manifests import CONFIG_HASH
+from wardgate.operator.render import Meta, ObjectStatus
+
+Body = dict[str, Any]
+
+# Every field the operator owns in each kind's status; absent ones are sent as null so that a
+# merge patch removes them.
+STATUS_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "Gateway": ("routes", "configHash", "replicas", "availableReplicas"),
+    "Route": ("paths", "auth"),
+    "Authorizer": ("issuer",),
+}
+EVENT_MESSAGE_LIMIT: Final = 1024
+COMPONENT: Final = "wardgate-operator"
+
+
+def _annotations(body: Mapping[str, Any] | None) -> Mapping[str, str]:
+    if not body:
+        return {}
+    return (body.get("metadata") or {}).get("annotations") or {}
+
+
+def programmed_condition(
+    accepted: bool, deployment: Mapping[str, Any] | None, desired_hash: str | None
+) -> Cond:
+    """Whether the Deployment's available replicas all run the latest valid config."""
+    if deployment is None:
+        if not accepted:
+            return false("Programmed", "Pending", "no valid config has been rendered yet")
+        return false("Programmed", "Pending", "the gateway Deployment does not exist yet")
+    running = _annotations(deployment).get(CONFIG_HASH)
+    if desired_hash is not None and running != desired_hash:
+        return false("Programmed", "Progressing", f"config {desired_hash} is not applied yet")
+    spec = deployment.get("spec") or {}
+    observed = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation", 0)
+    want = int(spec.get("replicas", 1))
+    updated = int(observed.get("updatedReplicas") or 0)
+    available = int(observed.get("availableReplicas") or 0)
+    total = int(observed.get("replicas") or 0)
+    if int(observed.get("observedGeneration") or 0) < int(generation):
+        return false("Programmed", "Progressing", "the Deployment controller has not seen it yet")
+    if updated < want or total > want or available < want:
+        return false(
+            "Programmed",
+            "Progressing",
+            f"rolling out config {running}: {updated}/{want} replicas updated, "
+            f"{available} available",
+        )
+    return true("Programmed", "Programmed", f"{available}/{want} replicas run config {running}")
+
+
+def gateway_status(
+    rendered: ObjectStatus, deployment: Mapping[str, Any] | None, desired_hash: str | None
+) -> tuple[tuple[Cond, ...], dict[str, Any]]:
+    """The Gateway's conditions and fields: render's view plus the Deployment's."""
+    accepted = next(c for c in rendered.conditions if c.type == "Accepted")
+    others = [c for c in rendered.conditions if c.type != "Accepted"]
+    programmed = programmed_condition(accepted.ok, deployment, desired_hash)
+    conditions = (accepted, *others, programmed)
+    ready = summary(conditions, programmed.message)
+    fields = {k: v for k, v in rendered.fields.items() if k != "configHash"}
+    if deployment is not None:
+        fields["configHash"] = _annotations(deployment).get(CONFIG_HASH)
+        fields["replicas"] = int((deployment.get("spec") or {}).get("replicas", 1))
+        fields["availableReplicas"] = int(
+            (deployment.get("status") or {}).get("availableReplicas") or 0
+        )
+    return (*conditions, ready), fields
+
+
+def build_status(
+    kind: str,
+    meta: Meta,
+    previous: Mapping[str, Any],
+    conditions: Sequence[Cond],
+    fields: Mapping[str, Any],
+    now: str,
+) -> Body:
+    """The whole status to store (every owned field, null when absent)."""
+    status: Body = {
+        "observedGeneration": meta.generation,
+        "conditions": merge_conditions(
+            previous.get("conditions") or [], conditions, meta.generation, now
+        ),
+    }
+    for name in STATUS_FIELDS[kind]:
+        status[name] = fields.get(name)
+    return status
+
+
+def same_status(previous: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether writing `desired` would change nothing (nulls are absent fields)."""
+
+    def significant(status: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in status.items() if v is not None and k in desired}
+
+    return significant(previous) == significant(desired)
+
+
+def build_event(
+    kind: str, api_version: str, meta: Meta, condition: Cond, now: str, instance: str
+) -> Body:
+    """A core/v1 Event for one condition transition."""
+    message = f"{condition.type}={condition.status}: {condition.message}".strip(": ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.name}.", "namespace": meta.namespace},
+        "involvedObject": {
+            "apiVersion": api_version,
+            "kind": kind,
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
+        },
+        "reason": condition.reason,
+        "message": message[:EVENT_MESSAGE_LIMIT],
+        "type": "Normal" if condition.status == "True" else "Warning",
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
