@@ -418,7 +418,8 @@ def structural_schema(adapter: TypeAdapter[Any]) -> Schema:
     """The structural OpenAPI schema of one model."""
     raw = adapter.json_schema(by_alias=True, mode="validation", schema_generator=CrdJsonSchema)
     defs = raw.pop("$defs", {})
-    return _emit_junctors(Structural(defs).convert(raw))
+    converted: Schema = _emit_junctors(Structural(defs).convert(raw))
+    return converted
 
 
 def _emit_junctors(node: Any) -> Any:

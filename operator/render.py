@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -151,19 +152,20 @@ class RenderResult:
     spec: GatewaySpec | None = None
 
 
+_LOCATION: Final = re.compile(r"^([A-Za-z0-9_.$()-]+): (.*)$", re.DOTALL)
+
+
 def _problems(exc: ValidationError, data: object, prefix: str, tag: str | None = None) -> str:
     """`prefix.dotted.path: reason` lines joined; a union's tag is not shown as a field."""
     lines = []
     for line in format_validation_error(exc, data):
-        if tag and line.startswith(f"{tag}:"):
-            line = f"{prefix}:{line[len(tag) + 1 :]}"
-        elif tag and line.startswith(f"{tag}."):
-            line = f"{prefix}.{line[len(tag) + 1 :]}"
-        elif line.startswith("(document):"):
-            line = f"{prefix}:{line.removeprefix('(document):')}"
-        else:
-            line = f"{prefix}.{line}"
-        lines.append(line)
+        match = _LOCATION.match(line)
+        location, reason = (match.group(1), match.group(2)) if match else ("", line)
+        if location == "(document)" or (tag and location == tag):
+            location = ""
+        elif tag and location.startswith(f"{tag}."):
+            location = location[len(tag) + 1 :]
+        lines.append(f"{prefix}.{location}: {reason}" if location else f"{prefix}: {reason}")
     if len(lines) > MAX_MESSAGE_PROBLEMS:
         lines = [*lines[:MAX_MESSAGE_PROBLEMS], f"... and {len(lines) - MAX_MESSAGE_PROBLEMS} more"]
     return "; ".join(lines)
