@@ -15,6 +15,9 @@ Every request goes through `Gateway.handle`, one coroutine:
 6. the route's authorizer, when the route has auth;
 7. the integration: a precomputed static response, or the HTTP proxy.
 
+Steps 2-6 are the decision, `Gateway.admit`: `wardgate explain` runs the same function with
+a trace, so what it reports is what the gateway does.
+
 Errors are `GatewayError`s from the catalogue, turned into responses in one place
 (`Gateway.error_response`): `{"error": {"code", "message", "requestId"}}`, plus `detail`
 and `hint` in debug mode, an RFC 6750 `WWW-Authenticate: Bearer` challenge for 401s and
@@ -43,7 +46,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from wardgate.gateway.authorizers import Authorizers
+from wardgate.gateway.authorizers import Authorizers, Check, Principal
 from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration
 from wardgate.gateway.cors import CorsRules, is_preflight
 from wardgate.gateway.errors import (
@@ -54,7 +57,7 @@ from wardgate.gateway.errors import (
     ErrorCode,
     GatewayError,
 )
-from wardgate.gateway.exchange import Exchange, Integration
+from wardgate.gateway.exchange import NO_HEADERS, Exchange, Integration
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.matching import Match, MethodNotAllowed, RouteEntry, RouteError, Router
 from wardgate.gateway.metrics import GatewayMetrics
@@ -62,6 +65,7 @@ from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.gateway.proxy import HttpProxy, create_client_session
 from wardgate.gateway.requestlog import RequestLog, format_entry, json_value
 from wardgate.gateway.static import StaticResponse
+from wardgate.gateway.tokens import clip
 
 logger = logging.getLogger("wardgate.gateway")
 
@@ -85,6 +89,33 @@ class Route:
     cors: CorsRules | None
     route_json: str
     authorizer_json: str
+
+
+class Admission(Exchange):
+    """One request as `Gateway.admit` decides it: the `Exchange` the integration receives,
+    plus the raw request target and what the decision established."""
+
+    __slots__ = ("principal", "route", "target", "trusted_path")
+
+    def __init__(
+        self, request_id: str, method: str, target: str, response_headers: dict[str, str]
+    ) -> None:
+        # Exchange's fields set here rather than through `super().__init__` (a call less per
+        # request). Until the target is parsed the path is unknown: the target may hold a
+        # query.
+        self.request_id = request_id
+        self.method = method
+        self.path = ""
+        self.query = ""
+        self.response_headers = response_headers
+        self.claim_headers = NO_HEADERS
+        self.code = None
+        self.target = target
+        """The request target as received (origin or absolute form)."""
+        self.trusted_path = False
+        """Whether `path` was returned by `normalise_path`."""
+        self.route: Route | None = None
+        self.principal: Principal | None = None
 
 
 SESSION_KEY: Final = web.AppKey("wardgate_client_session", aiohttp.ClientSession)
@@ -174,58 +205,19 @@ class Gateway:
         request_id = headers.get(REQUEST_ID_HEADER)
         if request_id is None or _REQUEST_ID_RE.fullmatch(request_id) is None:
             request_id = self.new_request_id()
-        method = request.method
-        path = ""
-        route: Route | None = None
         response_headers = {REQUEST_ID_HEADER: request_id}
+        admission = Admission(request_id, request.method, request.raw_path, response_headers)
         code: str | None = None
         detail: dict[str, Any] | None = None
         response: web.StreamResponse | None = None
-        trusted_path = False
         self.in_flight += 1
         try:
-            raw = request.raw_path
-            if raw[:1] != "/":
-                raw = _absolute_form_path(raw)
-            raw_path, _, query = raw.partition("?")
-            path = raw_path
-            if "#" in raw_path:
-                raw_path = raw_path.partition("#")[0]
-            try:
-                path = normalise_path(raw_path)
-            except PathEncodingError as exc:
-                raise GatewayError(INVALID_PATH, {"reason": exc.reason}) from None
-            trusted_path = True
-            if method == "OPTIONS" and is_preflight(method, headers):
-                response = self._preflight(path, headers, response_headers)
+            response = await self.admit(admission, headers)
             if response is None:
-                result = self.router.match(method, path)
-                if not isinstance(result, Match):
-                    if isinstance(result, MethodNotAllowed):
-                        route = self._any_route(path)
-                        self._add_cors(route, headers, response_headers)
-                        raise GatewayError(
-                            METHOD_NOT_ALLOWED,
-                            {"method": method, "allowed": list(result.allowed)},
-                            {"Allow": ", ".join(result.allowed)},
-                        )
-                    raise GatewayError(NO_ROUTE, {"path": path, "closest": list(result.closest)})
-                route = result.payload
-                if route.cors is not None:
-                    self._add_cors(route, headers, response_headers)
-                exchange = Exchange(request_id, method, path, query, response_headers)
-                if route.auth is not None:
-                    try:
-                        principal = await self.authorizers.authorize(
-                            route.auth, headers.get("Authorization")
-                        )
-                    except GatewayError as exc:
-                        if self.metrics is not None:
-                            self.metrics.denial(exc.error.code, route.authorizer or "")
-                        raise
-                    exchange.claim_headers = self.authorizers.forwarded_headers(principal)
-                response = await route.integration.respond(request, exchange)
-                code = exchange.code
+                route = admission.route
+                assert route is not None  # admit raises or sets it
+                response = await route.integration.respond(request, admission)
+                code = admission.code
         except GatewayError as exc:
             code = exc.error.code
             detail = exc.detail or None
@@ -243,24 +235,123 @@ class Gateway:
             response.headers.update(response_headers)
         if self.draining:
             response.force_close()
+        route = admission.route
         if self.metrics is not None:
             self.metrics.request(route.pattern if route else None, status, code)
         if self.request_log.enabled:
             self.request_log.write(
                 format_entry(
                     request_id=request_id,
-                    method=method,
-                    path=path,
+                    method=admission.method,
+                    path=admission.path,
                     route_json=route.route_json if route else "null",
                     authorizer_json=route.authorizer_json if route else "null",
                     status=status,
                     code=code,
                     started=started,
                     detail=detail,
-                    trusted_path=trusted_path,
+                    trusted_path=admission.trusted_path,
                 )
             )
         return response
+
+    async def admit(
+        self,
+        admission: Admission,
+        headers: Mapping[str, str],
+        *,
+        trace: list[Check] | None = None,
+    ) -> web.Response | None:
+        """Decide one request: steps 2-6 of the module docstring, shared by `handle` and
+        `wardgate explain`.
+
+        Raises the request's `GatewayError`; returns the answer to a CORS preflight, or
+        None when the request is admitted: then `admission.route` is set, with
+        `admission.principal` and its claim headers when the route has auth. What was
+        established before a refusal (the path, the route) stays on `admission`. With a
+        `trace`, every step appends a `Check` (the authorizers append theirs).
+        """
+        method = admission.method
+        raw = admission.target
+        if raw[:1] != "/":
+            try:
+                raw = _absolute_form_path(raw)
+            except GatewayError as exc:
+                if trace is not None:
+                    trace.append(Check("target", False, "a path", clip(raw), exc.detail["reason"]))
+                raise
+        raw_path, _, admission.query = raw.partition("?")
+        admission.path = raw_path
+        if "#" in raw_path:
+            raw_path = raw_path.partition("#")[0]
+        try:
+            path = normalise_path(raw_path)
+        except PathEncodingError as exc:
+            if trace is not None:
+                trace.append(Check("path", False, actual=raw_path, note=exc.reason))
+            raise GatewayError(INVALID_PATH, {"reason": exc.reason}) from None
+        admission.path = path
+        admission.trusted_path = True
+        if trace is not None:
+            note = "unchanged" if path == raw_path else f"normalised from {raw_path!r}"
+            trace.append(Check("path", True, actual=path, note=note))
+        if method == "OPTIONS" and is_preflight(method, headers):
+            preflight = self._preflight(path, headers, admission.response_headers)
+            if preflight is not None:
+                if trace is not None:
+                    trace.append(
+                        Check("preflight", True, note="a CORS preflight, answered before auth")
+                    )
+                return preflight
+        result = self.router.match(method, path)
+        if not isinstance(result, Match):
+            if isinstance(result, MethodNotAllowed):
+                route = admission.route = self._any_route(path)
+                self._add_cors(route, headers, admission.response_headers)
+                if trace is not None:
+                    trace.append(
+                        Check("route", False, list(result.allowed), method, "method not allowed")
+                    )
+                raise GatewayError(
+                    METHOD_NOT_ALLOWED,
+                    {"method": method, "allowed": list(result.allowed)},
+                    {"Allow": ", ".join(result.allowed)},
+                )
+            if trace is not None:
+                trace.append(Check("route", False, list(result.closest), path, "no route"))
+            raise GatewayError(NO_ROUTE, {"path": path, "closest": list(result.closest)})
+        route = admission.route = result.payload
+        if route.cors is not None:
+            self._add_cors(route, headers, admission.response_headers)
+        route_auth = route.auth
+        if trace is not None:
+            trace.append(Check("route", True, route.pattern, path))
+            trace.append(self._auth_check(route))
+        if route_auth is None:
+            return None
+        try:
+            principal = await self.authorizers.authorize(
+                route_auth, headers.get("Authorization"), trace=trace
+            )
+        except GatewayError as exc:
+            if self.metrics is not None:
+                self.metrics.denial(exc.error.code, route.authorizer or "")
+            raise
+        admission.principal = principal
+        admission.claim_headers = self.authorizers.forwarded_headers(principal)
+        return None
+
+    @staticmethod
+    def _auth_check(route: Route) -> Check:
+        """Whether a route needs auth and why this authorizer (for a trace)."""
+        route_auth = route.auth
+        if route_auth is None:
+            return Check("auth", True, None, None, "not required: the route is public")
+        if route_auth.authorizer is not None:
+            why = f"the route names the authorizer {route_auth.authorizer!r}"
+        else:
+            why = f"the route says `auth`, so the Gateway's default {route.authorizer!r} applies"
+        return Check("auth", True, route.authorizer, None, f"required: {why}")
 
     def _any_route(self, path: str) -> Route | None:
         routes = self.router.routes_for_path(path)
