@@ -7,3 +7,30 @@ from pathlib import Path
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
+
+
+# --- long-running variants and the reliability figures ---------------------------------
+
+import pytest  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long variants of the security and reliability suites (more "
+        "iterations, longer load)",
+    )
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True under `--long`: suites scale their iterations and load durations with it."""
+    return bool(request.config.getoption("--long"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from support import results
+
+    results.write(long=bool(session.config.getoption("--long")), passed=exitstatus == 0)
