@@ -576,8 +576,16 @@ class RuntimeAuthorizer:
                 note = "the token has no `iss` claim"
             elif not isinstance(iss, str):
                 note = f"`iss` must be a string, found {json_type(iss)}"
-            elif iss.rstrip("/") in {i.rstrip("/") for i in issuers}:
-                note = "differs only in the trailing slash (Auth0 issuers end with `/`)"
+            elif iss + "/" in issuers:
+                note = (
+                    "differs only in the trailing slash: the authorizer expects one, the "
+                    "token's `iss` has none"
+                )
+            elif iss.endswith("/") and iss[:-1] in issuers:
+                note = (
+                    f"differs only in the trailing slash: the token's `iss` ends with `/` "
+                    f"(as Auth0's do); set the authorizer's issuer to {clip(iss)!r}"
+                )
             raise _error(
                 ISSUER_MISMATCH,
                 "issuer",
@@ -750,6 +758,16 @@ class Authorizers:
             raise _error(INTERNAL_ERROR, "authorizer", f"no authorizer named {name!r}")
         try:
             token = bearer_token(authorization, self._max_token_bytes)
+            if trace is not None:
+                trace.append(
+                    Check(
+                        "authorization",
+                        True,
+                        "Bearer <token>",
+                        f"Bearer, {len(token)} characters",
+                        f"limit {self._max_token_bytes} bytes",
+                    )
+                )
             result = None
             if trace is None:
                 now = self._clock()

@@ -316,7 +316,8 @@ async def test_embedded_key_headers_are_ignored(
     await inline.authorize(
         RouteAuth(), f"Bearer {trusted.sign(good(), {'jku': 'http://x'})}", trace=trace
     )
-    assert "ignored header parameters ['jku']" in (trace[0].note or "")
+    format_check = next(c for c in trace if c.name == "format")
+    assert "ignored header parameters ['jku']" in (format_check.note or "")
 
 
 async def test_token_without_kid_tries_the_keys_fitting_its_alg(
@@ -432,7 +433,7 @@ async def test_a_cached_token_is_not_valid_before_nbf() -> None:
     ("iss", "note"),
     [
         ("https://evil.example.com", None),
-        ("https://issuer.example.com/", "trailing slash"),
+        ("https://issuer.example.com/", "the token's `iss` ends with `/`"),
         (["https://issuer.example.com"], "found array"),
         (None, "found null"),
         (42, "found number"),
@@ -447,6 +448,13 @@ async def test_issuer_mismatch(hs: Authorizers, iss: Any, note: str | None) -> N
     if note is not None:
         assert note in d["note"]
     assert await code(hs, hs_token(good(iss=iss))) == "issuer_mismatch"
+
+
+async def test_issuer_missing_trailing_slash_is_named() -> None:
+    auth0_style = build(hs_authorizer(issuer=ISS + "/"))
+    d = await detail(auth0_style, hs_token(good(iss=ISS)))
+    assert d["check"] == "issuer"
+    assert "the authorizer expects one, the token's `iss` has none" in d["note"]
 
 
 async def test_issuer_list() -> None:
@@ -559,8 +567,8 @@ async def test_trace_lists_every_check_in_order(hs: Authorizers) -> None:
     route = RouteAuth(scopes=["a"], claims={"org": "acme"})
     await hs.authorize(route, f"Bearer {hs_token(good(scope='a', org='acme'))}", trace=trace)
     assert [c.name for c in trace] == [
-        "format", "algorithm", "kid", "signature", "exp", "nbf", "iat", "issuer", "audience",
-        "claims", "scopes",
+        "authorization", "format", "algorithm", "kid", "signature", "exp", "nbf", "iat",
+        "issuer", "audience", "claims", "scopes",
     ]  # fmt: skip
     assert all(c.passed for c in trace)
     failing: list[Check] = []
