@@ -244,3 +244,21 @@ def test_install_upgrade_uninstall(cluster: KubeCluster, namespace: str) -> None
     # Helm keeps the CRDs (and so every user's objects) on uninstall.
     for crd in CRD_NAMES:
         cluster.kubectl("get", f"crd/{crd}")
+
+
+def test_argocd_application_values_render() -> None:
+    applications = yaml.safe_load_all((ROOT / "deploy" / "argocd" / "application.yaml").read_text())
+    chart_app = next(
+        a for a in applications if a["spec"]["source"]["path"] == "deploy/helm/wardgate"
+    )
+    helm_source = chart_app["spec"]["source"]["helm"]
+    values = json.dumps(helm_source["valuesObject"])
+    result = subprocess.run(
+        [str(helm_binary()), "template", helm_source["releaseName"], str(CHART), "-f", "-"],
+        input=values,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
