@@ -409,11 +409,16 @@ def _absolute_form_path(target: str) -> str:
     """The path and query of an absolute-form request target (`http://host/a?b`)."""
     lowered = target[:8].lower()
     if lowered.startswith(("http://", "https://")):
-        start = target.find("/", target.find("//") + 2)
-        if start < 0:
-            query = target.find("?")
-            return "/" if query < 0 else "/" + target[query:]
-        return target[start:]
+        # The authority ends at the first `/`, `?` or `#`: a `/` inside the query
+        # (`http://host?/a`) is not the start of the path.
+        authority = target.find("//") + 2
+        end = len(target)
+        for mark in "/?#":
+            found = target.find(mark, authority, end)
+            if found >= 0:
+                end = found
+        rest = target[end:]
+        return rest if rest[:1] == "/" else "/" + rest
     raise GatewayError(INVALID_PATH, {"reason": "the request target is not a path"})
 
 

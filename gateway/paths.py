@@ -35,7 +35,10 @@ Choices where the specifications leave room (each as Envoy does with `normalize_
   dot segment leaves a trailing slash (`/a/b/..` is `/a/`, `/a/.` is `/a/`), as in RFC 3986.
 - Case is preserved everywhere; matching is case-sensitive.
 - `;` is an ordinary character of a segment: `/orders;x` is one segment `orders;x`, never
-  `/orders` with a parameter stripped.
+  `/orders` with a parameter stripped. Except after a dot segment: `..;` and `.;` (with
+  anything after the `;`, and `%2e` for a dot) are rejected, since servers that strip path
+  parameters per segment (Tomcat, Jetty, Spring) read `/public/..;/private` as `/private`
+  when the gateway would match and forward it as `/public/...`.
 - Escaped slashes are rejected rather than kept encoded (Envoy's default keeps them):
   rejecting is the one choice no upstream can misread.
 
@@ -65,6 +68,8 @@ class PathEncodingError(ValueError):
 _PATH_SAFE = "A-Za-z0-9\\-._~!$&'()*+,;=:@/"
 _UNSAFE_CHAR = re.compile(f"[^{_PATH_SAFE}]")
 _DOT_SEGMENT = re.compile(r"/\.\.?(?:/|\Z)")
+_DOT_PARAMETER_SEGMENT = re.compile(r"/\.\.?;")
+_DOT_PARAMETER_REASON = "the path has a dot segment with a ';' parameter ('..;' or '.;')"
 _RAW_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 # `quote` keeps ASCII letters, digits and `_.-~` by itself; these are the rest of `pchar`.
 _QUOTE_SAFE = "!$&'()*+,;=:@/"
@@ -85,8 +90,13 @@ def normalise_path(raw_path: str) -> str:
         and "//" not in raw_path
         and ("/." not in raw_path or _DOT_SEGMENT.search(raw_path) is None)
     ):
+        if ";" in raw_path and _DOT_PARAMETER_SEGMENT.search(raw_path) is not None:
+            raise PathEncodingError(_DOT_PARAMETER_REASON)
         return raw_path
-    return _remove_dot_segments(_canonical_encoding(raw_path))
+    canonical = _canonical_encoding(raw_path)
+    if ";" in canonical and _DOT_PARAMETER_SEGMENT.search(canonical) is not None:
+        raise PathEncodingError(_DOT_PARAMETER_REASON)
+    return _remove_dot_segments(canonical)
 
 
 def _canonical_encoding(raw_path: str) -> str:

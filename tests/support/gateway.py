@@ -257,8 +257,11 @@ async def raw_exchange(
     try:
         writer.write(data)
         await writer.drain()
+        received = b""
         async with asyncio.timeout(seconds):
-            return await reader.read(read_limit)
+            while len(received) < read_limit and (chunk := await reader.read(65536)):
+                received += chunk
+        return received
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
