@@ -145,6 +145,17 @@ class KubeApi:
         """`get` for scripts and tests (blocks the calling thread)."""
         return self._call("GET", object_path(kind, namespace, name))
 
+    def request_blocking(
+        self,
+        verb: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Body | None:
+        """Any call, for scripts and tests (blocks; not counted as a write)."""
+        return self._call(verb, path, body=body, query=query, content_type=content_type)
+
     async def get(self, kind: str, namespace: str, name: str) -> Body | None:
         """The object, or None when it does not exist."""
         return await self._read(object_path(kind, namespace, name))

@@ -18,10 +18,11 @@ import yaml
 from wardgate.devcluster.cluster import KubeCluster, wait_until
 from wardgate.operator.crds import CRD_DIR
 from wardgate.operator.handlers import Controller, Options, registry
-from wardgate.operator.kube import KubeApi, load_configuration
+from wardgate.operator.kube import KubeApi, load_configuration, object_path
 from wardgate.operator.manifests import Defaults
 
 TEST_IMAGE = "wardgate:test"
+RBAC_FILE = CRD_DIR.parent / "rbac.yaml"
 
 
 def install_crds(cluster: KubeCluster) -> None:
@@ -44,6 +45,7 @@ class RunningOperator:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     error: BaseException | None = None
+    loop: asyncio.AbstractEventLoop = field(init=False)
 
     def start(self) -> RunningOperator:
         options = Options(
@@ -60,8 +62,12 @@ class RunningOperator:
         return self
 
     def _run(self) -> None:
+        # A Runner, like asyncio.run: leftover tasks, async generators and the default
+        # executor are finished before the loop closes.
+        runner = asyncio.Runner()
+        self.loop = runner.get_loop()
         try:
-            asyncio.run(
+            runner.run(
                 kopf.operator(
                     registry=registry,
                     clusterwide=True,
@@ -74,6 +80,8 @@ class RunningOperator:
         except BaseException as exc:  # reported by stop()
             self.error = exc
             self._ready.set()
+        finally:
+            runner.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -93,6 +101,56 @@ class RunningOperator:
     def idle(self) -> bool:
         return self.controller.queue.idle
 
+    def reconcile_everything(self) -> None:
+        """Enqueue every watched Gateway and Authorizer (as a resync would) and wait until
+        the queue has processed them all."""
+        controller = self.controller
+        before = controller.queue.processed
+
+        def enqueue() -> int:
+            keys = [("Gateway", ns, name) for ns, name in controller.state.gateway_keys()]
+            for namespace in {ns for ns, _ in controller.state.gateway_keys()}:
+                keys += [
+                    ("Authorizer", namespace, a.resource.meta.name)
+                    for a in controller.state.authorizers_in(namespace)
+                ]
+            for key in keys:
+                controller.queue.add(key)
+            return len(keys)
+
+        count = asyncio.run_coroutine_threadsafe(_call(enqueue), self.loop).result(10)
+        wait_until(
+            lambda: controller.queue.processed >= before + count and controller.queue.idle,
+            what="the reconcile of every object",
+            timeout=60,
+        )
+
+
+async def _call(function: Callable[[], int]) -> int:
+    return function()
+
+
+def service_account_kubeconfig(cluster: KubeCluster, directory: Path) -> Path:
+    """Install deploy/rbac.yaml and return a kubeconfig of its ServiceAccount."""
+    cluster.kubectl("apply", "-f", str(RBAC_FILE))
+    token = cluster.kubectl(
+        "create", "token", "wardgate-operator", "-n", "wardgate-system", "--duration=2h"
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text(encoding="utf-8"))
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    entry = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": entry["cluster"]}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path = directory / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
 
 class Objects:
     """Blocking reads and `kubectl apply` for tests."""
@@ -100,6 +158,9 @@ class Objects:
     def __init__(self, cluster: KubeCluster) -> None:
         self.cluster = cluster
         self.api = KubeApi.from_configuration(load_configuration(cluster.kubeconfig))
+
+    def close(self) -> None:
+        self.api.close()
 
     def apply(self, namespace: str, *documents: dict[str, Any] | str) -> None:
         text = "\n---\n".join(
@@ -109,6 +170,30 @@ class Objects:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.api.get_blocking(kind, namespace, name)
+
+    def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        found = self.api.request_blocking("GET", object_path(kind, namespace)) or {}
+        items: list[dict[str, Any]] = found.get("items", [])
+        return items
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.api.request_blocking("DELETE", object_path(kind, namespace, name))
+
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.api.request_blocking(
+            "PATCH",
+            object_path(kind, namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+    def resource_versions(self, namespace: str, kinds: tuple[str, ...]) -> dict[str, str]:
+        """kind/name → resourceVersion of every object of these kinds in the namespace."""
+        versions = {}
+        for kind in kinds:
+            for item in self.list(kind, namespace):
+                versions[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
+        return versions
 
     def condition(self, kind: str, namespace: str, name: str, type_: str) -> dict[str, Any]:
         body = self.get(kind, namespace, name) or {}

@@ -1,49 +1,114 @@
-"""The operator against the real control plane: one operator for the module."""
+"""The operator against the real control plane.
+
+One operator serves the module; it runs as the ServiceAccount of deploy/rbac.yaml, so every
+test also proves those permissions are enough.
+"""
 
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from integration.operator_support import Objects, RunningOperator, install_crds, seed_objects
+from integration.operator_support import (
+    Objects,
+    RunningOperator,
+    install_crds,
+    seed_objects,
+    service_account_kubeconfig,
+)
 
 from wardgate.devcluster.cluster import KubeCluster
 
 pytestmark = pytest.mark.cluster
 
 SECRET = "seed-secret-0123456789-abcdefghijklmnop"
+ROTATED = "rotated-secret-0123456789-abcdefghijkl"
+API = "wardgate.io/v1alpha1"
+OWNED = ("ConfigMap", "Deployment", "Service")
 
 
 @pytest.fixture(scope="module")
-def objects(cluster: KubeCluster) -> Objects:
+def objects(cluster: KubeCluster) -> Iterator[Objects]:
     install_crds(cluster)
-    return Objects(cluster)
+    found = Objects(cluster)
+    yield found
+    found.close()
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: KubeCluster, objects: Objects) -> Iterator[RunningOperator]:
-    running = RunningOperator(cluster.kubeconfig).start()
+def operator(
+    cluster: KubeCluster, objects: Objects, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
+    kubeconfig = service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator"))
+    running = RunningOperator(kubeconfig).start()
     yield running
     running.stop()
 
 
+def route(
+    name: str, paths: list[dict[str, Any]], gateway: str = "api", **ref: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "Route",
+        "metadata": {"name": name},
+        "spec": {"gatewayRef": {"name": gateway, **ref}, "paths": paths},
+    }
+
+
+def gateway(name: str = "api", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "Gateway", "metadata": {"name": name}, "spec": spec}
+
+
+def static(path: str, method: str = "GET", **extra: Any) -> dict[str, Any]:
+    return {"method": method, "path": path, "response": {"path": path}, **extra}
+
+
+def pod_hash(objects: Objects, namespace: str, name: str = "api") -> str | None:
+    deployment = objects.get("Deployment", namespace, f"wardgate-{name}")
+    if deployment is None:
+        return None
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    value = annotations.get("wardgate.io/config-hash")
+    return str(value) if value else None
+
+
 def test_seed_example_becomes_ready(
-    operator: RunningOperator, objects: Objects, namespace: str
+    operator: RunningOperator, objects: Objects, namespace: str, cluster: KubeCluster
 ) -> None:
     objects.apply(namespace, *seed_objects(SECRET))
-    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    ready = objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    assert "replicas run config" in ready["message"]
+    objects.wait_condition("Authorizer", namespace, "jwt", "Ready", "True")
+    for name in ("health", "orders"):
+        objects.wait_condition("Route", namespace, name, "Accepted", "True")
+
     config = objects.config(namespace, "api")
     assert config is not None
     assert config["authorizers"]["jwt"]["secret"] == "$secret.jwt-keys.JWT_SECRET"
+    assert config["defaultAuthorizer"] == "jwt"
     assert [p["path"] for p in config["paths"]] == ["/health", "/private/orders"]
     assert config["servers"]["orders"]["url"] == f"http://orders.{namespace}.svc:8080"
+
     deployment = objects.get("Deployment", namespace, "wardgate-api")
     assert deployment is not None
     pod = deployment["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    sources = pod["volumes"][2]["projected"]["sources"]
-    assert sources == [
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/readyz",
+        "port": "admin",
+        "scheme": "HTTP",
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["terminationGracePeriodSeconds"] > 20  # the default drainSeconds
+    secrets = next(v for v in pod["volumes"] if v["name"] == "secrets")
+    assert secrets["projected"]["sources"] == [
         {
             "secret": {
                 "name": "jwt-keys",
@@ -51,4 +116,265 @@ def test_seed_example_becomes_ready(
             }
         }
     ]
-    assert base64.b64encode(SECRET.encode()).decode() not in str(deployment)
+    gateway_body = objects.get("Gateway", namespace, "api")
+    assert gateway_body is not None
+    for kind in OWNED:
+        owned = objects.get(
+            kind, namespace, "wardgate-api-config" if kind == "ConfigMap" else "wardgate-api"
+        )
+        assert owned is not None
+        assert owned["metadata"]["ownerReferences"][0]["uid"] == gateway_body["metadata"]["uid"]
+    status = gateway_body["status"]
+    assert status["routes"] == 2
+    assert status["configHash"] == pod_hash(objects, namespace)
+    assert status["observedGeneration"] == gateway_body["metadata"]["generation"]
+
+    # No secret value in any object the operator wrote, nor in statuses or Events.
+    encoded = base64.b64encode(SECRET.encode()).decode()
+    everything = str(
+        [objects.list(k, namespace) for k in (*OWNED, "Event", "Route", "Authorizer", "Gateway")]
+    )
+    assert SECRET not in everything
+    assert encoded not in everything
+
+    listing = cluster.kubectl("get", "wardgate", "-n", namespace).stdout
+    assert "gateway.wardgate.io/api" in listing
+    assert "route.wardgate.io/orders" in listing
+    assert "authorizer.wardgate.io/jwt" in listing
+
+
+def test_each_route_reason(
+    operator: RunningOperator, objects: Objects, namespace: str, cluster: KubeCluster
+) -> None:
+    other = f"{namespace}-b"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        objects.apply(
+            namespace,
+            gateway(servers={"orders": {"url": "http://orders.example.com"}}),
+            route("first", [static("/shared")]),
+        )
+        objects.wait_condition("Route", namespace, "first", "Accepted", "True")
+        objects.apply(
+            namespace,
+            route("second", [static("/shared"), static("/mine")]),
+            route("orphan", [static("/x")], gateway="nothing"),
+            route(
+                "no-server",
+                [
+                    {
+                        "method": "GET",
+                        "path": "/s",
+                        "integration": {"type": "http_proxy", "server": "billing"},
+                    }
+                ],
+            ),
+            route("no-authorizer", [static("/a", auth={"authorizer": "nobody"})]),
+            route("no-default", [static("/d", auth=True)]),
+            route("invalid", [static("/i", auth={"scopes": "read"})]),
+            route("good", [static("/good")]),
+        )
+        objects.apply(other, route("foreign", [static("/f")], namespace=namespace))
+        expected = {
+            "second": "Conflict",
+            "orphan": "GatewayNotFound",
+            "no-server": "ServerNotFound",
+            "no-authorizer": "AuthorizerNotFound",
+            "no-default": "AuthorizerNotFound",
+            "invalid": "Invalid",
+        }
+        for name, reason in expected.items():
+            objects.wait_condition("Route", namespace, name, "Accepted", "False", reason)
+        objects.wait_condition("Route", other, "foreign", "Accepted", "False", "NotAllowed")
+        # Created within the same second or later: `first` wins (creation time, then name).
+        conflict = objects.condition("Route", namespace, "second", "Accepted")
+        assert f"Route {namespace}/first" in conflict["message"]
+        objects.wait_condition("Route", namespace, "good", "Accepted", "True")
+
+        # The bad Routes are left out; the good ones are served.
+        def served() -> list[str]:
+            config = objects.config(namespace, "api") or {"paths": []}
+            return sorted(p["path"] for p in config["paths"])
+
+        objects.wait("the good paths", lambda: served() == ["/good", "/shared"])
+        events = objects.list("Event", namespace)
+        assert any(
+            e["reason"] == "Conflict" and e["involvedObject"]["name"] == "second" for e in events
+        )
+
+        # Once the older Route goes, the newer one gets the path.
+        objects.delete("Route", namespace, "first")
+        objects.wait_condition("Route", namespace, "second", "Accepted", "True")
+        objects.wait("the newer paths", lambda: served() == ["/good", "/mine", "/shared"])
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false")
+
+
+def test_authorizer_reasons_and_rollout_blocking(
+    operator: RunningOperator, objects: Objects, namespace: str
+) -> None:
+    objects.apply(namespace, *seed_objects(SECRET))
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    good_config = objects.config(namespace, "api")
+    good_hash = pod_hash(objects, namespace)
+
+    # A second Authorizer whose Secret does not exist, used by a new Route.
+    objects.apply(
+        namespace,
+        {
+            "apiVersion": API,
+            "kind": "Authorizer",
+            "metadata": {"name": "partner"},
+            "spec": {
+                "type": "jwt",
+                "secret": "$secret.PARTNER_KEY",
+                "secretRef": {"name": "partner"},
+            },
+        },
+        route("partner", [static("/partner", auth={"authorizer": "partner"})]),
+    )
+    objects.wait_condition(
+        "Authorizer", namespace, "partner", "ResolvedRefs", "False", "SecretNotFound"
+    )
+    objects.wait_condition("Gateway", namespace, "api", "Accepted", "False", "AuthorizerNotReady")
+    objects.apply(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "partner"},
+            "stringData": {"OTHER": "x"},
+        },
+    )
+    objects.wait_condition(
+        "Authorizer", namespace, "partner", "ResolvedRefs", "False", "KeyNotFound"
+    )
+    objects.apply(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "partner"},
+            "stringData": {"PARTNER_KEY": "short"},
+        },
+    )
+    objects.wait_condition(
+        "Authorizer", namespace, "partner", "ResolvedRefs", "False", "InvalidKey"
+    )
+    # Meanwhile, nothing rolled out: the last good config keeps serving.
+    assert objects.config(namespace, "api") == good_config
+    assert pod_hash(objects, namespace) == good_hash
+    ready = objects.condition("Gateway", namespace, "api", "Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == "AuthorizerNotReady"
+
+    objects.apply(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "partner"},
+            "stringData": {"PARTNER_KEY": "partner-key-0123456789-abcdefghijklmnop"},
+        },
+    )
+    objects.wait_condition("Authorizer", namespace, "partner", "Ready", "True")
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    config = objects.config(namespace, "api")
+    assert config is not None
+    assert "/partner" in [p["path"] for p in config["paths"]]
+
+
+def test_secret_rotation_rolls_and_deletion_keeps_running_config(
+    operator: RunningOperator, objects: Objects, namespace: str
+) -> None:
+    objects.apply(namespace, *seed_objects(SECRET))
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    before = pod_hash(objects, namespace)
+    config = objects.config(namespace, "api")
+
+    started = time.monotonic()
+    objects.apply(namespace, seed_objects(ROTATED)[0])
+    objects.wait(
+        "a new pod-template hash",
+        lambda: pod_hash(objects, namespace) not in (None, before),
+        timeout=10,
+    )
+    rolled_after = time.monotonic() - started
+    assert rolled_after < 10
+    assert objects.config(namespace, "api") == config  # references, not values
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    rotated = pod_hash(objects, namespace)
+
+    objects.merge_patch("Secret", namespace, "jwt-keys", {"data": {"JWT_SECRET": None}})
+    objects.wait_condition("Authorizer", namespace, "jwt", "ResolvedRefs", "False", "KeyNotFound")
+    objects.wait_condition("Gateway", namespace, "api", "Accepted", "False", "AuthorizerNotReady")
+    assert pod_hash(objects, namespace) == rotated
+    assert objects.config(namespace, "api") == config
+    deployment = objects.get("Deployment", namespace, "wardgate-api")
+    assert deployment is not None
+    assert deployment["status"].get("availableReplicas") == 1
+
+
+def test_update_delete_and_cascade(
+    operator: RunningOperator, objects: Objects, namespace: str
+) -> None:
+    objects.apply(namespace, gateway(replicas=2), route("r", [static("/one")]))
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    assert objects.get("PodDisruptionBudget", namespace, "wardgate-api") is not None
+    assert objects.get("HorizontalPodAutoscaler", namespace, "wardgate-api") is None
+
+    objects.apply(namespace, route("r", [static("/one"), static("/two")]))
+    objects.wait(
+        "the updated config",
+        lambda: (
+            [p["path"] for p in (objects.config(namespace, "api") or {"paths": []})["paths"]]
+            == ["/one", "/two"]
+        ),
+    )
+    objects.apply(namespace, gateway(autoscaling={"minReplicas": 1, "maxReplicas": 3}))
+    objects.wait(
+        "the HorizontalPodAutoscaler",
+        lambda: objects.get("HorizontalPodAutoscaler", namespace, "wardgate-api") is not None,
+    )
+    objects.wait(
+        "no PodDisruptionBudget",
+        lambda: objects.get("PodDisruptionBudget", namespace, "wardgate-api") is None,
+    )
+
+    objects.delete("Route", namespace, "r")
+    objects.wait(
+        "the config without the Route",
+        lambda: (objects.config(namespace, "api") or {"paths": [1]})["paths"] == [],
+    )
+    objects.apply(namespace, route("r2", [static("/three")]))
+    objects.wait_condition("Route", namespace, "r2", "Accepted", "True")
+    objects.delete("Gateway", namespace, "api")
+    objects.wait_condition("Route", namespace, "r2", "Accepted", "False", "GatewayNotFound")
+    objects.wait(
+        "owned objects garbage-collected",
+        lambda: all(
+            objects.get(kind, namespace, name) is None
+            for kind, name in (
+                ("ConfigMap", "wardgate-api-config"),
+                ("Deployment", "wardgate-api"),
+                ("Service", "wardgate-api"),
+                ("HorizontalPodAutoscaler", "wardgate-api"),
+            )
+        ),
+    )
+
+
+def test_no_op_reconcile_writes_nothing(
+    operator: RunningOperator, objects: Objects, namespace: str
+) -> None:
+    objects.apply(namespace, *seed_objects(SECRET))
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    objects.wait("the operator to settle", operator.idle)
+    kinds = ("Gateway", "Route", "Authorizer", *OWNED, "Secret")
+    versions = objects.resource_versions(namespace, kinds)
+    writes = operator.writes()
+
+    operator.reconcile_everything()
+
+    assert operator.writes() == writes
+    assert objects.resource_versions(namespace, kinds) == versions
