@@ -20,7 +20,11 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 versions_file="${repo_root}/wardgate/devcluster/versions.json"
 
 log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'k8s-binaries: ERROR: %s\n' "$*" >&2; exit 1; }
+reported=""
+die() { printf 'k8s-binaries: ERROR: %s\n' "$*" >&2; reported=1; exit 1; }
+# Any other failure (set -e) still ends with a line that says so.
+trap 'rc=$?; [[ ${rc} -eq 0 || -n "${reported}" ]] ||
+  printf "k8s-binaries: ERROR: build failed (exit %s); see the output above\n" "${rc}" >&2' EXIT
 
 read_version() {
   python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
@@ -66,7 +70,7 @@ fi
 
 GO="${GO:-$(command -v go || true)}"
 [[ -n "${GO}" ]] || GO=/usr/local/go/bin/go
-[[ -x "${GO}" ]] || die "no Go toolchain found (looked for 'go' on PATH and /usr/local/go/bin/go); install Go >= 1.26"
+[[ -x "${GO}" ]] || die "no Go toolchain at '${GO}' (looked for \$GO, 'go' on PATH, /usr/local/go/bin/go); install Go >= 1.26"
 export CGO_ENABLED=0
 # A fresh module cache is read-only by default; keep it deletable with `rm -rf`.
 export GOFLAGS="${GOFLAGS:-} -modcacherw"

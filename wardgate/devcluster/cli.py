@@ -97,6 +97,8 @@ def _up(args: argparse.Namespace) -> int:
     except (BinariesMissingError, ClusterError) as e:
         print(f"dev-cluster: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130  # start() has stopped whatever it had started
     try:
         kubeconfig.write_bytes(cluster.kubeconfig.read_bytes())
         kubeconfig.chmod(0o600)
