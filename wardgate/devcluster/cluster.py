@@ -104,23 +104,26 @@ class Cluster:
 
     `kubeconfig` is a file with an admin user as its current context, `server` the API
     server URL, `bin_dir` the directory with kubectl and helm, and `env` the process
-    environment with `KUBECONFIG` set and `bin_dir` first on `PATH`.
+    environment with `KUBECONFIG` set and `bin_dir` first on `PATH` (and kubectl's
+    discovery cache in `kube_cache_dir` when given).
     """
 
     kubeconfig: Path
     server: str
     bin_dir: Path
+    kube_cache_dir: Path | None = None
 
     @property
     def env(self) -> dict[str, str]:
         """The environment for a subprocess that should use this cluster."""
         path = os.environ.get("PATH", "")
-        return _environ_with(
-            {
-                "KUBECONFIG": str(self.kubeconfig),
-                "PATH": f"{self.bin_dir}{os.pathsep}{path}" if path else str(self.bin_dir),
-            }
-        )
+        extra = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.bin_dir}{os.pathsep}{path}" if path else str(self.bin_dir),
+        }
+        if self.kube_cache_dir is not None:
+            extra["KUBECACHEDIR"] = str(self.kube_cache_dir)
+        return _environ_with(extra)
 
     def kubectl(
         self,
@@ -489,7 +492,14 @@ class LocalCluster:
             path = directory / f"{user.rpartition(':')[2]}.kubeconfig"
             _write_kubeconfig(path, server, certs.ca.cert, user, certs.clients[user])
             component_configs[user] = path
-        self._cluster = Cluster(kubeconfig=kubeconfig, server=server, bin_dir=bin_dir)
+        # A discovery cache of its own: local clusters reuse ports, and a cache in
+        # ~/.kube keyed by host and port would describe a previous cluster's APIs.
+        self._cluster = Cluster(
+            kubeconfig=kubeconfig,
+            server=server,
+            bin_dir=bin_dir,
+            kube_cache_dir=directory / "kube-cache",
+        )
 
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
