@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "wardgate.gateway.cli",
     "wardgate.operator.cli",
     "wardgate.devcluster.cli",
+    "wardgate.demo.cli",
 )
 
 

@@ -1,0 +1,85 @@
+"""`wardgate demo [--once]`: the whole system on this machine (see `wardgate.demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from typing import Any
+
+DEFAULT_PORT = 8080
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `wardgate demo`."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the operator, a gateway and the seed example on a local control plane",
+        description="Start a local control plane, install the Helm chart, run the operator, "
+        "apply the seed example and serve its gateway on localhost; print the requests and "
+        "their answers, then follow the config until Ctrl-C. Needs the Kubernetes binaries "
+        "(`make k8s`).",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="check the answers (and that the gateway follows a new Route), then stop: "
+        "exit 0 when all are as expected, 1 otherwise",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        help=f"gateway port on 127.0.0.1 (default {DEFAULT_PORT} when free, else any free "
+        "port; any free port with --once)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when it ran (or, with --once, when every answer was as expected)."""
+    from wardgate.demo.stack import Demo, DemoError
+    from wardgate.devcluster.binaries import BinariesMissingError
+    from wardgate.devcluster.cluster import ClusterError
+
+    port = args.port
+    if port is None and not args.once and _port_is_free(DEFAULT_PORT):
+        port = DEFAULT_PORT
+    demo = Demo(port=port)
+    try:
+        demo.start()
+        token = demo.token()
+        answers = demo.answers(token)
+        demo.say(f"TOKEN={token}")
+        demo.show(answers)
+        if args.once:
+            followed = demo.check_following()
+            demo.show([followed])
+            failed = [a.title for a in [*answers, followed] if not a.ok]
+            if failed:
+                print(f"\nwardgate demo: unexpected answers: {', '.join(failed)}", file=sys.stderr)
+                return 1
+            demo.say("\nall answers as expected")
+            return 0
+        demo.show_next_steps()
+        demo.wait_forever()
+        return 1
+    except BinariesMissingError as e:
+        print(f"wardgate demo: {e}\nbuild them with `make k8s`", file=sys.stderr)
+        return 1
+    except (DemoError, ClusterError) as e:
+        print(f"\nwardgate demo: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        demo.say("\nstopping: gateway, operator, control plane")
+        return 0
+    finally:
+        demo.close()

@@ -1,0 +1,496 @@
+"""The demo's steps, in order, and their cleanup in reverse: control plane, chart, operator,
+seed example, local gateway; then the answers, and following the config until stopped."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import jwt
+import yaml
+
+from wardgate.demo.local_gateway import (
+    GatewaySnapshot,
+    GatewayStartError,
+    LocalGateway,
+    free_port,
+    read_snapshot,
+)
+from wardgate.demo.upstream import OrdersUpstream
+from wardgate.devcluster.cluster import KubeCluster, LocalCluster, wait_until
+from wardgate.operator.manifests import CONFIG_HASH, child_name
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+CHART: Final = ROOT / "deploy" / "helm" / "wardgate"
+SEED: Final = ROOT / "examples" / "seed"
+RELEASE: Final = "wardgate"
+RELEASE_NAMESPACE: Final = "wardgate-system"
+NAMESPACE: Final = "shop"
+GATEWAY: Final = "api"
+AUTHORIZER: Final = "jwt"
+UPSTREAM_SERVER: Final = "orders"
+WAIT_SECONDS: Final = 120.0
+
+NEW_ROUTE: Final = """\
+apiVersion: wardgate.io/v1alpha1
+kind: Route
+metadata:
+  name: hello
+spec:
+  gatewayRef:
+    name: api
+  paths:
+    - method: GET
+      path: /hello
+      response:
+        hello: world
+"""
+
+
+class DemoError(RuntimeError):
+    """A step failed; the message says which and where its logs are."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request to the local gateway and what it answered."""
+
+    title: str
+    curl: str
+    status: int
+    reason: str
+    body: str
+    expected_status: int
+    expected_code: str | None = None
+
+    @property
+    def code(self) -> str | None:
+        try:
+            document = json.loads(self.body)
+        except ValueError:
+            return None
+        error = document.get("error") if isinstance(document, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        return code if isinstance(code, str) else None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == self.expected_status and self.expected_code in (None, self.code)
+
+
+def request(url: str, token: str | None = None) -> tuple[int, str, str]:
+    """GET `url`: (status, reason, body)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.reason, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.reason, e.read().decode(errors="replace")
+
+
+@dataclass
+class Demo:
+    """Everything the demo started, so that `close()` stops it all."""
+
+    port: int | None
+    out: TextIO = sys.stdout
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="wardgate-demo-")))
+    cluster: LocalCluster | None = None
+    operator: subprocess.Popen[bytes] | None = None
+    upstream: OrdersUpstream | None = None
+    gateway: LocalGateway | None = None
+    _follower: subprocess.Popen[str] | None = None
+    _reloaded: threading.Condition = field(default_factory=threading.Condition)
+    _started: float = field(default_factory=time.monotonic)
+
+    # -- output ----------------------------------------------------------------------
+
+    def say(self, message: str = "") -> None:
+        print(message, file=self.out, flush=True)
+
+    @contextlib.contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        started = time.monotonic()
+        print(f"  … {what}", file=self.out, end="", flush=True)
+        try:
+            yield
+        except BaseException:
+            print("  failed", file=self.out, flush=True)
+            raise
+        print(f"  ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
+
+    @property
+    def kube(self) -> KubeCluster:
+        if self.cluster is None:
+            raise DemoError("the control plane is not running")
+        return self.cluster
+
+    # -- the steps -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring everything up and the local gateway on the operator's config."""
+        for path in (CHART, SEED):
+            if not path.is_dir():
+                raise DemoError(f"{path} is missing: run the demo from a source checkout")
+        self.say("wardgate demo: the operator, a gateway and the seed example on this machine")
+        with self.step("local control plane (etcd, kube-apiserver, controllers, a kwok node)"):
+            self.cluster = LocalCluster()
+            self.cluster.start()
+        with self.step(f"Helm chart: CRDs, RBAC, operator Deployment in {RELEASE_NAMESPACE}"):
+            self._install_chart()
+        with self.step(f"operator, running here as ServiceAccount {RELEASE_NAMESPACE}/{RELEASE}"):
+            self._start_operator()
+        with self.step(f"seed example (examples/seed) in namespace {NAMESPACE}, Gateway Ready"):
+            self._apply_seed()
+        with self.step("gateway on localhost from the operator's ConfigMap and Secret keys"):
+            self.upstream = OrdersUpstream().start()
+            port = self.port if self.port is not None else free_port()
+            self.gateway = LocalGateway(
+                self.workdir / "gateway",
+                port,
+                {UPSTREAM_SERVER: self.upstream.url},
+                self.workdir / "gateway.log",
+            )
+            self.gateway.start(self._snapshot())
+        self._follow()
+        self.say(f"  ready in {time.monotonic() - self._started:.1f} s\n")
+
+    def _helm(self, *args: str) -> None:
+        result = subprocess.run(
+            [str(self.kube.bin_dir / "helm"), *args],
+            env=self.kube.env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_SECONDS + 30,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise DemoError(f"helm {args[0]} failed:\n{result.stderr}")
+
+    def _install_chart(self) -> None:
+        self._helm(
+            "install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
+            "--create-namespace", "--wait", "--timeout", f"{WAIT_SECONDS:.0f}s",
+        )  # fmt: skip
+
+    def _service_account_kubeconfig(self) -> Path:
+        """A kubeconfig for the chart's ServiceAccount: the operator gets exactly the
+        chart's RBAC, as in a cluster."""
+        token = self.kube.kubectl(
+            "create", "token", RELEASE, "-n", RELEASE_NAMESPACE, "--duration=24h"
+        ).stdout.strip()
+        admin = yaml.safe_load(self.kube.kubeconfig.read_text())
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": admin["clusters"][:1],
+            "users": [{"name": RELEASE, "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": RELEASE,
+                    "context": {"cluster": admin["clusters"][0]["name"], "user": RELEASE},
+                }
+            ],
+            "current-context": RELEASE,
+        }
+        path = self.workdir / "operator.kubeconfig"
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def _start_operator(self) -> None:
+        kubeconfig = self._service_account_kubeconfig()
+        health = free_port()
+        log = self.workdir / "operator.log"
+        env = {**self.kube.env, "KUBECONFIG": str(kubeconfig)}
+        with log.open("ab") as out:
+            self.operator = subprocess.Popen(
+                [
+                    sys.executable, "-m", "wardgate", "operator", "--kubeconfig", str(kubeconfig),
+                    "--all-namespaces", "--standalone",
+                    f"--liveness=http://127.0.0.1:{health}/healthz",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )  # fmt: skip
+
+        def alive() -> bool:
+            if self.operator is None or self.operator.poll() is not None:
+                raise DemoError(f"the operator exited:\n{_tail(log)}")
+            status, _, _ = _get_status(f"http://127.0.0.1:{health}/healthz")
+            return status == 200
+
+        self._wait(alive, "the operator's liveness endpoint", log)
+
+    def _apply_seed(self) -> None:
+        self.kube.kubectl("create", "namespace", NAMESPACE)
+        # Pods are refused until the namespace's default ServiceAccount exists.
+        self.kube.kubectl(
+            "wait", "--for=create", "serviceaccount/default", "-n", NAMESPACE, "--timeout=60s"
+        )
+        self.kube.kubectl(
+            "apply", "--server-side", "--field-manager=demo", "-n", NAMESPACE, "-f", str(SEED)
+        )
+        result = self.kube.kubectl(
+            "wait", "--for=condition=Ready", f"gateways.wardgate.io/{GATEWAY}", "-n", NAMESPACE,
+            f"--timeout={WAIT_SECONDS:.0f}s", check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            status = self.kube.kubectl(
+                "get", "wardgate", "-n", NAMESPACE, "-o", "wide", check=False
+            ).stdout
+            raise DemoError(
+                f"Gateway {GATEWAY} did not become Ready:\n{status}\n"
+                f"operator log:\n{_tail(self.workdir / 'operator.log')}"
+            )
+
+    def _snapshot(self, config_hash: str | None = None) -> GatewaySnapshot:
+        """The Deployment's config and secrets (of `config_hash` when given)."""
+        found: list[GatewaySnapshot] = []
+
+        def consistent() -> bool:
+            snapshot = read_snapshot(self.kube, NAMESPACE, GATEWAY)
+            if snapshot is None or config_hash not in (None, snapshot.config_hash):
+                return False
+            found.append(snapshot)
+            return True
+
+        self._wait(consistent, "the operator's ConfigMap and Deployment", None)
+        return found[-1]
+
+    def _wait(self, condition: Callable[[], bool], what: str, log: Path | None) -> None:
+        try:
+            wait_until(condition, what=what, timeout=WAIT_SECONDS, interval=0.1)
+        except TimeoutError as e:
+            raise DemoError(f"{e}\n{_tail(log) if log else ''}") from None
+
+    # -- following the config --------------------------------------------------------
+
+    def _follow(self) -> None:
+        """Watch the Deployment's config hash; restart the local gateway when it changes."""
+        jsonpath = "{.spec.template.metadata.annotations." + CONFIG_HASH.replace(".", r"\.")
+        self._follower = subprocess.Popen(
+            [
+                str(self.kube.bin_dir / "kubectl"), "get", f"deployment/{child_name(GATEWAY)}",
+                "-n", NAMESPACE, "--watch", "-o", f"jsonpath={jsonpath}}}{{\"\\n\"}}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=self.kube.env,
+            text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        threading.Thread(target=self._follow_lines, name="demo-follow", daemon=True).start()
+
+    def _follow_lines(self) -> None:
+        follower = self._follower
+        if follower is None or follower.stdout is None:
+            return
+        for line in follower.stdout:
+            config_hash = line.strip()
+            gateway = self.gateway
+            if not config_hash or gateway is None or gateway.snapshot is None:
+                continue
+            if config_hash == gateway.snapshot.config_hash:
+                continue
+            old = gateway.snapshot.config_hash
+            try:
+                gateway.start(self._snapshot(config_hash))
+            except (GatewayStartError, DemoError) as e:
+                self.say(f"config {config_hash}: the local gateway kept config {old}: {e}")
+                continue
+            self.say(
+                f"config {old} → {config_hash}: local gateway restarted on the new config "
+                f"({_path_count(gateway.snapshot)} paths)"
+            )
+            with self._reloaded:
+                self._reloaded.notify_all()
+
+    def wait_for_config(self, previous: str, timeout: float = WAIT_SECONDS) -> str:
+        """Block until the local gateway runs a config other than `previous`."""
+        gateway = self.gateway
+        if gateway is None:
+            raise DemoError("the gateway is not running")
+
+        def changed() -> bool:
+            return gateway.snapshot is not None and gateway.snapshot.config_hash != previous
+
+        with self._reloaded:
+            if not self._reloaded.wait_for(changed, timeout):
+                raise DemoError(f"the local gateway did not follow a new config in {timeout} s")
+        assert gateway.snapshot is not None
+        return gateway.snapshot.config_hash
+
+    # -- the answers -----------------------------------------------------------------
+
+    def token(self) -> str:
+        """A token the seed's Authorizer accepts: its issuer and audience, signed with the
+        Secret's JWT_SECRET."""
+        authorizer = json.loads(
+            self.kube.kubectl(
+                "get", f"authorizers.wardgate.io/{AUTHORIZER}", "-n", NAMESPACE, "-o", "json"
+            ).stdout
+        )["spec"]
+        secret_name = authorizer["secretRef"]["name"]
+        key = authorizer["secret"].removeprefix("$secret.")
+        secret = json.loads(
+            self.kube.kubectl("get", f"secret/{secret_name}", "-n", NAMESPACE, "-o", "json").stdout
+        )
+        value = base64.b64decode(secret["data"][key])
+        now = int(time.time())
+        claims: dict[str, Any] = {"sub": "demo-user", "iat": now, "exp": now + 3600}
+        for claim, field_name in (("iss", "issuer"), ("aud", "audience")):
+            if field_name in authorizer:
+                claims[claim] = authorizer[field_name]
+        return jwt.encode(claims, value, algorithm=authorizer.get("algorithm", "HS256"))
+
+    def answers(self, token: str) -> list[Answer]:
+        """The seed's three requests, sent to the local gateway."""
+        base = self.gateway.url if self.gateway else ""
+        cases = [
+            ("public path", "/health", None, 200, None),
+            ("no token: refused", "/private/orders", None, 401, "missing_token"),
+            ("valid token: proxied to orders", "/private/orders", token, 200, None),
+        ]
+        answers = []
+        for title, path, bearer, status, code in cases:
+            header = ' -H "Authorization: Bearer $TOKEN"' if bearer else ""
+            got, reason, body = request(base + path, bearer)
+            answers.append(
+                Answer(title, f"curl -i{header} {base}{path}", got, reason, body, status, code)
+            )
+        return answers
+
+    def show(self, answers: list[Answer]) -> None:
+        for answer in answers:
+            mark = "✓" if answer.ok else "✗"
+            expected = f"{answer.expected_status}" + (
+                f" {answer.expected_code}" if answer.expected_code else ""
+            )
+            self.say(f"\n# {answer.title} (expect {expected}) {mark}")
+            self.say(f"$ {answer.curl}")
+            self.say(f"HTTP/1.1 {answer.status} {answer.reason}")
+            self.say(_compact(answer.body))
+
+    def show_next_steps(self) -> None:
+        kubeconfig = self.kube.kubeconfig
+        bin_dir = self.kube.bin_dir
+        gateway = self.gateway.url if self.gateway else ""
+        self.say(
+            "\nIn another shell, use the cluster:\n"
+            f"  export KUBECONFIG={shlex.quote(str(kubeconfig))}\n"
+            f'  export PATH={shlex.quote(str(bin_dir))}:"$PATH"\n'
+            f"  kubectl get wardgate -n {NAMESPACE}\n"
+            "Add a Route; the gateway here follows the operator's new config:\n"
+            f"  kubectl apply -n {NAMESPACE} -f - <<'EOF'\n{_indent(NEW_ROUTE)}  EOF\n"
+            f"  curl -i {gateway}/hello\n"
+            f"Logs: {self.workdir}/operator.log, {self.workdir}/gateway.log\n"
+            "Ctrl-C stops everything."
+        )
+
+    def check_following(self) -> Answer:
+        """Apply a new Route and return the local gateway's answer on its path."""
+        if self.gateway is None or self.gateway.snapshot is None:
+            raise DemoError("the gateway is not running")
+        previous = self.gateway.snapshot.config_hash
+        self.kube.kubectl(
+            "apply", "--server-side", "--field-manager=demo", "-n", NAMESPACE, "-f", "-",
+            input=NEW_ROUTE,
+        )  # fmt: skip
+        current = self.wait_for_config(previous)
+        url = f"{self.gateway.url}/hello"
+        status, reason, body = request(url)
+        return Answer(
+            f"new Route applied: config {previous} → {current}",
+            f"curl -i {url}",
+            status,
+            reason,
+            body,
+            200,
+        )
+
+    def wait_forever(self) -> None:
+        """Until Ctrl-C, or the operator exits."""
+        if self.operator is None:
+            raise DemoError("the operator is not running")
+        self.operator.wait()
+        raise DemoError(f"the operator exited:\n{_tail(self.workdir / 'operator.log')}")
+
+    # -- cleanup ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop everything in reverse order and remove the demo's files."""
+        if self._follower is not None:
+            _terminate(self._follower)
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.upstream is not None:
+            self.upstream.stop()
+        if self.operator is not None:
+            _terminate(self.operator)
+        if self.cluster is not None:
+            self.cluster.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _get_status(url: str) -> tuple[int, str, str]:
+    try:
+        return request(url)
+    except OSError:
+        return 0, "", ""
+
+
+def _terminate(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(path: Path | None, lines: int = 30) -> str:
+    if path is None:
+        return ""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def _compact(body: str) -> str:
+    try:
+        return json.dumps(json.loads(body), separators=(", ", ": "))
+    except ValueError:
+        return body.strip()
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "".join(prefix + line + "\n" for line in text.splitlines())
+
+
+def _path_count(snapshot: GatewaySnapshot | None) -> int:
+    if snapshot is None:
+        return 0
+    paths = json.loads(snapshot.config).get("paths") or []
+    return len(paths)
