@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     gateway.add_argument(
         "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
     )
+    gateway.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind the traffic port with SO_REUSEPORT, so that a new gateway process can "
+        "start on the port before this one drains and stops (restart without refusals)",
+    )
     _server_option(gateway)
     gateway.add_argument(
         "--access-log",
@@ -204,6 +210,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         banner=banner,
         demo_socket=demo_socket,
+        reuse_port=args.reuse_port,
     )
     return run(loaded, options)
 

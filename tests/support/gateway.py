@@ -58,6 +58,8 @@ class CountingUpstream:
     url: str = ""
     port: int = 0
     gate: asyncio.Event | None = None
+    work_seconds: float = 0.0
+    """Time each request takes (simulated work, so that requests are in flight)."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
 
@@ -77,6 +79,8 @@ class CountingUpstream:
         )
         self.arrived.set()
         tail = request.path.rsplit("/", 1)[-1]
+        if self.work_seconds:
+            await asyncio.sleep(self.work_seconds)
         if tail == "slow" and self.gate is not None:
             await self.gate.wait()
         if tail == "drop":
