@@ -12,6 +12,7 @@ from collections.abc import Sequence
 # `wardgate gateway` never imports kopf or the Kubernetes client.
 COMMAND_MODULES = (
     "wardgate.gateway.cli",
+    "wardgate.gateway.explain",
     "wardgate.operator.cli",
     "wardgate.devcluster.cli",
     "wardgate.demo.cli",
