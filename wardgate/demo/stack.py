@@ -400,7 +400,7 @@ class Demo:
             f'  export PATH={shlex.quote(str(bin_dir))}:"$PATH"\n'
             f"  kubectl get wardgate -n {NAMESPACE}\n"
             "Add a Route; the gateway here follows the operator's new config:\n"
-            f"  kubectl apply -n {NAMESPACE} -f - <<'EOF'\n{_indent(NEW_ROUTE)}  EOF\n"
+            f"  kubectl apply -n {NAMESPACE} -f - <<'EOF'\n{NEW_ROUTE}EOF\n"
             f"  curl -i {gateway}/hello\n"
             f"Logs: {self.workdir}/operator.log, {self.workdir}/gateway.log\n"
             "Ctrl-C stops everything."
@@ -483,10 +483,6 @@ def _compact(body: str) -> str:
         return json.dumps(json.loads(body), separators=(", ", ": "))
     except ValueError:
         return body.strip()
-
-
-def _indent(text: str, prefix: str = "  ") -> str:
-    return "".join(prefix + line + "\n" for line in text.splitlines())
 
 
 def _path_count(snapshot: GatewaySnapshot | None) -> int:
