@@ -262,3 +262,31 @@ def test_argocd_application_values_render() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def _rules(role: dict[str, Any]) -> set[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:
+    return {
+        (
+            tuple(sorted(rule.get("apiGroups", []))),
+            tuple(sorted(rule.get("resources", []))),
+            tuple(sorted(rule.get("verbs", []))),
+        )
+        for rule in role["rules"]
+    }
+
+
+def test_chart_rbac_matches_deploy_rbac() -> None:
+    deploy = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((ROOT / "deploy" / "rbac.yaml").read_text())
+        if d and d["kind"] == "ClusterRole"
+    }
+    chart = {
+        d["metadata"]["name"]: d
+        for args in TEMPLATE_CASES.values()
+        for d in _documents(render(*args))
+        if d["kind"] == "ClusterRole"
+    }
+    assert _rules(chart["wardgate"]) == _rules(deploy["wardgate-operator"])
+    assert _rules(chart["wardgate-cluster"]) == _rules(deploy["wardgate-operator-cluster"])
+    assert len(chart) == len(deploy) == 2
