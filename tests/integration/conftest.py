@@ -20,6 +20,12 @@ one process):
     runs kubectl against the cluster; raises ``KubectlError`` (stdout and stderr in its
     message) on a non-zero exit unless ``check=False``.
 
+  A ``LocalCluster`` also has ``directory`` (PKI, kubeconfigs, etcd data),
+  ``logs_dir()`` with one ``<component>.log`` each, ``describe_logs()``, ``pids()``,
+  ``rss_bytes()`` and ``times`` (startup milestones). Its directory is removed at the
+  end of the session unless ``WARDGATE_KEEP_CLUSTER=1``; the terminal summary says where
+  it is.
+
 - ``namespace`` (function): the name of a fresh namespace for the test, whose
   ``default`` service account already exists (so Pods are admitted at once). It is
   deleted afterwards without waiting for its finalisation.
@@ -52,8 +58,13 @@ def cluster() -> Iterator[KubeCluster]:
     if configured:
         yield existing_cluster(Path(configured))
         return
-    local = LocalCluster(log=lambda message: print(message, file=sys.stderr))
+    keep = os.environ.get("WARDGATE_KEEP_CLUSTER") == "1"
+    local = LocalCluster(keep_dir=keep, log=lambda message: print(message, file=sys.stderr))
     local.start()
+    _REPORT.append(
+        f"local cluster logs: {local.logs_dir()} "
+        + ("(kept)" if keep else "(removed at the end; WARDGATE_KEEP_CLUSTER=1 keeps them)")
+    )
     try:
         t = local.times
         _REPORT.append(
