@@ -390,7 +390,11 @@ class PathEntry(Model):
 
     @model_validator(mode="after")
     def _check_action(self) -> PathEntry:
-        has_response = "response" in self.model_fields_set
+        # `response: null` beside an integration is how `model_dump` writes an entry with
+        # no response: accepted, so that a dumped config (admin `/config`) loads again.
+        has_response = "response" in self.model_fields_set and not (
+            self.response is None and self.integration is not None
+        )
         if has_response == (self.integration is not None):
             raise ValueError("give exactly one of `response` or `integration`")
         if len(self.methods()) != len(set(self.methods())):
