@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -256,7 +257,8 @@ class _Api:
             raw = e.read()
             status = e.code
             e.close()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+        except (OSError, http.client.HTTPException):
+            # Not listening yet, or closing the connection while it starts.
             return 0, None
         try:
             return status, json.loads(raw) if raw else None
@@ -402,10 +404,6 @@ class LocalCluster:
         if self._watchdog is not None:
             pids.append(self._watchdog.pid)
         return pids
-
-    def process_groups(self) -> list[int]:
-        """The process group of each component (each runs in its own session)."""
-        return [c.process.pid for c in self._components]
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each running component, from /proc."""
@@ -675,11 +673,12 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Terminate every component's process group and remove the directory. Idempotent."""
-        components, self._components = self._components, []
         # In reverse start order, one at a time: the clients first, then kube-apiserver
         # while etcd still answers (without it the API server's graceful shutdown hangs
-        # until killed), then etcd.
-        for c in reversed(components):
+        # until killed), then etcd. A component leaves the list only once it is gone, so
+        # a stop interrupted by a second Ctrl-C is finished by the next call (atexit).
+        while self._components:
+            c = self._components[-1]
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(c.process.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -688,6 +687,7 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(c.process.pid, signal.SIGKILL)
             c.process.wait()
+            self._components.pop()
         if self._created_dir and not self.keep_dir and self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
         if self._watchdog is not None:
