@@ -129,6 +129,8 @@ def build_deployment(
         "0.0.0.0",
         "--port",
         str(TRAFFIC_PORT),
+        "--admin-host",
+        "0.0.0.0",
         "--admin-port",
         str(ADMIN_PORT),
     ]
