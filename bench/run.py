@@ -86,6 +86,9 @@ class Sample:
     requests: int
     errors: int
     loadavg: float
+    cpu_us_per_request: float | None = None
+    """CPU time (user + system) of the contender's processes per request: unlike req/s,
+    barely moved by other load on the machine."""
 
 
 @dataclass
@@ -98,6 +101,8 @@ class Contender:
     expect_status: int = 200
     connections: int = CONNECTIONS
     script: str | None = None
+    pid: int | None = None
+    """The contender's process (its children count too), for CPU per request."""
     samples: list[Sample] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -117,6 +122,11 @@ class Contender:
             "requests_per_second": stats([s.requests_per_second for s in self.samples]),
             "p50_ms": stats([s.p50_ms for s in self.samples]),
             "p99_ms": stats([s.p99_ms for s in self.samples]),
+            "cpu_us_per_request": (
+                stats([s.cpu_us_per_request for s in self.samples if s.cpu_us_per_request])
+                if self.pid is not None
+                else None
+            ),
             "errors": sum(s.errors for s in self.samples),
             "samples": [asdict(s) for s in self.samples],
         }
@@ -140,6 +150,26 @@ def pinned(cpu: str | None, command: list[str]) -> list[str]:
     return command if cpu is None else ["taskset", "-c", cpu, *command]
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants."""
+    found = [pid]
+    for p in found:
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree."""
+    ticks = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(contender: Contender, seconds: float, cpu: str | None) -> Sample:
     command = [
         "wrk",
@@ -152,9 +182,11 @@ def run_wrk(contender: Contender, seconds: float, cpu: str | None) -> Sample:
         command += ["-H", header]
     if contender.script is not None:
         command += ["-s", contender.script]
+    cpu_before = cpu_seconds(contender.pid) if contender.pid is not None else 0.0
     done = subprocess.run(
         pinned(cpu, [*command, contender.url]), capture_output=True, text=True, check=True
     )
+    cpu_used = cpu_seconds(contender.pid) - cpu_before if contender.pid is not None else 0.0
     out = done.stdout
     rps = _number(r"Requests/sec:\s+([\d.]+)", out)
     total = int(_number(r"(\d+) requests in", out))
@@ -162,7 +194,10 @@ def run_wrk(contender: Contender, seconds: float, cpu: str | None) -> Sample:
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if contender.expect_status < 300 and non_2xx:
         errors += int(non_2xx.group(1))
-    return Sample(rps, _latency(out, "50%"), _latency(out, "99%"), total, errors, loadavg())
+    per_request = cpu_used / total * 1e6 if contender.pid is not None and total else None
+    return Sample(
+        rps, _latency(out, "50%"), _latency(out, "99%"), total, errors, loadavg(), per_request
+    )
 
 
 def _number(pattern: str, text: str) -> float:
@@ -349,18 +384,17 @@ class Wardgate:
 
 
 def start_wardgate(
-    procs: Processes,
-    workdir: Path,
+    setup: Setup,
     name: str,
     config: str,
     cpu: str | None,
     workers: int = 1,
 ) -> Wardgate:
-    path = workdir / f"wardgate-{name}.json"
+    path = setup.workdir / f"wardgate-{name}.json"
     path.write_text(config)
     port, admin = free_port(), free_port()
     command = [
-        WARDGATE,
+        setup.wardgate_command,
         "gateway",
         "--config",
         str(path),
@@ -373,7 +407,7 @@ def start_wardgate(
         "--workers",
         str(workers),
     ]
-    process = procs.start(pinned(cpu, command), env={**os.environ, "JWT_SECRET": SECRET})
+    process = setup.procs.start(pinned(cpu, command), env={**os.environ, "JWT_SECRET": SECRET})
     wait_http(f"http://127.0.0.1:{admin}/readyz")
     return Wardgate(process, f"http://127.0.0.1:{port}")
 
@@ -381,11 +415,7 @@ def start_wardgate(
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its children (a supervisor's workers), in MiB."""
     total = 0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    for p in pids:
+    for p in process_tree(pid):
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
@@ -403,12 +433,36 @@ class Setup:
     upstream_port: int
     contender_cpu: str | None
     load_cpu: str | None
+    wardgate_command: str
     nginx_health: str = ""
     nginx_proxy: str = ""
     haproxy_hs: str = ""
     haproxy_rs: str = ""
     wardgate_hs: str = ""
     wardgate_rs: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    """Root process of each contender's base URL."""
+
+    def contender(
+        self,
+        name: str,
+        base: str,
+        path: str,
+        headers: list[str] | None = None,
+        expect_status: int = 200,
+        *,
+        connections: int = CONNECTIONS,
+        script: str | None = None,
+    ) -> Contender:
+        return Contender(
+            name,
+            base + path,
+            headers or [],
+            expect_status,
+            connections,
+            script,
+            pid=self.pids.get(base),
+        )
 
 
 def start_all(setup: Setup) -> None:
@@ -445,9 +499,12 @@ def start_all(setup: Setup) -> None:
             },
         )
     )
-    setup.procs.start(pinned(setup.contender_cpu, ["nginx", "-c", str(anchor_conf), "-p", work]))
+    anchor = setup.procs.start(
+        pinned(setup.contender_cpu, ["nginx", "-c", str(anchor_conf), "-p", work])
+    )
     setup.nginx_health = f"http://127.0.0.1:{health}"
     setup.nginx_proxy = f"http://127.0.0.1:{proxy}"
+    setup.pids[setup.nginx_health] = setup.pids[setup.nginx_proxy] = anchor.pid
 
     if shutil.which("haproxy"):
         pubkey = setup.workdir / "rs256-public.pem"
@@ -468,11 +525,12 @@ def start_all(setup: Setup) -> None:
                 },
             )
         )
-        setup.procs.start(
+        haproxy = setup.procs.start(
             pinned(setup.contender_cpu, ["haproxy", "-W", "-db", "-f", str(haproxy_conf)])
         )
         setup.haproxy_hs = f"http://127.0.0.1:{hs}"
         setup.haproxy_rs = f"http://127.0.0.1:{rs}"
+        setup.pids[setup.haproxy_hs] = setup.pids[setup.haproxy_rs] = haproxy.pid
         wait_http(setup.haproxy_hs + "/", any_status=True)
 
     hs_config = wardgate_config(
@@ -485,12 +543,13 @@ def start_all(setup: Setup) -> None:
             "algorithm": "RS256",
         },
     )
-    setup.wardgate_hs = start_wardgate(
-        setup.procs, setup.workdir, "hs256", hs_config, setup.contender_cpu
-    ).base
-    setup.wardgate_rs = start_wardgate(
-        setup.procs, setup.workdir, "rs256", rs_config, setup.contender_cpu
-    ).base
+    for name, config in (("hs256", hs_config), ("rs256", rs_config)):
+        gateway = start_wardgate(setup, name, config, setup.contender_cpu)
+        setup.pids[gateway.base] = gateway.process.pid
+        if name == "hs256":
+            setup.wardgate_hs = gateway.base
+        else:
+            setup.wardgate_rs = gateway.base
     wait_http(setup.nginx_health + "/health")
 
 
@@ -507,27 +566,31 @@ def case_health(setup: Setup) -> Case:
         "GET /health (static)",
         "nginx return 200",
         [
-            Contender("wardgate", setup.wardgate_hs + "/health"),
-            Contender("nginx return 200", setup.nginx_health + "/health"),
+            setup.contender("wardgate", setup.wardgate_hs, "/health"),
+            setup.contender("nginx return 200", setup.nginx_health, "/health"),
         ],
     )
 
 
 def case_hs256(setup: Setup) -> Case:
     token = bearer(setup.keys.hs_token)
-    contenders = [Contender("wardgate HS256", setup.wardgate_hs + ORDERS, token)]
+    contenders = [setup.contender("wardgate HS256", setup.wardgate_hs, ORDERS, token)]
     if setup.haproxy_hs:
-        contenders.append(Contender("haproxy jwt_verify HS256", setup.haproxy_hs + ORDERS, token))
-    contenders.append(Contender("nginx proxy_pass (no auth)", setup.nginx_proxy + ORDERS))
+        contenders.append(
+            setup.contender("haproxy jwt_verify HS256", setup.haproxy_hs, ORDERS, token)
+        )
+    contenders.append(setup.contender("nginx proxy_pass (no auth)", setup.nginx_proxy, ORDERS))
     anchor = "haproxy jwt_verify HS256" if setup.haproxy_hs else "nginx proxy_pass (no auth)"
     return Case("2", "GET /private/orders, HS256, proxied", anchor, contenders)
 
 
 def case_rs256(setup: Setup) -> Case:
     token = bearer(setup.keys.rs_token)
-    contenders = [Contender("wardgate RS256 (JWKS)", setup.wardgate_rs + ORDERS, token)]
+    contenders = [setup.contender("wardgate RS256 (JWKS)", setup.wardgate_rs, ORDERS, token)]
     if setup.haproxy_rs:
-        contenders.append(Contender("haproxy jwt_verify RS256", setup.haproxy_rs + ORDERS, token))
+        contenders.append(
+            setup.contender("haproxy jwt_verify RS256", setup.haproxy_rs, ORDERS, token)
+        )
     anchor = "haproxy jwt_verify RS256" if setup.haproxy_rs else None
     return Case("3", "GET /private/orders, RS256, proxied", anchor, contenders)
 
@@ -538,9 +601,9 @@ def case_rejections(setup: Setup) -> list[Case]:
         ("4a", "GET /private/orders, expired token (401)", bearer(setup.keys.hs_expired)),
         ("4b", "GET /private/orders, no token (401)", []),
     ):
-        contenders = [Contender("wardgate", setup.wardgate_hs + ORDERS, headers, 401)]
+        contenders = [setup.contender("wardgate", setup.wardgate_hs, ORDERS, headers, 401)]
         if setup.haproxy_hs:
-            contenders.append(Contender("haproxy", setup.haproxy_hs + ORDERS, headers, 401))
+            contenders.append(setup.contender("haproxy", setup.haproxy_hs, ORDERS, headers, 401))
         cases.append(Case(key, title, "haproxy" if setup.haproxy_hs else None, contenders))
     return cases
 
@@ -565,9 +628,10 @@ def case_latency(setup: Setup, peak: float, smoke: bool) -> Case:
         f"p99 at half load (~{target:.0f} req/s, {connections} paced connections)",
         "upstream direct",
         [
-            Contender(
+            setup.contender(
                 "wardgate HS256",
-                setup.wardgate_hs + ORDERS,
+                setup.wardgate_hs,
+                ORDERS,
                 token,
                 connections=connections,
                 script=script,
@@ -584,15 +648,15 @@ def case_workers(setup: Setup, rounds: int, duration: float, warmup: float) -> C
         setup.upstream_port, {"secret": "$secret.JWT_SECRET", "algorithm": "HS256"}
     )
     both = None if setup.contender_cpu is None else f"{setup.contender_cpu},{setup.load_cpu}"
-    two = start_wardgate(setup.procs, setup.workdir, "two-workers", config, both, workers=2)
+    two = start_wardgate(setup, "two-workers", config, both, workers=2)
     token = bearer(setup.keys.hs_token)
     case = Case(
         "5",
         "HS256 proxied, 1 vs 2 workers",
         "1 worker",
         [
-            Contender("1 worker", setup.wardgate_hs + ORDERS, token),
-            Contender("2 workers", two.base + ORDERS, token),
+            setup.contender("1 worker", setup.wardgate_hs, ORDERS, token),
+            Contender("2 workers", two.base + ORDERS, token, pid=two.process.pid),
         ],
         note="2 workers run on both cores, which wrk and the upstream share",
     )
@@ -638,7 +702,7 @@ def case_routes(setup: Setup, smoke: bool) -> Case:
             routes=routes - 2,
         )
         started = time.monotonic()
-        gateway = start_wardgate(setup.procs, setup.workdir, f"routes-{routes}", config, None)
+        gateway = start_wardgate(setup, f"routes-{routes}", config, None)
         startup = time.monotonic() - started
         try:
             # Serve a little first, so that lazily built parts count.
@@ -700,10 +764,15 @@ def ratio(case: Case, contender: Contender) -> float | None:
     return mine / base if base else None
 
 
+def cpu_cell(contender: Contender) -> str:
+    values = [s.cpu_us_per_request for s in contender.samples if s.cpu_us_per_request]
+    return f"{statistics.median(values):.1f}" if values else ""
+
+
 def print_table(cases: list[Case], write: Callable[[str], None]) -> None:
     write(
         f"{'case':<5} {'contender':<28} {'req/s':>9} {'spread':>15} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'load':>5}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'cpu µs/req':>10} {'load':>5}"
     )
     for case in cases:
         write(f"{case.key:<5} {case.title}")
@@ -716,7 +785,7 @@ def print_table(cases: list[Case], write: Callable[[str], None]) -> None:
                 f"{min(rps):>7.0f}-{max(rps):<7.0f} "
                 f"{statistics.median(s.p50_ms for s in c.samples):>7.2f} "
                 f"{statistics.median(s.p99_ms for s in c.samples):>7.2f} "
-                f"{'' if r is None else f'{r:.2f}':>6} {load:>5.2f}"
+                f"{'' if r is None else f'{r:.2f}':>6} {cpu_cell(c):>10} {load:>5.2f}"
                 + (
                     f"  errors {sum(s.errors for s in c.samples)}"
                     if any(s.errors for s in c.samples)
@@ -781,6 +850,11 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="1 round, ~1 s per contender")
     parser.add_argument("--cases", default="1,2,2L,3,4,5,6,7", help="cases to run")
     parser.add_argument("--output", type=Path, help="JSON file (bench/results/run-TIME.json)")
+    parser.add_argument(
+        "--wardgate",
+        default=WARDGATE,
+        help="the wardgate command to measure (another build, for a before/after comparison)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 1.0, 0.0
@@ -797,7 +871,9 @@ def main() -> int:
     cases: list[Case] = []
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="wardgate-bench-") as tmp:
-        setup = Setup(procs, Path(tmp), make_keys(), free_port(), contender_cpu, load_cpu)
+        setup = Setup(
+            procs, Path(tmp), make_keys(), free_port(), contender_cpu, load_cpu, args.wardgate
+        )
         try:
             start_all(setup)
             measured = (args.rounds, args.duration, args.warmup, load_cpu)

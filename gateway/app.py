@@ -62,7 +62,7 @@ from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.matching import Match, MethodNotAllowed, RouteEntry, RouteError, Router
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.paths import PathEncodingError, normalise_path
-from wardgate.gateway.proxy import HttpProxy, create_client_session
+from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upstream_pools
 from wardgate.gateway.requestlog import RequestLog, format_entry, json_value
 from wardgate.gateway.static import StaticResponse
 from wardgate.gateway.tokens import clip
@@ -145,6 +145,8 @@ class Gateway:
         self.in_flight = 0
         self._id_prefix = os.urandom(4).hex() + "-"
         self._ids = itertools.count(1)
+        # The proxy's keep-alive pools, closed by `build_app`'s cleanup.
+        self.upstreams = create_upstream_pools()
         gateway_cors = CorsRules.build(config.cors) if config.cors is not None else None
         claim_headers = authorizers.stripped_request_headers()
         default_authorizer = config.default_authorizer_name()
@@ -165,7 +167,7 @@ class Gateway:
                     integration_config,
                     config.servers[integration_config.server],
                     limits=config.limits,
-                    session=session,
+                    upstreams=self.upstreams,
                     metrics=metrics,
                     claim_headers=claim_headers,
                     forward_authorization=(
@@ -486,6 +488,7 @@ def build_app(
         try:
             yield
         finally:
+            app[GATEWAY_KEY].upstreams.close()
             await client.close()
 
     async def authorizer_lifecycle(app: web.Application) -> AsyncIterator[None]:

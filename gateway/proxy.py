@@ -1,9 +1,11 @@
 """The `http_proxy` integration: forward an allowed request to a named upstream server.
 
-- One `aiohttp.ClientSession` per process (created in the app's `cleanup_ctx`, see
-  `wardgate.gateway.app`), with a keep-alive connection pool, no cookie jar (a shared jar
-  would hand one user's cookies to the next), no automatic `Accept`/`User-Agent` headers and
-  no decompression: bytes pass through as the upstream sent them.
+- Requests go through `wardgate.gateway.upstream`: one keep-alive pool per upstream
+  origin, owned by the process's `UpstreamPools` (the `Gateway` holds it; the app's
+  `cleanup_ctx` closes it). No cookies are kept, no header is added beyond those below,
+  nothing is decompressed: bytes pass through as the upstream sent them.
+- `create_client_session` makes the process's one `aiohttp.ClientSession`, which the
+  authorizers use for JWKS; the proxy does not.
 - The upstream receives the normalised path (minus `stripPrefix`), joined to the server
   URL's path, and the raw query string.
 - Hop-by-hop headers (and those the `Connection` header names) are removed both ways.
@@ -11,7 +13,7 @@
   removed from the request; verified claims, `X-Forwarded-For/-Proto/-Host` and
   `X-Request-Id` are added. `Authorization` goes upstream unless the route's authorizer says
   otherwise.
-- Request bodies are streamed upstream with a running count against `limits.maxBodyBytes`
+- Request bodies are streamed upstream (chunked) with a running count against `limits.maxBodyBytes`
   (413 `body_too_large`); a `Content-Length` above the limit is refused before the upstream is
   contacted. Small bodies (known length up to `SMALL_BODY`) are read whole: one write instead
   of a generator.
@@ -28,14 +30,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from multidict import CIMultiDict
 
 from wardgate.gateway.config import HttpProxyIntegration, Limits, Server
 from wardgate.gateway.errors import (
@@ -46,6 +47,12 @@ from wardgate.gateway.errors import (
 )
 from wardgate.gateway.exchange import Exchange
 from wardgate.gateway.metrics import GatewayMetrics
+from wardgate.gateway.upstream import (
+    UpstreamConnection,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamPools,
+)
 
 # RFC 9110 section 7.6.1, plus `Proxy-Connection` (non-standard, still sent by some clients).
 HOP_BY_HOP_HEADERS: Final = frozenset(
@@ -74,6 +81,8 @@ RESPONSE_DROPPED_HEADERS: Final = HOP_BY_HOP_HEADERS | {"content-length"}
 SMALL_BODY: Final = 64 * 1024
 STREAM_CHUNK: Final = 64 * 1024
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+# Methods sent without `Content-Length: 0` when the request has no body.
+_NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 CONNECTION_LIMIT: Final = 1024
 CONNECTION_LIMIT_PER_HOST: Final = 512
 # Below the idle timeout of common upstream servers (Node.js: 5 s), so that the pool rarely
@@ -81,8 +90,13 @@ CONNECTION_LIMIT_PER_HOST: Final = 512
 KEEPALIVE_SECONDS: Final = 4.0
 
 
+def create_upstream_pools() -> UpstreamPools:
+    """The process's upstream connection pools."""
+    return UpstreamPools(limit=CONNECTION_LIMIT_PER_HOST, keepalive=KEEPALIVE_SECONDS)
+
+
 def create_client_session() -> aiohttp.ClientSession:
-    """The process's one client session, for upstreams and identity providers alike."""
+    """The process's one client session (the authorizers fetch JWKS with it)."""
     connector = aiohttp.TCPConnector(
         limit=CONNECTION_LIMIT,
         limit_per_host=CONNECTION_LIMIT_PER_HOST,
@@ -113,17 +127,27 @@ def _connection_tokens(value: str) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
 
 
-def filter_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream response's headers minus hop-by-hop ones and `Content-Length`."""
+def response_headers(raw: list[tuple[bytes, bytes]]) -> tuple[CIMultiDict[str], int | None]:
+    """An upstream response's raw headers minus hop-by-hop ones and `Content-Length`, and
+    the `Content-Length` value."""
     out: CIMultiDict[str] = CIMultiDict()
-    connection = headers.get("Connection")
+    length = None
     dropped = RESPONSE_DROPPED_HEADERS
-    if connection and connection not in _PLAIN_CONNECTION:
-        dropped = dropped | _connection_tokens(connection)
-    for name, value in headers.items():
-        if name.lower() not in dropped:
+    decoded = []
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1")
+        # Decoded the way aiohttp's server encodes them again: bytes pass unchanged.
+        value = raw_value.decode("utf-8", "surrogateescape")
+        lowered = name.lower()
+        if lowered == "connection" and value not in _PLAIN_CONNECTION:
+            dropped = dropped | _connection_tokens(value)
+        elif lowered == "content-length" and value.isdigit():
+            length = int(value)
+        decoded.append((name, lowered, value))
+    for name, lowered, value in decoded:
+        if lowered not in dropped:
             out.add(name, value)
-    return out
+    return out, length
 
 
 class HttpProxy:
@@ -131,14 +155,15 @@ class HttpProxy:
 
     __slots__ = (
         "_base_path",
+        "_connect_timeout",
         "_dropped",
+        "_host_header",
         "_latency",
         "_limit",
-        "_origin",
+        "_pool",
+        "_read_timeout",
         "_server_name",
-        "_session",
         "_strip",
-        "_timeout",
     )
 
     def __init__(
@@ -147,24 +172,26 @@ class HttpProxy:
         server: Server,
         *,
         limits: Limits,
-        session: Callable[[], aiohttp.ClientSession],
+        upstreams: UpstreamPools,
         metrics: GatewayMetrics | None,
         claim_headers: frozenset[str],
         forward_authorization: bool,
     ) -> None:
         parts = urlsplit(server.url)
-        self._origin = f"{parts.scheme}://{parts.netloc}"
+        scheme = parts.scheme
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        self._pool = upstreams.pool(scheme, host, port)
+        self._host_header = parts.netloc.rpartition("@")[2]
         self._base_path = parts.path.rstrip("/")
         strip = integration.strip_prefix
         self._strip = strip.rstrip("/") if strip else None
         self._server_name = integration.server
-        self._session = session
         self._latency = metrics.upstream_histogram(integration.server) if metrics else None
         self._limit = limits.max_body_bytes
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=server.connect_timeout, sock_read=server.read_timeout
-        )
-        dropped = REQUEST_DROPPED_HEADERS | {h.lower() for h in claim_headers}
+        self._connect_timeout = server.connect_timeout
+        self._read_timeout = server.read_timeout
+        dropped = REQUEST_DROPPED_HEADERS | {"content-length"} | {h.lower() for h in claim_headers}
         if not forward_authorization:
             dropped = dropped | {"authorization"}
         self._dropped = dropped
@@ -179,27 +206,47 @@ class HttpProxy:
                 path = path[len(strip) :]
         return self._base_path + path
 
-    def _request_headers(self, request: web.BaseRequest, exchange: Exchange) -> CIMultiDict[str]:
+    def request_head(
+        self,
+        request: web.BaseRequest,
+        exchange: Exchange,
+        target: str,
+        body: bytes | AsyncIterator[bytes] | None,
+    ) -> bytes:
+        """The request line and headers sent upstream."""
         incoming = request.headers
         dropped = self._dropped
         connection = incoming.get("Connection")
         if connection and connection not in _PLAIN_CONNECTION:
             dropped = dropped | _connection_tokens(connection)
-        out: CIMultiDict[str] = CIMultiDict()
+        method = exchange.method
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
+        append = lines.append
         for name, value in incoming.items():
             if name.lower() not in dropped:
-                out.add(name, value)
+                append(f"{name}: {value}\r\n")
         for name, value in exchange.claim_headers.items():
-            out[name] = value
+            append(f"{name}: {value}\r\n")
         remote = request.remote or ""
         prior = incoming.get("X-Forwarded-For")
-        out["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
-        out["X-Forwarded-Proto"] = request.scheme
+        append(
+            f"X-Forwarded-For: {prior}, {remote}\r\n" if prior else f"X-Forwarded-For: {remote}\r\n"
+        )
+        append(f"X-Forwarded-Proto: {request.scheme}\r\n")
         host = incoming.get("Host")
         if host:
-            out["X-Forwarded-Host"] = host
-        out["X-Request-Id"] = exchange.request_id
-        return out
+            append(f"X-Forwarded-Host: {host}\r\n")
+        append(f"X-Request-Id: {exchange.request_id}\r\n")
+        if body is None:
+            if method not in _NO_BODY_METHODS:
+                append("Content-Length: 0\r\n")
+        elif isinstance(body, bytes):
+            append(f"Content-Length: {len(body)}\r\n")
+        else:
+            append("Transfer-Encoding: chunked\r\n")
+        append("\r\n")
+        # The server decoded the incoming bytes this way: the upstream gets them unchanged.
+        return "".join(lines).encode("utf-8", "surrogateescape")
 
     async def _request_body(self, request: web.BaseRequest) -> bytes | AsyncIterator[bytes] | None:
         if not request.body_exists:
@@ -223,68 +270,82 @@ class HttpProxy:
                 raise _BodyTooLarge
             yield chunk
 
+    async def _send_stream(self, conn: UpstreamConnection, body: AsyncIterator[bytes]) -> None:
+        timeout = self._read_timeout
+        async for chunk in body:
+            if chunk:
+                await conn.write_chunk(b"%x\r\n%b\r\n" % (len(chunk), chunk), timeout)
+        await conn.write_chunk(b"0\r\n\r\n", timeout)
+
     async def respond(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
         method = exchange.method
-        target = self._origin + self.upstream_path(exchange.path)
+        target = self.upstream_path(exchange.path)
         if exchange.query:
             target = f"{target}?{exchange.query}"
-        url = URL(target, encoded=True)
-        headers = self._request_headers(request, exchange)
         body = await self._request_body(request)
-        session = self._session()
+        head = self.request_head(request, exchange, target, body)
+        whole = body if isinstance(body, bytes) else None
+        stream = None if body is None or isinstance(body, bytes) else body
+        pool = self._pool
         started = time.perf_counter()
         retry = body is None and method in IDEMPOTENT_METHODS
+        fresh = False
         while True:
             try:
-                upstream = await session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    timeout=self._timeout,
-                )
+                conn = await pool.acquire(self._connect_timeout, fresh=fresh)
+            except TimeoutError as exc:
+                raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
+            except (OSError, UpstreamError) as exc:
+                raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
+            try:
+                conn.send(head, whole, head_request=method == "HEAD")
+                if stream is not None:
+                    await self._send_stream(conn, stream)
+                await conn.read_head(self._read_timeout)
                 break
-            except aiohttp.ServerDisconnectedError as exc:
-                if retry:
+            except UpstreamDisconnected as exc:
+                conn.close()
+                if retry and conn.reused:
                     retry = False
+                    fresh = True
                     continue
                 raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
             except TimeoutError as exc:
+                conn.close()
                 raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
-            except (aiohttp.ClientError, OSError) as exc:
-                if isinstance(exc.__cause__, _BodyTooLarge) or isinstance(exc, _BodyTooLarge):
-                    raise GatewayError(BODY_TOO_LARGE, {"limit": self._limit}) from None
-                raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
             except _BodyTooLarge:
+                conn.close()
                 raise GatewayError(BODY_TOO_LARGE, {"limit": self._limit}) from None
+            except (OSError, UpstreamError) as exc:
+                conn.close()
+                raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
+            except BaseException:
+                conn.close()
+                raise
         if self._latency is not None:
             self._latency.observe(time.perf_counter() - started)
         try:
-            return await self._relay(request, exchange, upstream)
+            return await self._relay(request, exchange, conn)
         finally:
-            upstream.release()
+            pool.release(conn)
 
     async def _relay(
-        self,
-        request: web.BaseRequest,
-        exchange: Exchange,
-        upstream: aiohttp.ClientResponse,
+        self, request: web.BaseRequest, exchange: Exchange, conn: UpstreamConnection
     ) -> web.StreamResponse:
-        headers = filter_response_headers(upstream.headers)
+        headers, length = response_headers(conn.headers)
         headers.update(exchange.response_headers)
-        length = upstream.content_length
-        status = upstream.status
+        status = conn.status
         if exchange.method == "HEAD" or status in (204, 304):
             if length is not None:
                 headers["Content-Length"] = str(length)
             return web.Response(status=status, headers=headers)
-        if length is not None and length <= SMALL_BODY:
+        if conn.complete or (length is not None and length <= SMALL_BODY):
+            # Small, or already all here: one write to the client.
             try:
-                body = await upstream.read()
+                body = await conn.read_body(self._read_timeout)
             except TimeoutError as exc:
                 raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
-            except (aiohttp.ClientError, OSError) as exc:
+            except (OSError, UpstreamError) as exc:
                 raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
             return web.Response(status=status, headers=headers, body=body)
         response = web.StreamResponse(status=status, headers=headers)
@@ -293,19 +354,20 @@ class HttpProxy:
         try:
             await response.prepare(request)
         except ConnectionError:
-            upstream.close()
+            conn.close()
             return response
+        timeout = self._read_timeout
         try:
-            async for chunk in upstream.content.iter_any():
+            while chunk := await conn.read_chunk(timeout):
                 await response.write(chunk)
         except ConnectionError:
             # The client went away: drop the upstream connection rather than drain it.
-            upstream.close()
+            conn.close()
             return response
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            timeout = isinstance(exc, TimeoutError)
-            exchange.code = (UPSTREAM_TIMEOUT if timeout else UPSTREAM_UNREACHABLE).code
-            upstream.close()
+        except (TimeoutError, UpstreamError, OSError) as exc:
+            timeout_hit = isinstance(exc, TimeoutError)
+            exchange.code = (UPSTREAM_TIMEOUT if timeout_hit else UPSTREAM_UNREACHABLE).code
+            conn.close()
             transport = request.transport
             if transport is not None:
                 transport.close()
