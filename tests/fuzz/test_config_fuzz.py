@@ -123,12 +123,11 @@ SEED: dict[str, Any] = {
 
 
 def check(document: object) -> None:
+    problems: list[str] | None = None
     try:
         config = parse_config(document)
     except ConfigError as exc:
         problems = exc.problems
-    else:
-        problems = None
     if problems is not None:
         assert problems
         assert all(isinstance(p, str) and p for p in problems)
