@@ -5,6 +5,7 @@ expected answers, follows a new Route, and leaves no process or file behind."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,7 @@ def test_demo_once(tmp_path: Path) -> None:
     assert '"orders": [' in output
     assert "local gateway restarted on the new config" in output
     assert 'HTTP/1.1 200 OK\n{"hello": "world"}' in output
+    assert re.search(r"/health during the restart: [1-9][0-9]* requests, 0 not 200", output)
     assert "all answers as expected" in output
 
     assert list(scratch.iterdir()) == []

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         demo.show(answers)
         if args.once:
             followed = demo.check_following()
-            demo.show([followed])
-            failed = [a.title for a in [*answers, followed] if not a.ok]
+            demo.show(followed)
+            failed = [a.title for a in [*answers, *followed] if not a.ok]
             if failed:
                 print(f"\nwardgate demo: unexpected answers: {', '.join(failed)}", file=sys.stderr)
                 return 1

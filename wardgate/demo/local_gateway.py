@@ -113,7 +113,7 @@ class LocalGateway:
     ) -> None:
         self.workdir = workdir
         self.port = port
-        self.admin_port = free_port()
+        self.admin_port = 0
         self.servers = dict(servers)
         self.log_path = log_path
         self.snapshot: GatewaySnapshot | None = None
@@ -142,7 +142,8 @@ class LocalGateway:
         return [sys.executable, "-m", "wardgate", *args, *overrides]
 
     def start(self, snapshot: GatewaySnapshot) -> None:
-        """Validate the snapshot, stop the running gateway, start one on the new config."""
+        """Validate the snapshot, start a gateway on it beside the running one (both bind the
+        port with SO_REUSEPORT), then stop the old one: no request is refused meanwhile."""
         config, secrets_dir = self._materialise(snapshot)
         check = subprocess.run(
             self._command("validate", str(config), f"--secrets-dir={secrets_dir}"),
@@ -152,17 +153,18 @@ class LocalGateway:
         )
         if check.returncode != 0:
             raise GatewayStartError(f"config {snapshot.config_hash} refused:\n{check.stderr}")
-        self.stop()
+        admin_port = free_port()
         with self.log_path.open("ab") as log:
             log.write(f"--- config {snapshot.config_hash}\n".encode())
             log.flush()
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 self._command(
                     "gateway",
                     f"--config={config}",
                     f"--secrets-dir={secrets_dir}",
                     f"--port={self.port}",
-                    f"--admin-port={self.admin_port}",
+                    f"--admin-port={admin_port}",
+                    "--reuse-port",
                 ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -170,15 +172,22 @@ class LocalGateway:
                 # Its own session: Ctrl-C reaches the demo, which stops it in order.
                 start_new_session=True,
             )
-        self._wait_ready()
+        try:
+            self._wait_ready(process, admin_port)
+        except GatewayStartError:
+            _stop(process)
+            raise
+        old, self._process = self._process, process
+        self.admin_port = admin_port
         self.snapshot = snapshot
+        if old is not None:
+            _stop(old)
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, process: subprocess.Popen[bytes], admin_port: int) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        url = f"http://127.0.0.1:{self.admin_port}/readyz"
+        url = f"http://127.0.0.1:{admin_port}/readyz"
         while True:
-            process = self._process
-            if process is None or process.poll() is not None:
+            if process.poll() is not None:
                 raise GatewayStartError(f"the gateway exited; its log: {self.log_path}")
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as answer:
                 if answer.status == 200:
@@ -189,13 +198,19 @@ class LocalGateway:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        """Stop the running gateway (SIGTERM: it drains, then exits)."""
+        """Stop the running gateway."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the gateway drains its requests, then exits."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -319,7 +319,7 @@ class Demo:
                 continue
             self.say(
                 f"config {old} → {config_hash}: local gateway restarted on the new config "
-                f"({_path_count(gateway.snapshot)} paths)"
+                f"({_path_count(gateway.snapshot)} paths; no request refused meanwhile)"
             )
             with self._reloaded:
                 self._reloaded.notify_all()
@@ -388,7 +388,8 @@ class Demo:
             self.say(f"\n# {answer.title} (expect {expected}) {mark}")
             self.say(f"$ {answer.curl}")
             self.say(f"HTTP/1.1 {answer.status} {answer.reason}")
-            self.say(_compact(answer.body))
+            if answer.body:
+                self.say(_compact(answer.body))
 
     def show_next_steps(self) -> None:
         kubeconfig = self.kube.kubeconfig
@@ -406,26 +407,55 @@ class Demo:
             "Ctrl-C stops everything."
         )
 
-    def check_following(self) -> Answer:
-        """Apply a new Route and return the local gateway's answer on its path."""
-        if self.gateway is None or self.gateway.snapshot is None:
+    def check_following(self) -> list[Answer]:
+        """Apply a new Route; the local gateway's answer on its path, and on `/health` all
+        along the restart (every request answered 200)."""
+        gateway = self.gateway
+        if gateway is None or gateway.snapshot is None:
             raise DemoError("the gateway is not running")
-        previous = self.gateway.snapshot.config_hash
-        self.kube.kubectl(
-            "apply", "--server-side", "--field-manager=demo", "-n", NAMESPACE, "-f", "-",
-            input=NEW_ROUTE,
-        )  # fmt: skip
-        current = self.wait_for_config(previous)
-        url = f"{self.gateway.url}/hello"
+        previous = gateway.snapshot.config_hash
+        during: list[int] = []
+        done = threading.Event()
+
+        def keep_asking() -> None:
+            while not done.is_set():
+                try:
+                    during.append(request(f"{gateway.url}/health")[0])
+                except OSError:
+                    during.append(0)
+
+        asker = threading.Thread(target=keep_asking, name="demo-during-restart")
+        asker.start()
+        try:
+            self.kube.kubectl(
+                "apply", "--server-side", "--field-manager=demo", "-n", NAMESPACE, "-f", "-",
+                input=NEW_ROUTE,
+            )  # fmt: skip
+            current = self.wait_for_config(previous)
+        finally:
+            done.set()
+            asker.join()
+        refused = [status for status in during if status != 200]
+        url = f"{gateway.url}/hello"
         status, reason, body = request(url)
-        return Answer(
-            f"new Route applied: config {previous} → {current}",
-            f"curl -i {url}",
-            status,
-            reason,
-            body,
-            200,
-        )
+        return [
+            Answer(
+                f"new Route applied: config {previous} → {current}",
+                f"curl -i {url}",
+                status,
+                reason,
+                body,
+                200,
+            ),
+            Answer(
+                f"/health during the restart: {len(during)} requests, {len(refused)} not 200",
+                f"curl -i {gateway.url}/health  # in a loop",
+                200 if during and not refused else (refused or [0])[0],
+                "OK" if during and not refused else "not all 200",
+                "",
+                200,
+            ),
+        ]
 
     def wait_forever(self) -> None:
         """Until Ctrl-C, or the operator exits."""
