@@ -337,7 +337,7 @@ def render(
     default_name = spec.default_authorizer
     default_ok = default_name is not None and default_name in by_name
     claimed: dict[tuple[str, str], tuple[Resource, str]] = {}
-    accepted_paths: list[dict[str, Any]] = []
+    accepted_paths: list[PathEntry] = []
     used_authorizers: set[str] = {default_name} if default_ok and default_name else set()
     route_statuses: list[ObjectStatus] = []
     accepted_routes = 0
@@ -387,7 +387,7 @@ def render(
         name: _server_document(gw_namespace, server)
         for name, server in sorted(spec.servers.items())
     }
-    document["paths"] = accepted_paths
+    document["paths"] = [_path_document(p) for p in accepted_paths]
     if spec.cors is not None:
         document["cors"] = spec.cors.model_dump(mode="json", by_alias=True, exclude_unset=True)
     if spec.limits is not None:
@@ -396,7 +396,8 @@ def render(
     if spec.drain_seconds is not None:
         document["drainSeconds"] = spec.drain_seconds
     try:
-        config = parse_config(document)
+        # The paths are validated already: hand over the models, not their documents.
+        config = parse_config({**document, "paths": accepted_paths})
     except ConfigError as exc:
         accepted = false(
             "Accepted",
@@ -414,7 +415,7 @@ def render(
         )
     )
     digests = sorted(d for name in used_authorizers for d in authorizer_results[name].digests)
-    config_json = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    config_json = config_text(document)
     config_hash = hashlib.sha256("\n".join([config_json, *digests]).encode("utf-8")).hexdigest()[
         :16
     ]
@@ -458,7 +459,7 @@ def _render_route(
     default_ok: bool,
     claimed: dict[tuple[str, str], tuple[Resource, str]],
     namespace_labels: Mapping[str, Mapping[str, str]],
-) -> tuple[ObjectStatus, list[dict[str, Any]] | None, set[str]]:
+) -> tuple[ObjectStatus, list[PathEntry] | None, set[str]]:
     """One Route's status and, when accepted, its paths (claims recorded in `claimed`)."""
     try:
         route_spec: RouteSpec = ROUTE_SPEC_ADAPTER.validate_python(dict(route.spec))
@@ -533,15 +534,35 @@ def _render_route(
     for key, where in keys.items():
         claimed[key] = (route, where)
     accepted = true("Accepted", "Accepted", f"{len(paths)} paths attached")
-    documents = [_path_document(p) for p in paths]
     names = {_authorizer_of(p, spec) or "" for p in paths if p.auth is not None} - {""}
-    return _route_status(route, accepted, fields), documents, names
+    return _route_status(route, accepted, fields), list(paths), names
 
 
 def _authorizer_of(path: PathEntry, spec: GatewaySpec) -> str | None:
     if path.auth is None:
         return None
     return path.auth.authorizer or spec.default_authorizer
+
+
+def config_text(document: Mapping[str, Any]) -> str:
+    """The config as JSON text: keys sorted, one line per path and per named entry (readable
+    in `kubectl get configmap -o yaml`, and fast: each line uses the C encoder)."""
+
+    def dump(value: Any) -> str:
+        return json.dumps(value, sort_keys=True)
+
+    parts = []
+    for key in sorted(document):
+        value = document[key]
+        if isinstance(value, list) and value:
+            inner = ",\n".join(f"    {dump(v)}" for v in value)
+            parts.append(f"  {dump(key)}: [\n{inner}\n  ]")
+        elif isinstance(value, dict) and value:
+            inner = ",\n".join(f"    {dump(k)}: {dump(value[k])}" for k in sorted(value))
+            parts.append(f"  {dump(key)}: {{\n{inner}\n  }}")
+        else:
+            parts.append(f"  {dump(key)}: {dump(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 def _path_document(path: PathEntry) -> dict[str, Any]:
