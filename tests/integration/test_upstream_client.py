@@ -1,0 +1,293 @@
+"""The proxy's HTTP/1.1 client against scripted loopback upstreams: reuse, framing
+(Content-Length, chunked, until close, HEAD, 1xx), the stale keep-alive race, the pool
+limit, idle expiry and broken responses; then the race and a broken response through
+a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from wardgate.gateway.app import GatewayRunner, build_app, server_options
+from wardgate.gateway.config import parse_config
+from wardgate.gateway.loading import LoadedConfig
+from wardgate.gateway.requestlog import RequestLog
+from wardgate.gateway.upstream import (
+    UpstreamConnection,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamPool,
+)
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+GET = b"GET / HTTP/1.1\r\nHost: upstream\r\n\r\n"
+WAIT = 5.0
+
+Reply = Callable[[int, int], bytes | None]
+"""(connection number, request number on it) -> bytes to send, or None to close."""
+
+
+@dataclass
+class Scripted:
+    """A loopback upstream that answers each request with scripted bytes."""
+
+    reply: Reply
+    port: int = 0
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    pools: list[UpstreamPool] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        self.connections += 1
+        number = self.connections
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                served += 1
+                answer = self.reply(number, served)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Reply], Awaitable[Scripted]]]:
+    servers: list[asyncio.Server] = []
+    upstreams: list[Scripted] = []
+
+    async def _start(reply: Reply) -> Scripted:
+        upstream = Scripted(reply)
+        upstreams.append(upstream)
+        server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+        servers.append(server)
+        upstream.port = server.sockets[0].getsockname()[1]
+        return upstream
+
+    yield _start
+    for upstream in upstreams:
+        for pool in upstream.pools:
+            pool.close()
+        for writer in upstream.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def pool_for(upstream: Scripted, *, limit: int = 8) -> UpstreamPool:
+    pool = UpstreamPool("127.0.0.1", upstream.port, tls=False, limit=limit, keepalive=30.0)
+    upstream.pools.append(pool)
+    return pool
+
+
+async def exchange(
+    pool: UpstreamPool, request: bytes = GET, *, head: bool = False
+) -> tuple[UpstreamConnection, bytes]:
+    conn = await pool.acquire(WAIT)
+    conn.send(request, None, head_request=head)
+    await conn.read_head(WAIT)
+    body = await conn.read_body(WAIT)
+    return conn, body
+
+
+async def test_keep_alive_connection_is_reused(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    upstream = await scripted(lambda c, n: OK)
+    pool = pool_for(upstream)
+    for _ in range(3):
+        conn, body = await exchange(pool)
+        assert (conn.status, body) == (200, b"ok")
+        pool.release(conn)
+    assert upstream.connections == 1
+    assert pool.connections == 1
+    pool.close()
+    assert pool.connections == 0
+
+
+async def test_chunked_and_until_close_bodies(scripted: Callable[..., Awaitable[Scripted]]) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    upstream = await scripted(lambda c, n: chunked)
+    pool = pool_for(upstream)
+    conn, body = await exchange(pool)
+    assert body == b"abcde"
+    assert conn.reusable()
+    pool.release(conn)
+
+    until_close = await scripted(lambda c, n: b"HTTP/1.1 200 OK\r\n\r\nuntil close")
+    closing_pool = pool_for(until_close)
+    conn = await closing_pool.acquire(WAIT)
+    conn.send(GET, None, head_request=False)
+    await conn.read_head(WAIT)
+    assert not conn.keep_alive
+    # The scripted server closes only when the next request fails to come: ask it to.
+    assert conn.transport is not None
+    conn.transport.write_eof()
+    assert await conn.read_body(WAIT) == b"until close"
+    assert not conn.reusable()
+    closing_pool.release(conn)
+    assert closing_pool.connections == 0
+
+
+async def test_head_response_ends_with_its_head(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    def reply(connection: int, number: int) -> bytes:
+        if number == 1:
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+        return OK
+
+    upstream = await scripted(reply)
+    pool = pool_for(upstream)
+    conn, body = await exchange(pool, b"HEAD / HTTP/1.1\r\nHost: u\r\n\r\n", head=True)
+    assert (conn.status, body) == (200, b"")
+    assert dict(conn.headers)[b"Content-Length"] == b"100"
+    pool.release(conn)
+    conn, body = await exchange(pool)
+    assert body == b"ok"
+    assert upstream.connections == 1
+
+
+async def test_interim_responses_are_skipped(scripted: Callable[..., Awaitable[Scripted]]) -> None:
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    upstream = await scripted(lambda c, n: early + OK)
+    conn, body = await exchange(pool_for(upstream))
+    assert (conn.status, body) == (200, b"ok")
+    assert [name for name, _ in conn.headers] == [b"Content-Length"]
+
+
+async def test_stale_pooled_connection_raises_disconnected(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    # Answers the first request of each connection; closes on the second, unanswered.
+    upstream = await scripted(lambda c, n: OK if n == 1 else None)
+    pool = pool_for(upstream)
+    conn, _ = await exchange(pool)
+    pool.release(conn)
+    reused = await pool.acquire(WAIT)
+    assert reused is conn
+    assert reused.reused
+    reused.send(GET, None, head_request=False)
+    with pytest.raises(UpstreamDisconnected):
+        await reused.read_head(WAIT)
+    reused.close()
+    fresh = await pool.acquire(WAIT, fresh=True)
+    assert fresh is not conn
+    assert not fresh.reused
+
+
+async def test_pool_limit_queues_requests(scripted: Callable[..., Awaitable[Scripted]]) -> None:
+    upstream = await scripted(lambda c, n: OK)
+    pool = pool_for(upstream, limit=1)
+    first = await pool.acquire(WAIT)
+    waiting = asyncio.ensure_future(pool.acquire(WAIT))
+    first.send(GET, None, head_request=False)
+    await first.read_head(WAIT)
+    await first.read_body(WAIT)
+    pool.release(first)
+    second = await waiting
+    assert second is first
+    with pytest.raises(TimeoutError):
+        await pool.acquire(0.05)
+    assert upstream.connections == 1
+
+
+async def test_expired_idle_connection_is_not_reused(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    upstream = await scripted(lambda c, n: OK)
+    pool = pool_for(upstream)
+    conn, _ = await exchange(pool)
+    pool.release(conn)
+    conn.expires = 0.0
+    other, _ = await exchange(pool)
+    assert other is not conn
+    assert not conn.open
+    assert upstream.connections == 2
+
+
+async def test_invalid_response_is_an_upstream_error(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    upstream = await scripted(lambda c, n: b"SPDY/9 banana\r\n\r\n")
+    pool = pool_for(upstream)
+    conn = await pool.acquire(WAIT)
+    conn.send(GET, None, head_request=False)
+    with pytest.raises(UpstreamError, match="invalid response"):
+        await conn.read_head(WAIT)
+    assert not conn.open
+
+
+async def _gateway(upstream: Scripted) -> tuple[GatewayRunner, str]:
+    document = {
+        "paths": [
+            {
+                "method": "*",
+                "path": "/open/*",
+                "integration": {"type": "http_proxy", "server": "up"},
+            }
+        ],
+        "servers": {"up": f"http://127.0.0.1:{upstream.port}"},
+    }
+    loaded = LoadedConfig(config=parse_config(document), secrets={})
+    runner = GatewayRunner(
+        build_app(loaded, request_log=RequestLog(None)), **server_options(loaded)
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def test_gateway_retries_a_stale_connection_and_maps_broken_responses(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    upstream = await scripted(lambda c, n: OK if n == 1 else None)
+    runner, url = await _gateway(upstream)
+    try:
+        async with aiohttp.ClientSession() as client:
+            for _ in range(3):
+                async with client.get(url + "/open/a") as response:
+                    assert response.status == 200
+                    assert await response.read() == b"ok"
+            # A POST with a body is not retried: the upstream may have acted on it.
+            async with client.post(url + "/open/a", data=b"x") as posted:
+                assert posted.status == 502
+            assert upstream.connections == 3
+            assert upstream.requests[-1].startswith(b"POST /open/a HTTP/1.1\r\n")
+    finally:
+        await runner.cleanup()
+
+
+async def test_gateway_maps_an_invalid_response_to_502(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    upstream = await scripted(lambda c, n: b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+    runner, url = await _gateway(upstream)
+    try:
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(url + "/open/a") as response,
+        ):
+            assert response.status == 502
+            assert (await response.json())["error"]["code"] == "upstream_unreachable"
+    finally:
+        await runner.cleanup()
