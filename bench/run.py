@@ -19,8 +19,11 @@ Cases (issue 7), each against the same fast upstream (nginx answering a small JS
    wrk and the upstream share: on a 2-core machine this says little about scaling);
 6. the route table: match time with 10 and 10,000 routes in-process, and the RSS of a
    gateway process with 10 and with 10,000 routes;
-7. the operator: `bench/bench_operator.py` when it is there (render of 1,000 Routes,
-   apply-to-ConfigMap latency, API writes on a no-op reconcile).
+7. the operator, from `bench/bench_operator.py`: render of one Gateway with 1,000 Routes;
+   with the local control plane (started here, unless WARDGATE_KUBECONFIG names a
+   cluster; not in `--smoke` or with `--no-cluster`), the median of 20 times from
+   `kubectl apply` of a Route to the updated ConfigMap and the API writes of a reconcile
+   with nothing to change.
 
 Method: every contender of a case runs on CPU 0 (`taskset`), wrk and the upstream on CPU 1.
 Within a round the contenders run one after the other, each warmed up first; the order
@@ -726,30 +729,31 @@ def case_routes(setup: Setup, smoke: bool) -> Case:
     )
 
 
-def case_operator(smoke: bool) -> Case:
-    """The operator's own benchmark, when it exists (it needs the local control plane)."""
-    script = HERE / "bench_operator.py"
-    if not script.exists():
-        return Case(
-            "7",
-            "operator",
-            None,
-            [],
-            note="bench/bench_operator.py is not there yet",
-            extra={"skipped": True},
-        )
-    module = load_module(script)
-    runner: Callable[..., dict[str, Any]] | None = getattr(module, "run", None)
-    if runner is None:
-        return Case(
-            "7",
-            "operator",
-            None,
-            [],
-            note="bench/bench_operator.py has no run() function",
-            extra={"skipped": True},
-        )
-    return Case("7", "operator", None, [], extra=runner(smoke=smoke))
+def case_operator(smoke: bool, cluster: bool) -> Case:
+    """The operator's own benchmark (`bench/bench_operator.py`): render of 1,000 Routes, and
+    with `cluster`, apply-to-ConfigMap latency and no-op reconcile writes on the local
+    control plane (or the one WARDGATE_KUBECONFIG names)."""
+    module = load_module(HERE / "bench_operator.py")
+    extra: dict[str, Any] = {
+        "render_1000_routes": module.bench_render(routes=1000, samples=3 if smoke else 15)
+    }
+    note = ""
+    if cluster:
+        from wardgate.devcluster.cluster import LocalCluster, existing_cluster
+
+        configured = os.environ.get("WARDGATE_KUBECONFIG")
+        if configured:
+            extra["cluster"] = module.bench_cluster(existing_cluster(Path(configured)), 20)
+        else:
+            local = LocalCluster(log=lambda message: print(message, file=sys.stderr))
+            local.start()
+            try:
+                extra["cluster"] = module.bench_cluster(local, 20)
+            finally:
+                local.stop()
+    else:
+        note = "render only (--no-cluster or --smoke): the cluster figures need the control plane"
+    return Case("7", "operator (bench/bench_operator.py)", None, [], note=note, extra=extra)
 
 
 # --- the table --------------------------------------------------------------------------
@@ -792,13 +796,8 @@ def print_table(cases: list[Case], write: Callable[[str], None]) -> None:
                     else ""
                 )
             )
-        if case.key == "2L" and len(case.contenders) == 2:
-            gw, direct = case.contenders
-            added = statistics.median(s.p99_ms for s in gw.samples) - statistics.median(
-                s.p99_ms for s in direct.samples
-            )
-            case.extra["p99_added_ms"] = added
-            write(f"{'':<5} p99 added by the gateway: {added:.2f} ms")
+        if "p99_added_ms" in case.extra:
+            write(f"{'':<5} p99 added by the gateway: {case.extra['p99_added_ms']:.2f} ms")
         if case.key == "6":
             for shape in case.extra["match"]:
                 write(
@@ -811,8 +810,10 @@ def print_table(cases: list[Case], write: Callable[[str], None]) -> None:
                 f"(start-up {case.extra['startup_s_10000']:.1f} s)"
             )
         if case.key == "7":
-            for key, value in case.extra.items():
-                write(f"{'':<5} {key}: {value}")
+            for group, values in case.extra.items():
+                for key, value in values.items():
+                    shown = f"{value:.1f}" if isinstance(value, float) else value
+                    write(f"{'':<5} {group}.{key}: {shown}")
         if case.note:
             write(f"{'':<5} ({case.note})")
 
@@ -850,6 +851,9 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="1 round, ~1 s per contender")
     parser.add_argument("--cases", default="1,2,2L,3,4,5,6,7", help="cases to run")
     parser.add_argument("--output", type=Path, help="JSON file (bench/results/run-TIME.json)")
+    parser.add_argument(
+        "--no-cluster", action="store_true", help="case 7 without the control plane"
+    )
     parser.add_argument(
         "--wardgate",
         default=WARDGATE,
@@ -894,8 +898,13 @@ def main() -> int:
                     probe_case = Case("", "", None, [case_hs256(setup).contenders[0]])
                     measure(probe_case, 1, args.duration, args.warmup, load_cpu)
                     peak = probe_case.contenders[0].samples[0].requests_per_second
-                cases.append(case_latency(setup, peak, args.smoke))
-                measure(cases[-1], *measured)
+                latency = case_latency(setup, peak, args.smoke)
+                measure(latency, *measured)
+                gateway, direct = latency.contenders
+                latency.extra["p99_added_ms"] = statistics.median(
+                    s.p99_ms for s in gateway.samples
+                ) - statistics.median(s.p99_ms for s in direct.samples)
+                cases.append(latency)
             if "3" in wanted:
                 cases.append(case_rs256(setup))
                 measure(cases[-1], *measured)
@@ -910,7 +919,7 @@ def main() -> int:
         finally:
             procs.stop_all()
     if "7" in wanted:
-        cases.append(case_operator(args.smoke))
+        cases.append(case_operator(args.smoke, cluster=not (args.smoke or args.no_cluster)))
 
     lines: list[str] = []
     pinning = (
