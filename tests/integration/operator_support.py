@@ -27,13 +27,26 @@ TEST_IMAGE = "wardgate:test"
 RBAC_FILE = CRD_DIR.parent / "rbac.yaml"
 
 
+CRD_NAMES = ("gateways.wardgate.io", "routes.wardgate.io", "authorizers.wardgate.io")
+
+
 def install_crds(cluster: KubeCluster) -> None:
     """Apply deploy/crds and wait until the API serves them."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/gateways.wardgate.io", "crd/routes.wardgate.io", "crd/authorizers.wardgate.io",
-    )  # fmt: skip
+    # Not `kubectl wait --for=condition=Established`: it fails instead of waiting when a new
+    # CRD has no conditions yet.
+    api = KubeApi.from_configuration(load_configuration(cluster.kubeconfig))
+
+    def established(name: str) -> bool:
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        crd = api.request_blocking("GET", path) or {}
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    try:
+        wait_until(lambda: all(established(n) for n in CRD_NAMES), what="the CRDs", timeout=60)
+    finally:
+        api.close()
 
 
 @dataclass
