@@ -60,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz",
     )
     parser.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
+    parser.add_argument(
+        "--jwks-probe-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="probe each Authorizer's JWKS every S seconds for its status (60); 0: never",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.set_defaults(func=run)
 
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             image=args.gateway_image, image_pull_policy=args.gateway_image_pull_policy
         ),
         workers=args.workers,
+        probe_seconds=args.jwks_probe_seconds or None,
     )
     kopf.run(
         registry=registry,

@@ -505,6 +505,9 @@ KINDS: Final = (
         columns=(
             {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
             {"name": "Issuer", "type": "string", "jsonPath": ".status.issuer"},
+            {"name": "JWKS", "type": "boolean", "jsonPath": ".status.jwks.reachable"},
+            {"name": "Keys", "type": "string", "jsonPath": ".status.jwks.keyIds"},
+            {"name": "Last-Success", "type": "date", "jsonPath": ".status.jwks.lastSuccess"},
             _condition_column("Ready", "Ready"),
             AGE,
         ),

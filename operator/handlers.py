@@ -10,18 +10,22 @@ initial listing before any event handler runs, so the first reconcile sees the w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import kopf
 
 from wardgate.operator.inputs import resource_from_body, secret_from_body
 from wardgate.operator.kube import KubeApi, KubeError, load_configuration
 from wardgate.operator.manifests import GATEWAY_LABEL, MANAGED_BY, Defaults
 from wardgate.operator.models import GROUP, VERSION
+from wardgate.operator.probes import JwksProber, jwks_uri
 from wardgate.operator.reconciler import Observed, Reconciler, WorkKey
 from wardgate.operator.render import ObjectKey, SecretInfo
 from wardgate.operator.workqueue import WorkQueue
@@ -49,6 +53,8 @@ class Options:
     kubeconfig: Path | None = None
     defaults: Defaults = field(default_factory=Defaults)
     workers: int = 2
+    probe_seconds: float | None = None
+    """Interval of the Authorizers' JWKS probes (`wardgate.operator.probes`); None: off."""
 
 
 def _observed(body: Mapping[str, Any]) -> Observed:
@@ -156,6 +162,49 @@ class Controller:
         return names
 
 
+@dataclass
+class Probes:
+    """The JWKS prober's task and client session."""
+
+    task: asyncio.Task[None]
+    session: aiohttp.ClientSession
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.session.close()
+
+
+def probe_targets(state: IndexState) -> dict[ObjectKey, str]:
+    """Every watched Authorizer with a JWKS URL."""
+    targets: dict[ObjectKey, str] = {}
+    for namespace in list(state.authorizers.keys()):
+        for observed in _values(state.authorizers, namespace):
+            uri = jwks_uri(observed.resource.spec)
+            if uri is not None:
+                targets[observed.resource.meta.key] = uri
+    return targets
+
+
+def start_probes(
+    reconciler: Reconciler, state: IndexState, queue: WorkQueue[WorkKey], interval: float
+) -> Probes:
+    """Probe the Authorizers' JWKS every `interval` seconds; a changed result reconciles
+    the Authorizer, whose status then shows it."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=16), cookie_jar=aiohttp.DummyCookieJar()
+    )
+
+    def changed(key: ObjectKey) -> None:
+        queue.add(("Authorizer", *key))
+
+    prober = JwksProber(interval, changed, lambda: session)
+    reconciler.probes = prober
+    task = asyncio.create_task(prober.run(lambda: probe_targets(state)), name="jwks-probes")
+    return Probes(task, session)
+
+
 async def _process(memo: kopf.Memo, key: WorkKey) -> None:
     controller: Controller = memo["controller"]
     try:
@@ -216,10 +265,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     queue: WorkQueue[WorkKey] = WorkQueue(process, _retry_delay, workers=options.workers)
     memo["controller"] = Controller(kube, state, reconciler, queue)
     queue.start()
+    if options.probe_seconds:
+        memo["probes"] = start_probes(reconciler, state, queue, options.probe_seconds)
 
 
 @kopf.on.cleanup(registry=registry)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    probes: Probes | None = memo.get("probes")
+    if probes is not None:
+        await probes.stop()
     controller: Controller | None = memo.get("controller")
     if controller is not None:
         await controller.queue.stop()

@@ -290,6 +290,18 @@ class RouteStatus(Model):
     """Authorizers the paths use (`none` when all are public)."""
 
 
+class JwksStatus(Model):
+    """The identity provider's key set, as the operator's last probe found it."""
+
+    uri: str
+    reachable: bool
+    last_success: str | None = None
+    """When a probe last got a usable key set."""
+    key_ids: list[str] = Field(default_factory=list)
+    """Key IDs the key set serves (the last known ones while unreachable)."""
+    error: str | None = None
+
+
 class AuthorizerStatus(Model):
     """Observed state of an Authorizer."""
 
@@ -297,6 +309,8 @@ class AuthorizerStatus(Model):
     conditions: list[Condition] = Field(default_factory=list)
     issuer: str | None = None
     """The issuer(s) tokens must carry."""
+    jwks: JwksStatus | None = None
+    """Health of the JWKS, when the authorizer has one and the operator probes it."""
 
 
 GATEWAY_SPEC_ADAPTER: Final = TypeAdapter(GatewaySpec)

@@ -16,6 +16,7 @@ changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -123,13 +124,13 @@ def with_probe(
 
 
 async def probe_jwks(
-    session: aiohttp.ClientSession, uri: str, timeout: float, now: float
+    session: aiohttp.ClientSession, uri: str, limit_seconds: float, now: float
 ) -> ProbeResult:
-    """GET the key set once."""
+    """GET the key set once, within `limit_seconds`."""
     try:
         async with session.get(
             uri,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=aiohttp.ClientTimeout(total=limit_seconds),
             allow_redirects=False,
             headers={"Accept": "application/json"},
         ) as response:
@@ -137,7 +138,7 @@ async def probe_jwks(
                 return ProbeResult(uri, False, error=f"HTTP {response.status}")
             body = await response.read()
     except TimeoutError:
-        return ProbeResult(uri, False, error=f"no answer within {timeout:g}s")
+        return ProbeResult(uri, False, error=f"no answer within {limit_seconds:g}s")
     except aiohttp.ClientError as exc:
         return ProbeResult(uri, False, error=(str(exc) or type(exc).__name__)[:_ERROR_LIMIT])
     try:
@@ -217,7 +218,5 @@ class JwksProber:
                 await self.probe_all(targets())
             except Exception:  # a bug here must not stop the probes for good
                 log.exception("jwks probe round failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
-            except TimeoutError:
-                pass

@@ -23,6 +23,7 @@ from wardgate.operator.manifests import (
     child_name,
 )
 from wardgate.operator.models import API_VERSION
+from wardgate.operator.probes import JwksProber, jwks_uri, with_probe
 from wardgate.operator.render import (
     Meta,
     ObjectKey,
@@ -77,6 +78,8 @@ class Reconciler:
     instance: str = field(default_factory=socket.gethostname)
     # The status last written per object: the watch may not have delivered it yet.
     written: dict[tuple[str, str, str], Body] = field(default_factory=dict)
+    probes: JwksProber | None = None
+    """Identity-provider health for the Authorizers' status, when probing is on."""
 
     async def reconcile(self, key: WorkKey) -> None:
         kind, namespace, name = key
@@ -94,9 +97,11 @@ class Reconciler:
             self.written.pop(("Authorizer", namespace, name), None)
             return
         result = render_authorizer(observed.resource, self.state.secrets_in(namespace))
-        await self.write_status(
-            "Authorizer", observed, result.status.conditions, result.status.fields
-        )
+        conditions, fields = result.status.conditions, result.status.fields
+        if self.probes is not None:
+            uri = jwks_uri(observed.resource.spec)
+            conditions, fields = with_probe(conditions, fields, self.probes.result(key, uri))
+        await self.write_status("Authorizer", observed, conditions, fields)
 
     async def reconcile_gateway(self, key: ObjectKey) -> None:
         namespace, name = key

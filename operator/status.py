@@ -16,7 +16,7 @@ Body = dict[str, Any]
 STATUS_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "Gateway": ("routes", "configHash", "replicas", "availableReplicas"),
     "Route": ("paths", "auth"),
-    "Authorizer": ("issuer",),
+    "Authorizer": ("issuer", "jwks"),
 }
 EVENT_MESSAGE_LIMIT: Final = 1024
 COMPONENT: Final = "wardgate-operator"

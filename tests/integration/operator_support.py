@@ -55,6 +55,7 @@ class RunningOperator:
 
     kubeconfig: Path
     workers: int = 2
+    probe_seconds: float | None = None
     memo: kopf.Memo = field(init=False)
     _ready: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -67,6 +68,7 @@ class RunningOperator:
             kubeconfig=self.kubeconfig,
             defaults=Defaults(image=TEST_IMAGE, image_pull_policy="IfNotPresent"),
             workers=self.workers,
+            probe_seconds=self.probe_seconds,
         )
         self.memo = kopf.Memo(options=options)
         self._thread = threading.Thread(target=self._run, name="operator", daemon=True)

@@ -145,6 +145,10 @@ def operator(cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[P
                 "--standalone",
                 "--gateway-image",
                 "wardgate:test",
+                # The examples name placeholder identity providers, unreachable from here:
+                # probed, their Authorizers would never be Ready.
+                "--jwks-probe-seconds",
+                "0",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
