@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     import aiohttp
 
+    from wardgate.gateway.app import Admission, Gateway, Route
     from wardgate.gateway.authorizers import Check
     from wardgate.gateway.loading import LoadedConfig
     from wardgate.gateway.matching import Consideration
@@ -178,6 +179,7 @@ async def explain_request(
             error = exc
         finally:
             await authorizers.close()
+            gateway.upstreams.close()
     finally:
         if session is None:
             await client.close()
@@ -217,7 +219,7 @@ async def explain_request(
     return report
 
 
-def _describe_path(report: Report, gateway: Any, admission: Any) -> None:
+def _describe_path(report: Report, gateway: Gateway, admission: Admission) -> None:
     from wardgate.gateway.paths import PathEncodingError
 
     path_check = next((c for c in report.checks if c.name == "path"), None)
@@ -265,10 +267,12 @@ def _describe_token(report: Report, loaded: LoadedConfig, authorization: str | N
     report.token = {"header": dict(parsed.header), "claims": dict(parsed.claims)}
 
 
-def _integration(loaded: LoadedConfig, route: Any) -> tuple[int | None, str]:
+def _integration(loaded: LoadedConfig, route: Route | None) -> tuple[int | None, str]:
     """The status a static route answers with, or None for the upstream's; a description."""
     from wardgate.gateway.config import StaticIntegration
 
+    if route is None:  # pragma: no cover - admitted means routed
+        return None, "?"
     for entry in loaded.config.paths:
         methods = entry.methods()
         key = None if "*" in methods else methods
