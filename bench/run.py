@@ -11,6 +11,9 @@ Cases (issue 7), each against the same fast upstream (nginx answering a small JS
 2. HS256-protected proxied `GET /private/orders` with a valid token: Wardgate vs HAProxy
    2.6 `jwt_verify` (same checks: algorithm, issuer, audience, expiry, signature) vs nginx
    `proxy_pass` without auth (the cost of proxying alone);
+   cases 1 and 2 also run `bench/python_floor.py`: uvloop, httptools and the proxy's
+   upstream client with no framework, no auth and no logging, the floor of any Python
+   server here;
    2L: p99 latency that Wardgate adds at half its peak load (wrk paced with a Lua delay),
    against the upstream answering directly at the same rate;
 3. RS256 with the key from a JWKS URL: Wardgate vs HAProxy `jwt_verify` with the key file;
@@ -443,6 +446,7 @@ class Setup:
     haproxy_rs: str = ""
     wardgate_hs: str = ""
     wardgate_rs: str = ""
+    floor: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     """Root process of each contender's base URL."""
 
@@ -546,6 +550,21 @@ def start_all(setup: Setup) -> None:
             "algorithm": "RS256",
         },
     )
+    floor_port = free_port()
+    floor = setup.procs.start(
+        pinned(
+            setup.contender_cpu,
+            [
+                sys.executable,
+                str(HERE / "python_floor.py"),
+                str(floor_port),
+                str(setup.upstream_port),
+            ],
+        )
+    )
+    setup.floor = f"http://127.0.0.1:{floor_port}"
+    setup.pids[setup.floor] = floor.pid
+    wait_http(setup.floor + "/health")
     for name, config in (("hs256", hs_config), ("rs256", rs_config)):
         gateway = start_wardgate(setup, name, config, setup.contender_cpu)
         setup.pids[gateway.base] = gateway.process.pid
@@ -561,6 +580,7 @@ def bearer(token: str) -> list[str]:
 
 
 ORDERS = "/private/orders"
+FLOOR = "python floor (no framework)"
 
 
 def case_health(setup: Setup) -> Case:
@@ -571,6 +591,7 @@ def case_health(setup: Setup) -> Case:
         [
             setup.contender("wardgate", setup.wardgate_hs, "/health"),
             setup.contender("nginx return 200", setup.nginx_health, "/health"),
+            setup.contender(FLOOR, setup.floor, "/health"),
         ],
     )
 
@@ -583,6 +604,7 @@ def case_hs256(setup: Setup) -> Case:
             setup.contender("haproxy jwt_verify HS256", setup.haproxy_hs, ORDERS, token)
         )
     contenders.append(setup.contender("nginx proxy_pass (no auth)", setup.nginx_proxy, ORDERS))
+    contenders.append(setup.contender(FLOOR, setup.floor, ORDERS, token))
     anchor = "haproxy jwt_verify HS256" if setup.haproxy_hs else "nginx proxy_pass (no auth)"
     return Case("2", "GET /private/orders, HS256, proxied", anchor, contenders)
 
