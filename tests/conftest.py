@@ -9,6 +9,16 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 
+# The cluster fixtures (`cluster`, `namespace`) and the summary hook serve every suite
+# (integration and end to end), so that one session starts one cluster.
+from support.cluster_fixtures import (  # noqa: E402
+    cluster,
+    namespace,
+    pytest_terminal_summary,
+)
+
+__all__ = ["cluster", "namespace", "pytest_terminal_summary"]
+
 # --- long-running variants and the reliability figures ---------------------------------
 
 import pytest  # noqa: E402

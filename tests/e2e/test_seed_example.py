@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 from integration.operator_support import Objects, RunningOperator, install_crds, seed_objects
 
-from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
+from wardgate.devcluster.cluster import KubeCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -37,30 +37,16 @@ AUDIENCE = "api-audience"
 
 
 @pytest.fixture(scope="module")
-def e2e_cluster() -> Iterator[KubeCluster]:
-    configured = os.environ.get("WARDGATE_KUBECONFIG")
-    if configured:
-        yield existing_cluster(Path(configured))
-        return
-    local = LocalCluster(log=lambda message: print(message, file=sys.stderr))
-    local.start()
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture(scope="module")
-def rendered(e2e_cluster: KubeCluster) -> Iterator[tuple[Objects, str]]:
+def rendered(cluster: KubeCluster) -> Iterator[tuple[Objects, str]]:
     """The seed example applied, the Gateway Ready; yields (objects, namespace)."""
-    install_crds(e2e_cluster)
-    objects = Objects(e2e_cluster)
+    install_crds(cluster)
+    objects = Objects(cluster)
     namespace = "e2e-seed"
-    e2e_cluster.kubectl("create", "namespace", namespace)
-    e2e_cluster.kubectl(
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl(
         "wait", "--for=create", "serviceaccount/default", "-n", namespace, "--timeout=60s"
     )
-    operator = RunningOperator(e2e_cluster.kubeconfig).start()
+    operator = RunningOperator(cluster.kubeconfig).start()
     try:
         orders_service = {
             "apiVersion": "v1",
@@ -73,7 +59,7 @@ def rendered(e2e_cluster: KubeCluster) -> Iterator[tuple[Objects, str]]:
         yield objects, namespace
     finally:
         operator.stop()
-        e2e_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
         objects.close()
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for tests against a real Kubernetes API.
+"""Fixtures for tests against a real Kubernetes API (loaded by `tests/conftest.py`).
 
 One cluster serves the whole pytest session (run the integration tests serially, in
 one process):
