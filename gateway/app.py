@@ -48,6 +48,7 @@ from aiohttp import web
 
 from wardgate.gateway.authorizers import Authorizers, Check, Principal
 from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration
+from wardgate.gateway.connections import GatewayServer
 from wardgate.gateway.cors import CorsRules, is_preflight
 from wardgate.gateway.errors import (
     INTERNAL_ERROR,
@@ -509,7 +510,7 @@ def build_app(
 
 
 def server_options(loaded: LoadedConfig) -> dict[str, Any]:
-    """Keyword arguments of aiohttp's request handler: the header limits of the config."""
+    """Keyword arguments of the server's request handler: the header limits of the config."""
     limits = loaded.config.limits
     return {
         "max_line_size": limits.max_header_bytes,
@@ -519,7 +520,10 @@ def server_options(loaded: LoadedConfig) -> dict[str, Any]:
         # Request bodies pass upstream as sent; decompressing them would change the bytes
         # and let a small compressed body grow past the size limit unseen.
         "auto_decompress": False,
+        # Above the idle timeout of load balancers (60 s for most), so that they never send
+        # on a connection the gateway is closing; slow heads have their own, shorter limit.
         "keepalive_timeout": 75.0,
+        "header_timeout": limits.header_timeout_seconds,
     }
 
 
@@ -548,7 +552,7 @@ class GatewayRunner(web.BaseRunner):
         self._app.on_startup.freeze()
         await self._app.startup()
         self._app.freeze()
-        return web.Server(self.gateway.handle, **self._kwargs)
+        return GatewayServer(self.gateway.handle, **self._kwargs)
 
     async def _cleanup_server(self) -> None:
         await self._app.cleanup()

@@ -424,6 +424,10 @@ class Limits(Model):
     max_header_bytes: int = Field(default=8190, ge=1024, le=65536)
     """Longest request line or header field."""
     max_headers: int = Field(default=100, ge=8, le=1000)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    """Time allowed from the first byte of a request head to its end; then 408 and the
+    connection is closed (slow clients, slowloris). Idle keep-alive connections are not
+    affected."""
 
 
 class GatewayConfig(Model):

@@ -10,6 +10,7 @@ token, or a distinct public path the upstream would record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import resource
 
@@ -165,35 +166,52 @@ def _open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+async def _served_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
+    """Send `GET /health` on an open connection; the status of its answer."""
+    writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: (\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+    return status_of(head)
+
+
 async def test_slow_clients_are_cut_off_and_do_not_starve_others(
     upstream: CountingUpstream, gateway_factory: StartGateway, long_run: bool
 ) -> None:
     """Slowloris: many connections each trickling a request head. The gateway must go on
-    serving other clients meanwhile, and close the slow connections once the head timeout
-    passes, releasing their sockets. The timeout is aiohttp's `keepalive_timeout` (it also
-    runs from the start of a connection until a complete head arrives); the test shortens
-    it to keep the run fast."""
-    gateway = await gateway_factory(seed_document(upstream.url))
+    serving other clients meanwhile, and answer 408 and close each slow connection once
+    `limits.headerTimeoutSeconds` has passed since its first byte (shortened here to keep
+    the run fast), releasing their sockets; idle keep-alive connections, which send nothing,
+    stay open (their limit is the keep-alive timeout, above load balancers' 60 s)."""
+    timeout = 1.0
+    gateway = await gateway_factory(
+        seed_document(upstream.url, limits={"headerTimeoutSeconds": timeout})
+    )
     server = gateway.runner.server
     assert server is not None
-    timeout = 1.0
-    server._kwargs["keepalive_timeout"] = timeout  # new connections only
+    # Two connections that are idle while the slow ones are cut: one never used yet, one
+    # after a first request.
+    idle = await asyncio.open_connection("127.0.0.1", gateway.port)
+    reused = await asyncio.open_connection("127.0.0.1", gateway.port)
+    assert await _served_on(*reused) == 200
     count = 400 if long_run else 100
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     count = min(count, (soft - _open_files()) // 3)
     files_before = _open_files()
     writers: list[asyncio.StreamWriter] = []
     readers: list[asyncio.StreamReader] = []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     for _ in range(count):
         reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
         writer.write(b"GET /private/orders HTTP/1.1\r\nHost: a\r\n")
         readers.append(reader)
         writers.append(writer)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    opened = loop.time()
 
     async def trickle() -> None:
-        # One header byte per slow connection, over and over, while others are served.
+        # One header line per slow connection, over and over, while others are served.
         for round_number in range(1000):
             for writer in writers:
                 if not writer.is_closing():
@@ -206,22 +224,64 @@ async def test_slow_clients_are_cut_off_and_do_not_starve_others(
         for _ in range(20):
             answer = await gateway.request("GET", "/private/orders", bearer())
             assert answer.status == 200
-        # Every slow connection is closed by the gateway (EOF, possibly after a 4xx).
+        # Every slow connection is answered 408 and closed by the gateway.
         async with asyncio.timeout(timeout + 10):
             outcomes = await asyncio.gather(*(r.read() for r in readers), return_exceptions=True)
-        elapsed = loop.time() - started
+        elapsed = loop.time() - opened
+        assert len(server.connections) <= 3  # the test client's, and the two idle ones
+        # The idle connections outlived the slow ones and still serve.
+        assert await _served_on(*idle) == 200
+        assert await _served_on(*reused) == 200
     finally:
         trickling.cancel()
-        for writer in writers:
+        for writer in [*writers, idle[1], reused[1]]:
             writer.close()
-        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+        await asyncio.gather(
+            *(w.wait_closed() for w in [*writers, idle[1], reused[1]]), return_exceptions=True
+        )
     for outcome in outcomes:
         if not isinstance(outcome, ConnectionError):
             assert isinstance(outcome, bytes)
-            assert status_of(outcome) in (None, 400, 408)
-    assert elapsed < timeout + 5
-    assert len(server.connections) <= 1  # only the test client's keep-alive connection
+            assert status_of(outcome) == 408
+    # Cut within the timeout of their first byte (plus scheduling slack), long before the
+    # keep-alive timeout.
+    assert elapsed < timeout + 1.0, elapsed
+    assert opened - started < timeout
     assert _open_files() <= files_before + 5
     assert upstream.protected_hits() == [s for s in upstream.seen if s.authorization]
     results.record(SUITE, "slow connections cut off", count)
-    results.note(SUITE, slowloris_connections=count)
+    results.note(SUITE, slowloris_connections=count, slowloris_cut_seconds=round(elapsed, 2))
+
+
+async def test_a_slow_head_after_a_served_request_is_cut_too(
+    upstream: CountingUpstream, gateway_factory: StartGateway
+) -> None:
+    """On a keep-alive connection the clock starts again at the next head's first byte."""
+    timeout = 0.5
+    gateway = await gateway_factory(
+        seed_document(upstream.url, limits={"headerTimeoutSeconds": timeout})
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    loop = asyncio.get_running_loop()
+    try:
+        assert await _served_on(reader, writer) == 200
+        # A second request in two parts within the timeout is served.
+        writer.write(b"GET /health HTTP/1.1\r\n")
+        await writer.drain()
+        writer.write(b"Host: a\r\n\r\n")
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(re.search(rb"(?i)content-length: (\d+)", head)[1]))
+        assert status_of(head) == 200
+        writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\n")
+        started = loop.time()
+        async with asyncio.timeout(timeout + 10):
+            rest = await reader.read()
+        elapsed = loop.time() - started
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert status_of(rest) == 408
+    assert timeout * 0.9 <= elapsed < timeout + 1.0, elapsed
+    results.record(SUITE, "slow connections cut off")
