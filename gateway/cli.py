@@ -12,10 +12,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from wardgate.gateway.loading import LoadedConfig, SecretSource
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_LEVEL_ENV: Final = "WARDGATE_LOG_LEVEL"
+"""Set by the operator from the Gateway's `logLevel`."""
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -44,6 +48,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "start on the port before this one drains and stops (restart without refusals)",
     )
     _server_option(gateway)
+    gateway.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=None,
+        help="level of the diagnostic log on stderr: debug adds JWKS fetches and closed "
+        "connections; the request log (--access-log) is written at every level (default: "
+        f"${LOG_LEVEL_ENV}, else info)",
+    )
     gateway.add_argument(
         "--access-log",
         default="-",
@@ -176,15 +189,23 @@ def _demo(
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     """`wardgate gateway`: validate, then serve until SIGTERM."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    log_level = args.log_level or os.environ.get(LOG_LEVEL_ENV, "").strip().lower() or "info"
+    if log_level not in LOG_LEVELS:
+        print(
+            f"{LOG_LEVEL_ENV}={os.environ.get(LOG_LEVEL_ENV)!r}: expected one of "
+            f"{', '.join(LOG_LEVELS)}",
+            file=sys.stderr,
+        )
+        return 2
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Before prometheus-client is first imported: it picks its value store then.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wardgate-metrics-")
+    from wardgate.gateway.server import ServeOptions, configure_logging, run
+
+    configure_logging(log_level)
     banner = None
     demo_socket = None
     if args.config is None:
@@ -199,8 +220,6 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         loaded, code = _load(args.config, args.secrets_dir, args.server)
     if loaded is None:
         return code
-    from wardgate.gateway.server import ServeOptions, run
-
     options = ServeOptions(
         host=args.host,
         port=args.port,
@@ -211,6 +230,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         banner=banner,
         demo_socket=demo_socket,
         reuse_port=args.reuse_port,
+        log_level=log_level,
     )
     return run(loaded, options)
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -29,6 +30,8 @@ import aiohttp
 from jwt import PyJWK
 from jwt.algorithms import Algorithm, get_default_algorithms
 from jwt.exceptions import InvalidKeyError, PyJWTError
+
+from wardgate.gateway.tokens import clip
 
 logger = logging.getLogger("wardgate.gateway.jwks")
 
@@ -212,6 +215,12 @@ class JwksCache:
         if candidates:
             return candidates, key_set
         if self._task is not None or self._may_fetch(now):
+            logger.debug(
+                "jwks refetch for an unknown key: authorizer=%s kid=%r alg=%r",
+                self.authorizer,
+                clip(kid),
+                alg,
+            )
             await self.refresh()
             key_set = self.key_set or key_set
             candidates = key_set.candidates(kid, alg)
@@ -279,6 +288,8 @@ class JwksCache:
 
     async def _fetch(self) -> None:
         self.fetches += 1
+        started = time.perf_counter()
+        logger.debug("jwks fetch: authorizer=%s url=%s", self.authorizer, self.url)
         try:
             document, cache_control = await self._download()
             key_set, problems = parse_key_set(document, self.algorithms, self.url)
@@ -307,6 +318,15 @@ class JwksCache:
         self.last_error = None
         if self.metrics is not None:
             self.metrics.jwks_fetch(self.authorizer, True)
+        logger.debug(
+            "jwks fetched: authorizer=%s url=%s kids=%s maxAge=%ss cacheControl=%r ms=%.1f",
+            self.authorizer,
+            self.url,
+            key_set.kids(),
+            round(self.expires_at - now, 3),
+            cache_control,
+            (time.perf_counter() - started) * 1000,
+        )
         if previous is not None and previous.identities() - key_set.identities():
             logger.info("jwks keys removed: authorizer=%s kids=%s", self.authorizer, key_set.kids())
             if self.on_keys_removed is not None:

@@ -71,6 +71,17 @@ class ServeOptions:
     demo_socket: socket.socket | None = field(default=None, compare=False)
     """A listening socket to serve the demo upstream on."""
     reuse_port: bool = False
+    log_level: str = "info"
+    """Of the diagnostic log on stderr (workers configure theirs with it)."""
+
+
+def configure_logging(level: str) -> None:
+    """The diagnostic log on stderr at `level` (`debug`, `info`, `warning`, `error`); at
+    debug, asyncio's and aiohttp's own loggers stay at info."""
+    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    if level == "debug":
+        for name in ("asyncio", "aiohttp"):
+            logging.getLogger(name).setLevel(logging.INFO)
 
 
 def run(loaded: LoadedConfig, options: ServeOptions) -> int:
@@ -212,7 +223,7 @@ def _worker_main(
     loaded: LoadedConfig, options: ServeOptions, ready: multiprocessing.connection.Connection
 ) -> None:
     """Entry point of a worker process."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    configure_logging(options.log_level)
     # The parent forwards SIGINT as SIGTERM; a terminal's Ctrl-C reaches every process of
     # the group, and one drain is enough.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

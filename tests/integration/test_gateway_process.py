@@ -1,5 +1,5 @@
 """`wardgate gateway` as a real process: the seed example from a file, the embedded demo,
-graceful shutdown under load, and `--workers 2`."""
+graceful shutdown under load, `--workers 2`, and the log level."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
+from support.jwks_server import JwksServer
+from support.tokens import jwks, rsa_key
 
 SEED = """{
   "authorizer": {
@@ -321,3 +323,65 @@ async def test_two_workers(
     assert total == 20
     gateway.process.send_signal(signal.SIGTERM)
     assert await gateway.wait() == 0
+
+
+async def test_log_level(launch: Launch, upstream: Upstream, tmp_path: Path) -> None:
+    """`WARDGATE_LOG_LEVEL` (what the operator sets) and `--log-level`, which wins: debug
+    adds the JWKS fetches; at warning the info lines go; the request log stays."""
+    key = rsa_key()
+    idp = await JwksServer(jwks(key)).start()
+    config = tmp_path / "jwks.json"
+    config.write_text(
+        json.dumps(
+            {
+                "authorizer": {"type": "jwt", "jwksUri": idp.url, "algorithm": "RS256"},
+                "servers": {"orders": upstream.url},
+                "paths": [
+                    {
+                        "method": "GET",
+                        "path": "/private/orders",
+                        "auth": True,
+                        "integration": {"type": "http_proxy", "server": "orders"},
+                    }
+                ],
+            }
+        )
+    )
+    headers = {"Authorization": f"Bearer {key.sign({'sub': 'u', 'exp': 2**31})}"}
+    try:
+        outputs: dict[str, str] = {}
+        for name, args, env in [
+            ("debug", [], {"WARDGATE_LOG_LEVEL": "debug"}),
+            ("warning", ["--log-level", "WARNING"], {"WARDGATE_LOG_LEVEL": "debug"}),
+        ]:
+            gateway = await launch("--config", str(config), *args, env=env)
+            async with aiohttp.ClientSession() as session:
+                await _ready(session, gateway.admin)
+                async with session.get(gateway.url + "/private/orders", headers=headers) as ok:
+                    assert ok.status == 200
+            gateway.process.send_signal(signal.SIGTERM)
+            assert await gateway.wait() == 0
+            outputs[name] = "".join(gateway.stderr)
+    finally:
+        await idp.stop()
+    assert f"jwks fetched: authorizer=default url={idp.url} kids=['rsa-1']" in outputs["debug"]
+    assert "draining" in outputs["debug"]
+    assert "jwks fetch" not in outputs["warning"]
+    assert "draining" not in outputs["warning"]
+    assert "listening on" in outputs["warning"]
+    log = (tmp_path / "access.log").read_text().splitlines()
+    assert [json.loads(line)["status"] for line in log] == [200, 200]
+
+
+async def test_invalid_log_level_from_the_environment_is_refused(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        WARDGATE,
+        "gateway",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "WARDGATE_LOG_LEVEL": "verbose"},
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 2
+    assert "WARDGATE_LOG_LEVEL='verbose': expected one of debug, info, warning, error" in (
+        stderr.decode()
+    )
