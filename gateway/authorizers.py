@@ -15,7 +15,8 @@ Checks run in this order, always; the first failure decides the code:
                    set, or the JWKS (refetched once for an unknown `kid`, rate-limited)
                    (`unknown_kid`; `idp_unavailable`, a 503, when the JWKS cannot be had)
  6. signature      (`invalid_signature`)
- 7. exp            `now < exp + leeway` (`token_expired`)
+ 7. exp            present unless `requireExp` is false (`missing_claim`);
+                   `now < exp + leeway` (`token_expired`)
  8. nbf, iat       `nbf - leeway <= now`, `iat - leeway <= now` (`token_not_yet_valid`)
  9. issuer         `iss` is one of the accepted issuers (`issuer_mismatch`)
 10. audience       `aud` (string or array) holds an accepted audience (`audience_mismatch`)
@@ -218,6 +219,7 @@ class RuntimeAuthorizer:
         )
         self.leeway = spec.leeway
         self.required_claims: tuple[str, ...] = tuple(spec.required_claims)
+        self.require_exp = spec.require_exp
         self.forward_claims: tuple[ClaimHeader, ...] = tuple(spec.forward_claims)
         self.forward_authorization = spec.forward_authorization
         self.is_supabase = isinstance(spec, SupabaseAuthorizer)
@@ -509,6 +511,14 @@ class RuntimeAuthorizer:
                 )
         exp = claims.get("exp")
         expires = math.inf
+        if exp is None and self.require_exp:
+            raise _error(
+                MISSING_CLAIM,
+                "exp",
+                "the token has no `exp` claim: a token that never expires is refused "
+                "(the authorizer's `requireExp`)",
+                missing=["exp"],
+            )
         if exp is not None:
             expires = exp + leeway
             if now >= expires:

@@ -130,6 +130,9 @@ class AuthorizerCommon(Model):
     """Seconds of clock skew tolerated for `exp`, `nbf` and `iat`."""
     required_claims: list[str] = Field(default_factory=list)
     """Claims that must be present in every token."""
+    require_exp: bool = True
+    """Refuse tokens without `exp` (`missing_claim`): a token that never expires is a
+    credential for life (RFC 8725 section 3.10)."""
     forward_claims: list[ClaimHeader] = Field(default_factory=list)
     """Claims passed to the upstream as headers."""
     forward_authorization: bool = True

@@ -128,7 +128,8 @@ MISSING_CLAIM: Final = ErrorCode(
     401,
     "The token lacks a claim this route requires.",
     "Add the claim in the identity provider (a rule, action or hook), or drop it from the "
-    "authorizer's `requiredClaims` or the route's `claims`.",
+    "authorizer's `requiredClaims` or the route's `claims`. A token without `exp` is refused "
+    "unless the authorizer sets `requireExp: false`: issue tokens with an expiry.",
     "invalid_token",
 )
 CLAIM_MISMATCH: Final = ErrorCode(

@@ -320,6 +320,8 @@ def time_claims(k: Keys) -> list[Case]:
         attack("exp 60 s ago, leeway 60", HS, at(exp=NOW - 60), "token_expired"),
         attack("exp 61 s ago, leeway 60", HS, at(exp=NOW - 61), "token_expired"),
         attack("exp a year ago", HS, at(exp=NOW - 365 * 86400), "token_expired"),
+        attack("no exp (a token for life)", HS, hs_token(good(exp=...)), "missing_claim"),
+        attack("no exp, nbf or iat", HS, hs_token(good(exp=..., iat=...)), "missing_claim"),
         control("nbf in 60 s, leeway 60", HS, at(nbf=NOW + 60)),
         attack("nbf in 61 s, leeway 60", HS, at(nbf=NOW + 61), "token_not_yet_valid"),
         control("iat in 60 s, leeway 60", HS, at(iat=NOW + 60)),

@@ -390,6 +390,22 @@ async def test_nbf_and_iat_boundaries(claim: str, leeway: int, offset: int, ok: 
         assert (await code(auth, token)) == "token_not_yet_valid"
 
 
+async def test_a_token_without_exp_is_refused_unless_require_exp_is_off(hs: Authorizers) -> None:
+    token = hs_token(good(exp=...))
+    assert await code(hs, token) == "missing_claim"
+    d = await detail(hs, token)
+    assert d["check"] == "exp"
+    assert d["missing"] == ["exp"]
+    assert "requireExp" in d["note"]
+    lenient = build(hs_authorizer(requireExp=False))
+    principal = await lenient.authorize(RouteAuth(), f"Bearer {token}")
+    assert "exp" not in principal.claims
+    # The check comes before issuer and audience: the first failure decides the code.
+    assert await code(hs, hs_token(good(exp=..., iss="https://other.example.com"))) == (
+        "missing_claim"
+    )
+
+
 async def test_recent_expiry_says_likely_clock_skew(hs: Authorizers) -> None:
     recent = await detail(hs, hs_token(good(exp=NOW - 100)))
     assert "likely clock skew" in recent["note"]
