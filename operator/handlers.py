@@ -98,8 +98,16 @@ def secret_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) ->
 
 
 @kopf.index("", "v1", "namespaces", registry=registry)
-def namespace_index(name: str, labels: Mapping[str, str], **_: Any) -> dict[Any, Any]:
-    return {name: dict(labels)}
+def namespace_index(
+    name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {name: (dict(labels), namespace_terminating(body))}
+
+
+def namespace_terminating(body: Mapping[str, Any]) -> bool:
+    """Whether the namespace is being deleted (the API then refuses new objects in it)."""
+    deleted = (body.get("metadata") or {}).get("deletionTimestamp")
+    return bool(deleted) or (body.get("status") or {}).get("phase") == "Terminating"
 
 
 def _values(index: kopf.Index[Any, Any], key: Any) -> list[Any]:
@@ -136,7 +144,14 @@ class IndexState:
         return {(namespace, name): info for name, info in _values(self.secrets, namespace)}
 
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
-        return {name: next(iter(self.namespaces[name]), {}) for name in self.namespaces}
+        return {name: self._namespace(name)[0] for name in self.namespaces}
+
+    def terminating(self, namespace: str) -> bool:
+        return self._namespace(namespace)[1]
+
+    def _namespace(self, name: str) -> tuple[Mapping[str, str], bool]:
+        found = _values(self.namespaces, name)
+        return found[0] if found else ({}, False)
 
 
 @dataclass

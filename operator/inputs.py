@@ -22,6 +22,7 @@ def meta_from_body(body: Mapping[str, Any]) -> Meta:
         generation=int(metadata.get("generation") or 1),
         creation_timestamp=str(metadata.get("creationTimestamp") or ""),
         uid=str(metadata.get("uid") or ""),
+        deleting=bool(metadata.get("deletionTimestamp")),
     )
 
 

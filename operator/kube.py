@@ -2,8 +2,9 @@
 
 The `kubernetes` client is blocking, so every call runs in a worker thread
 (`asyncio.to_thread`). Bodies are plain JSON dicts (no generated model classes). API failures
-become `KubeError`; every write goes through `_write`, which counts it (`writes`), so tests
-can prove that a reconcile with nothing to change writes nothing.
+become `KubeError`; every write goes through `_write`, which counts it (`writes` by what,
+`namespace_writes` by namespace), so tests can prove that a reconcile with nothing to change
+writes nothing.
 """
 
 from __future__ import annotations
@@ -87,10 +88,11 @@ class KubeApi:
 
     api: k8s_client.ApiClient
     writes: Counter[str]
+    namespace_writes: Counter[str]
 
     @classmethod
     def from_configuration(cls, configuration: k8s_client.Configuration) -> KubeApi:
-        return cls(k8s_client.ApiClient(configuration), Counter())
+        return cls(k8s_client.ApiClient(configuration), Counter(), Counter())
 
     def close(self) -> None:
         self.api.close()  # type: ignore[no-untyped-call]
@@ -138,6 +140,7 @@ class KubeApi:
 
     async def _write(self, what: str, verb: str, path: str, **kwargs: Any) -> Body:
         self.writes[what] += 1
+        self.namespace_writes[_namespace_of(path)] += 1
         result = await asyncio.to_thread(self._call, verb, path, **kwargs)
         return result or {}
 
@@ -198,6 +201,12 @@ class KubeApi:
 
     async def create_event(self, namespace: str, event: Body) -> None:
         await self._write("create Event", "POST", object_path("Event", namespace), body=event)
+
+
+def _namespace_of(path: str) -> str:
+    """The namespace of an object path (`object_path`'s shape), "" when cluster-scoped."""
+    parts = path.split("/")
+    return parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
 
 
 def _reason(data: Any, reason: Any) -> str:

@@ -57,6 +57,7 @@ class State(Protocol):
     def authorizers_in(self, namespace: str) -> list[Observed]: ...
     def secrets_in(self, namespace: str) -> Mapping[ObjectKey, SecretInfo]: ...
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]: ...
+    def terminating(self, namespace: str) -> bool: ...
 
 
 def now_text() -> str:
@@ -83,6 +84,12 @@ class Reconciler:
 
     async def reconcile(self, key: WorkKey) -> None:
         kind, namespace, name = key
+        if self.state.terminating(namespace):
+            # Everything in it is being deleted, and the API refuses new objects there:
+            # re-creating what the namespace controller removes, or reporting on objects
+            # about to vanish, would only fight it.
+            self.written.pop((kind, namespace, name), None)
+            return
         if kind == "Gateway":
             await self.reconcile_gateway((namespace, name))
         elif kind == "Authorizer":
@@ -116,7 +123,10 @@ class Reconciler:
             self.state.secrets_in(namespace),
             self.state.namespace_labels(),
         )
-        if gateway is not None and result.gateway is not None:
+        if gateway is not None and gateway.resource.meta.deleting:
+            # The garbage collector is removing what it owns; re-applying would fight it.
+            self.written.pop(("Gateway", namespace, name), None)
+        elif gateway is not None and result.gateway is not None:
             meta = gateway.resource.meta
             deployment: Body | None = None
             conflict: str | None = None

@@ -70,6 +70,8 @@ class Meta:
     generation: int = 1
     creation_timestamp: str = ""
     uid: str = ""
+    deleting: bool = False
+    """`metadata.deletionTimestamp` is set: the object is going away."""
 
     @property
     def key(self) -> ObjectKey:

@@ -117,8 +117,12 @@ class RunningOperator:
         controller: Controller = self.memo["controller"]
         return controller
 
-    def writes(self) -> int:
-        return sum(self.controller.kube.writes.values())
+    def writes(self, namespace: str | None = None) -> int:
+        """Write calls so far: all of them, or those in one namespace."""
+        kube = self.controller.kube
+        if namespace is not None:
+            return kube.namespace_writes[namespace]
+        return sum(kube.writes.values())
 
     def idle(self) -> bool:
         return self.controller.queue.idle
@@ -216,6 +220,16 @@ class Objects:
             for item in self.list(kind, namespace):
                 versions[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
         return versions
+
+    def statuses_current(self, namespace: str) -> bool:
+        """Whether every Gateway, Route and Authorizer in the namespace has a status for its
+        latest generation."""
+        for kind in ("Gateway", "Route", "Authorizer"):
+            for item in self.list(kind, namespace):
+                observed = (item.get("status") or {}).get("observedGeneration")
+                if observed != item["metadata"].get("generation"):
+                    return False
+        return True
 
     def condition(self, kind: str, namespace: str, name: str, type_: str) -> dict[str, Any]:
         body = self.get(kind, namespace, name) or {}

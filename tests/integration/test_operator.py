@@ -372,9 +372,29 @@ def test_no_op_reconcile_writes_nothing(
     objects.wait("the operator to settle", operator.idle)
     kinds = ("Gateway", "Route", "Authorizer", *OWNED, "Secret")
     versions = objects.resource_versions(namespace, kinds)
-    writes = operator.writes()
+    # Counted in this namespace: other tests' namespaces may still be terminating.
+    writes = operator.writes(namespace)
 
     operator.reconcile_everything()
 
-    assert operator.writes() == writes
+    assert operator.writes(namespace) == writes
     assert objects.resource_versions(namespace, kinds) == versions
+
+
+def test_terminating_namespace_gets_no_writes(
+    cluster: KubeCluster, operator: RunningOperator, objects: Objects, namespace: str
+) -> None:
+    """The namespace controller deletes everything in it (the Deployment, the Gateway, the
+    Routes, in no set order): the operator neither re-creates what it removes nor reports on
+    objects about to vanish."""
+    objects.apply(namespace, *seed_objects(SECRET))
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    objects.wait("the operator to settle", lambda: objects.statuses_current(namespace))
+    objects.wait("the operator to settle", operator.idle)
+    writes = operator.writes(namespace)
+
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    cluster.kubectl("wait", "--for=delete", f"namespace/{namespace}", "--timeout=120s")
+    objects.wait("the operator to settle", operator.idle)
+
+    assert operator.writes(namespace) == writes
