@@ -1,6 +1,7 @@
 """Generate the CustomResourceDefinitions from the pydantic models.
 
-`python -m wardgate.operator.crds [--check]` writes (or checks) `deploy/crds/*.yaml`.
+`python -m wardgate.operator.crds [--check]` writes (or checks) `deploy/crds/*.yaml` and the
+Helm chart's copy, `deploy/helm/wardgate/crds/*.yaml`, so the two cannot drift.
 
 The models are the one source of truth. pydantic's JSON Schema is turned into a Kubernetes
 structural schema: references inlined, `null` alternatives dropped, `type`-tagged unions
@@ -38,6 +39,8 @@ VALIDATIONS: Final = "x-kubernetes-validations"
 # collected under this key while converting, emitted as `allOf`.
 JUNCTORS: Final = "x-wardgate-junctors"
 CRD_DIR: Final = Path(__file__).resolve().parent.parent / "deploy" / "crds"
+CHART_CRD_DIR: Final = CRD_DIR.parent / "helm" / "wardgate" / "crds"
+CRD_DIRS: Final = (CRD_DIR, CHART_CRD_DIR)
 
 _HS: Final = "startsWith('HS')"
 
@@ -577,20 +580,52 @@ def render_crd_files() -> dict[str, str]:
     }
 
 
+def outdated_files(directory: Path, files: Mapping[str, str]) -> list[str]:
+    """The files of `directory` that differ from `files`, are missing, or are generated
+    ones no longer produced."""
+    found = {p.name for p in directory.glob("*.yaml")} if directory.is_dir() else set()
+    stale = [
+        name
+        for name, text in files.items()
+        if name not in found or (directory / name).read_text(encoding="utf-8") != text
+    ]
+    extra = [name for name in sorted(found - set(files)) if _generated(directory / name)]
+    return stale + extra
+
+
+def write_files(directory: Path, files: Mapping[str, str]) -> None:
+    """Make `directory` hold exactly `files` (generated files no longer produced go)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    for path in directory.glob("*.yaml"):
+        if path.name not in files and _generated(path):
+            path.unlink()
+
+
+def _generated(path: Path) -> bool:
+    return path.read_text(encoding="utf-8").startswith(HEADER)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write or check deploy/crds/*.yaml.")
+    parser = argparse.ArgumentParser(
+        description="Write or check deploy/crds/*.yaml and deploy/helm/wardgate/crds/*.yaml."
+    )
     parser.add_argument("--check", action="store_true", help="fail when a file is outdated")
-    parser.add_argument("--dir", type=Path, default=CRD_DIR)
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        action="append",
+        help="a directory to write or check instead of the two (repeatable)",
+    )
     args = parser.parse_args(argv)
+    files = render_crd_files()
     outdated = []
-    for name, text in render_crd_files().items():
-        path = args.dir / name
+    for directory in args.dir or CRD_DIRS:
         if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                outdated.append(name)
+            outdated += [str(directory / name) for name in outdated_files(directory, files)]
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            write_files(directory, files)
     if outdated:
         print(f"outdated: {', '.join(outdated)}; run python -m wardgate.operator.crds")
         return 1

@@ -87,7 +87,7 @@ def test_chart_crds_are_the_generated_ones() -> None:
     generated = {p.name: p.read_bytes() for p in CRDS.glob("*.yaml")}
     assert sorted(chart_crds) == sorted(generated)
     stale = [name for name in generated if chart_crds[name] != generated[name]]
-    assert not stale, f"copy deploy/crds/ to {CHART / 'crds'}: {stale} differ"
+    assert not stale, f"{stale} differ: run python -m wardgate.operator.crds (writes both)"
 
 
 def test_helm_lint() -> None:

@@ -1,8 +1,10 @@
-"""The CRDs in deploy/crds are generated from the models: regenerate in memory and diff."""
+"""The CRDs in deploy/crds and the chart's crds/ are generated from the models: regenerate in
+memory and diff."""
 
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,17 +12,33 @@ import yaml
 from wardgate.operator import crds
 
 
-def test_checked_in_crds_match_the_models() -> None:
-    for name, text in crds.render_crd_files().items():
-        path = crds.CRD_DIR / name
-        assert path.exists(), f"{name} missing: run python -m wardgate.operator.crds"
-        current = path.read_text(encoding="utf-8")
+@pytest.mark.parametrize("directory", crds.CRD_DIRS, ids=lambda d: str(d.parent.name))
+def test_checked_in_crds_match_the_models(directory: Path) -> None:
+    files = crds.render_crd_files()
+    assert sorted(p.name for p in directory.glob("*.yaml")) == sorted(files)
+    for name, text in files.items():
+        current = (directory / name).read_text(encoding="utf-8")
         diff = "".join(
             difflib.unified_diff(
                 current.splitlines(keepends=True), text.splitlines(keepends=True), name, "models"
             )
         )
         assert current == text, f"regenerate with python -m wardgate.operator.crds:\n{diff}"
+
+
+def test_generator_writes_and_checks_every_directory(tmp_path: Path) -> None:
+    first, second = tmp_path / "crds", tmp_path / "chart" / "crds"
+    dirs = ["--dir", str(first), "--dir", str(second)]
+    assert crds.main(["--check", *dirs]) == 1
+    assert crds.main(dirs) == 0
+    assert crds.main(["--check", *dirs]) == 0
+
+    (second / "gone.wardgate.io.yaml").write_text(crds.HEADER, encoding="utf-8")
+    (first / "routes.wardgate.io.yaml").write_text("edited\n", encoding="utf-8")
+    assert crds.main(["--check", *dirs]) == 1
+    assert crds.main(dirs) == 0
+    assert crds.main(["--check", *dirs]) == 0
+    assert not (second / "gone.wardgate.io.yaml").exists()
 
 
 def test_crds_are_structural() -> None:
