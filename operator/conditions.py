@@ -1,13 +1,27 @@
 """Status conditions in kstatus form: desired conditions as values, merged into the previous
-ones so that `lastTransitionTime` moves only when a condition's status changes. Pure."""
+ones so that `lastTransitionTime` moves only when a condition's status changes. Pure.
+
+Each kind's own conditions are followed by derived ones (`summarise`): `Ready`, always
+present, and kstatus' abnormal-true `Reconciling` and `Stalled`, present only while true
+(kstatus reads an absent one as false), for tools that read nothing else (Helm's `--wait`,
+Flux, kpt).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 Status = Literal["True", "False", "Unknown"]
+
+DERIVED: Final = frozenset({"Ready", "Reconciling", "Stalled"})
+"""Condition types computed from the others by `summarise`."""
+IN_PROGRESS: Final = frozenset({"Pending", "Progressing"})
+"""Reasons of a false condition that the operator's own work will turn true."""
+TRANSIENT: Final = frozenset({"IdentityProviderReachable"})
+"""Condition types that may turn true again with no change to any object (an identity
+provider coming back): they make an object not Ready, but neither Stalled nor Reconciling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +52,23 @@ def summary(conditions: Sequence[Cond], ready_message: str = "") -> Cond:
         if not condition.ok:
             return Cond("Ready", condition.status, condition.reason, condition.message)
     return true("Ready", "Ready", ready_message)
+
+
+def summarise(conditions: Sequence[Cond], ready_message: str = "") -> tuple[Cond, ...]:
+    """`conditions` followed by `Ready`, then `Reconciling=True` while work toward the spec is
+    under way (a rollout) or `Stalled=True` when it cannot go on without a change to some
+    object (an invalid spec, a reference that does not resolve, a conflict). Never both:
+    a stalled object is not making progress."""
+    own = [c for c in conditions if c.type not in DERIVED]
+    derived = [summary(own, ready_message)]
+    failing = [c for c in own if not c.ok and c.type not in TRANSIENT]
+    stalled = next((c for c in failing if c.reason not in IN_PROGRESS), None)
+    reconciling = next((c for c in failing if c.reason in IN_PROGRESS), None)
+    if stalled is not None:
+        derived.append(Cond("Stalled", "True", stalled.reason, stalled.message))
+    elif reconciling is not None:
+        derived.append(Cond("Reconciling", "True", reconciling.reason, reconciling.message))
+    return (*own, *derived)
 
 
 def merge_conditions(

@@ -34,7 +34,7 @@ from wardgate.gateway.config import (
     JwtAuthorizer,
     SupabaseAuthorizer,
 )
-from wardgate.operator.conditions import Cond, false, summary, true
+from wardgate.operator.conditions import DERIVED, Cond, false, summarise, true
 from wardgate.operator.models import AUTHORIZER_SPEC_ADAPTER
 from wardgate.operator.render import ObjectKey
 
@@ -106,12 +106,13 @@ def with_probe(
     conditions: Iterable[Cond], fields: Mapping[str, Any], result: ProbeResult | None
 ) -> tuple[tuple[Cond, ...], dict[str, Any]]:
     """The Authorizer's rendered conditions and fields with a probe result folded in:
-    `IdentityProviderReachable` before `Ready`, which is recomputed; `jwks` among the
-    fields. No result (nothing to probe, or probing off): unchanged."""
-    rendered = [c for c in conditions if c.type != "Ready"]
+    `IdentityProviderReachable` before `Ready` (and the other derived conditions), which
+    are recomputed; `jwks` among the fields. No result (nothing to probe, or probing off):
+    unchanged."""
+    rendered = [c for c in conditions if c.type not in DERIVED]
     merged = dict(fields)
     if result is None:
-        return (*rendered, summary(rendered)), merged
+        return summarise(rendered), merged
     if result.reachable:
         reachable = true(
             CONDITION, "JwksReachable", f"{result.uri} serves {len(result.key_ids)} key(s)"
@@ -120,7 +121,7 @@ def with_probe(
         reachable = false(CONDITION, "JwksUnreachable", f"{result.uri}: {result.error}")
     rendered.append(reachable)
     merged["jwks"] = result.status_fields()
-    return (*rendered, summary(rendered)), merged
+    return summarise(rendered), merged
 
 
 async def probe_jwks(

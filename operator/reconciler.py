@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from wardgate.operator.conditions import Cond, transitions
+from wardgate.operator.conditions import DERIVED, Cond, transitions
 from wardgate.operator.kube import Body, KubeApi, KubeError
 from wardgate.operator.manifests import (
     APPLIED_HASH,
@@ -139,14 +139,9 @@ class Reconciler:
                 deployment = await self.kube.get("Deployment", namespace, child_name(name))
                 if deployment is not None and not _controlled_by(deployment, meta.uid):
                     deployment = None
-            conditions, fields = gateway_status(result.gateway, deployment, result.config_hash)
-            if conflict is not None:
-                conditions = tuple(
-                    Cond(c.type, "False", "ObjectConflict", conflict)
-                    if c.type in ("Programmed", "Ready")
-                    else c
-                    for c in conditions
-                )
+            conditions, fields = gateway_status(
+                result.gateway, deployment, result.config_hash, conflict
+            )
             await self.write_status("Gateway", gateway, conditions, fields)
         else:
             self.written.pop(("Gateway", namespace, name), None)
@@ -203,8 +198,8 @@ class Reconciler:
         self.written[cache_key] = desired
         now = self.clock()
         for condition in transitions(previous.get("conditions") or [], conditions):
-            if condition.type == "Ready" and kind != "Gateway":
-                continue  # the same as the one it summarises
+            if condition.type in DERIVED and not (condition.type == "Ready" and kind == "Gateway"):
+                continue  # the same as the one it is derived from
             event = build_event(kind, API_VERSION, meta, condition, now, self.instance)
             try:
                 await self.kube.create_event(meta.namespace, event)

@@ -40,7 +40,7 @@ from wardgate.gateway.config import (
     route_pattern_key,
     secret_name,
 )
-from wardgate.operator.conditions import Cond, false, summary, true
+from wardgate.operator.conditions import Cond, false, summarise, true
 from wardgate.operator.models import (
     AUTHORIZER_SPEC_ADAPTER,
     GATEWAY_SPEC_ADAPTER,
@@ -228,7 +228,7 @@ def render_authorizer(
         )
         accepted = false("Accepted", "Invalid", message)
         refs = Cond("ResolvedRefs", "Unknown", "Invalid", "the spec is invalid")
-        conditions = (accepted, refs, summary([accepted, refs]))
+        conditions = summarise([accepted, refs])
         return AuthorizerResult(ObjectStatus("Authorizer", meta, conditions), None)
     issuer = _issuer(spec)
     fields: dict[str, Any] = {"issuer": issuer} if issuer else {}
@@ -277,7 +277,7 @@ def render_authorizer(
                 )
         if not refs.ok:
             break
-    conditions = (accepted, refs, summary([accepted, refs]))
+    conditions = summarise([accepted, refs])
     status = ObjectStatus("Authorizer", meta, conditions, fields)
     if not refs.ok:
         return AuthorizerResult(status, None)
@@ -289,7 +289,7 @@ def _route_order(route: Resource) -> tuple[str, str, str]:
 
 
 def _route_status(route: Resource, accepted: Cond, fields: Mapping[str, Any]) -> ObjectStatus:
-    return ObjectStatus("Route", route.meta, (accepted, summary([accepted])), fields)
+    return ObjectStatus("Route", route.meta, summarise([accepted]), fields)
 
 
 def render(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from wardgate.operator.conditions import Cond, false, merge_conditions, summary, true
+from wardgate.operator.conditions import Cond, false, merge_conditions, summarise, true
 from wardgate.operator.manifests import CONFIG_HASH
 from wardgate.operator.render import Meta, ObjectStatus
 
@@ -59,14 +59,20 @@ def programmed_condition(
 
 
 def gateway_status(
-    rendered: ObjectStatus, deployment: Mapping[str, Any] | None, desired_hash: str | None
+    rendered: ObjectStatus,
+    deployment: Mapping[str, Any] | None,
+    desired_hash: str | None,
+    conflict: str | None = None,
 ) -> tuple[tuple[Cond, ...], dict[str, Any]]:
-    """The Gateway's conditions and fields: render's view plus the Deployment's."""
+    """The Gateway's conditions and fields: render's view plus the Deployment's (`conflict`:
+    why an object to apply could not be, when it belongs to someone else)."""
     accepted = next(c for c in rendered.conditions if c.type == "Accepted")
-    others = [c for c in rendered.conditions if c.type != "Accepted"]
-    programmed = programmed_condition(accepted.ok, deployment, desired_hash)
-    conditions = (accepted, *others, programmed)
-    ready = summary(conditions, programmed.message)
+    others = [c for c in rendered.conditions if c.type not in ("Accepted", "Ready")]
+    if conflict is not None:
+        programmed = false("Programmed", "ObjectConflict", conflict)
+    else:
+        programmed = programmed_condition(accepted.ok, deployment, desired_hash)
+    conditions = summarise((accepted, *others, programmed), programmed.message)
     fields = {k: v for k, v in rendered.fields.items() if k != "configHash"}
     if deployment is not None:
         fields["configHash"] = _annotations(deployment).get(CONFIG_HASH)
@@ -74,7 +80,7 @@ def gateway_status(
         fields["availableReplicas"] = int(
             (deployment.get("status") or {}).get("availableReplicas") or 0
         )
-    return (*conditions, ready), fields
+    return conditions, fields
 
 
 def build_status(

@@ -1,12 +1,14 @@
 -- Argo CD health of a Wardgate object (Gateway, Route or Authorizer), from its kstatus-style
--- status: `observedGeneration` and the `Ready` summary condition.
+-- status: `observedGeneration`, kstatus' `Stalled` and `Reconciling` (present only while
+-- true) and the `Ready` summary condition.
 --   Healthy      Ready=True for the current generation.
---   Progressing  no status yet, the operator has not seen the latest generation, Ready is
+--   Progressing  no status yet, the operator has not seen the latest generation,
+--                Reconciling=True (a gateway rollout, a Deployment not yet created), Ready is
 --                Unknown, or Ready is False with a reason that says work is under way
---                (Pending, Progressing, Reconciling): a gateway rollout, a Deployment not
---                yet created.
---   Degraded     Ready=False for any other reason (Invalid, Conflict, GatewayNotFound,
---                SecretNotFound, ...): the object needs a change; its message says which.
+--                (Pending, Progressing, Reconciling).
+--   Degraded     Stalled=True, or Ready=False for any other reason (Invalid, Conflict,
+--                GatewayNotFound, SecretNotFound, ...): the object needs a change; the
+--                message says which, as "Reason: message".
 local hs = {}
 local waiting = { Pending = true, Progressing = true, Reconciling = true }
 
@@ -24,22 +26,41 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
   return hs
 end
 
+-- "Reason: message", or whichever of the two is set.
+local function describe(condition, fallback)
+  local reason = condition.reason or ""
+  local message = condition.message or ""
+  if message == "" then
+    if reason == "" then
+      return fallback
+    end
+    return reason
+  elseif reason ~= "" then
+    return reason .. ": " .. message
+  end
+  return message
+end
+
 local ready = nil
+local reconciling = nil
 for _, condition in ipairs(status.conditions) do
-  -- kstatus' abnormal-true conditions, should the operator ever set them.
   if condition.type == "Stalled" and condition.status == "True" then
     hs.status = "Degraded"
-    hs.message = condition.message or condition.reason or "Stalled"
+    hs.message = describe(condition, "Stalled")
     return hs
   end
   if condition.type == "Reconciling" and condition.status == "True" then
-    hs.status = "Progressing"
-    hs.message = condition.message or condition.reason or "Reconciling"
-    return hs
+    reconciling = condition
   end
   if condition.type == "Ready" then
     ready = condition
   end
+end
+
+if reconciling ~= nil then
+  hs.status = "Progressing"
+  hs.message = describe(reconciling, "Reconciling")
+  return hs
 end
 
 if ready == nil then
@@ -49,13 +70,6 @@ if ready == nil then
 end
 
 local reason = ready.reason or ""
-local message = ready.message or ""
-if message == "" then
-  message = reason
-elseif reason ~= "" then
-  message = reason .. ": " .. message
-end
-
 if ready.status == "True" then
   hs.status = "Healthy"
 elseif ready.status == "Unknown" or waiting[reason] then
@@ -63,5 +77,5 @@ elseif ready.status == "Unknown" or waiting[reason] then
 else
   hs.status = "Degraded"
 end
-hs.message = message
+hs.message = describe(ready, "Ready")
 return hs

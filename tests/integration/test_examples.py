@@ -207,6 +207,15 @@ def _save(kind: str, state: str, body: dict[str, Any]) -> None:
     path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
+def _abnormal(body: dict[str, Any]) -> dict[str, str]:
+    """kstatus' abnormal-true conditions present: type → reason."""
+    return {
+        c["type"]: c["reason"]
+        for c in body["status"]["conditions"]
+        if c["type"] in ("Reconciling", "Stalled")
+    }
+
+
 def _managers(body: dict[str, Any]) -> set[tuple[str, str, str]]:
     return {
         (entry["manager"], entry["operation"], entry.get("subresource", ""))
@@ -259,6 +268,15 @@ def test_examples_apply_reconcile_and_reapply_unchanged(
     assert assess(degraded["Authorizer"]).message.startswith("SecretNotFound: ")
     assert assess(degraded["Gateway"]).message.startswith("AuthorizerNotFound: ")
     assert assess(rolling).message.startswith("Progressing: ")
+    # kstatus, for tools that read only that: Reconciling while rolling out, Stalled when a
+    # change is needed, neither when Ready.
+    assert all(_abnormal(body) == {} for body in healthy.values())
+    assert {kind: _abnormal(body) for kind, body in degraded.items()} == {
+        "Route": {"Stalled": "GatewayNotFound"},
+        "Authorizer": {"Stalled": "SecretNotFound"},
+        "Gateway": {"Stalled": "AuthorizerNotFound"},
+    }
+    assert _abnormal(rolling) == {"Reconciling": "Progressing"}
     if save:
         for kind, name in waiting.items():
             _save(kind, "healthy", healthy[(kind, name)])

@@ -9,7 +9,15 @@ import base64
 import pytest
 
 from wardgate.cli import build_parser
-from wardgate.operator.conditions import false, merge_conditions, summary, transitions, true
+from wardgate.operator.conditions import (
+    Cond,
+    false,
+    merge_conditions,
+    summarise,
+    summary,
+    transitions,
+    true,
+)
 from wardgate.operator.inputs import key_info, secret_from_body
 from wardgate.operator.manifests import CONFIG_HASH, child_name
 from wardgate.operator.render import Meta, ObjectStatus
@@ -83,10 +91,62 @@ def test_a_blocked_gateway_reports_the_running_config() -> None:
     )
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
     conditions, fields = gateway_status(rendered, done, None)
-    assert [c.type for c in conditions] == ["Accepted", "ResolvedRefs", "Programmed", "Ready"]
-    assert conditions[-1].reason == "AuthorizerNotReady"
+    assert [c.type for c in conditions] == [
+        "Accepted",
+        "ResolvedRefs",
+        "Programmed",
+        "Ready",
+        "Stalled",
+    ]
+    assert conditions[3].reason == conditions[4].reason == "AuthorizerNotReady"
     assert conditions[2].ok  # the last good config runs
     assert fields == {"routes": 1, "configHash": "h1", "replicas": 2, "availableReplicas": 2}
+
+
+def _derived(conditions: tuple[Cond, ...]) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in conditions[-2:] if c.type != "Programmed"}
+
+
+def test_kstatus_reconciling_during_a_rollout_and_nothing_when_done() -> None:
+    accepted = ObjectStatus(
+        "Gateway",
+        META,
+        (true("Accepted", "Accepted"), true("ResolvedRefs", "ResolvedRefs")),
+        {"routes": 1},
+    )
+    rolling = _deployment(replicas=2, updatedReplicas=1, availableReplicas=2)
+    conditions, _ = gateway_status(accepted, rolling, "h1")
+    assert _derived(conditions) == {
+        "Ready": ("False", "Progressing"),
+        "Reconciling": ("True", "Progressing"),
+    }
+    assert _derived(gateway_status(accepted, None, "h1")[0])["Reconciling"] == ("True", "Pending")
+    done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
+    conditions, _ = gateway_status(accepted, done, "h1")
+    assert [c.type for c in conditions][-1] == "Ready"  # no Reconciling, no Stalled
+    conflict, _ = gateway_status(accepted, None, "h1", "ConfigMap x is not ours")
+    assert _derived(conflict) == {
+        "Ready": ("False", "ObjectConflict"),
+        "Stalled": ("True", "ObjectConflict"),
+    }
+
+
+def test_kstatus_stalled_wins_over_reconciling_and_ignores_transient_failures() -> None:
+    conditions = summarise(
+        [false("Accepted", "Invalid", "bad"), false("Programmed", "Pending", "no config")]
+    )
+    assert [(c.type, c.status, c.reason) for c in conditions[2:]] == [
+        ("Ready", "False", "Invalid"),
+        ("Stalled", "True", "Invalid"),
+    ]
+    unreachable = summarise(
+        [true("Accepted", "Accepted"), false("IdentityProviderReachable", "JwksUnreachable")]
+    )
+    assert [c.type for c in unreachable] == ["Accepted", "IdentityProviderReachable", "Ready"]
+    assert not unreachable[-1].ok
+    # Derived conditions passed in are recomputed, not kept.
+    again = summarise(summarise([true("Accepted", "Accepted")]))
+    assert [c.type for c in again] == ["Accepted", "Ready"]
 
 
 def test_status_comparison_ignores_nulls() -> None:
