@@ -95,6 +95,9 @@ class Sample:
     cpu_us_per_request: float | None = None
     """CPU time (user + system) of the contender's processes per request: unlike req/s,
     barely moved by other load on the machine."""
+    waiting_ms_per_s: float | None = None
+    """Time the contender's processes were ready to run but waited for the CPU, per second
+    of the run (`/proc/PID/schedstat`): how much other load on its core got in the way."""
 
 
 @dataclass
@@ -130,6 +133,11 @@ class Contender:
             "p99_ms": stats([s.p99_ms for s in self.samples]),
             "cpu_us_per_request": (
                 stats([s.cpu_us_per_request for s in self.samples if s.cpu_us_per_request])
+                if self.pid is not None
+                else None
+            ),
+            "waiting_ms_per_s": (
+                stats([s.waiting_ms_per_s for s in self.samples if s.waiting_ms_per_s is not None])
                 if self.pid is not None
                 else None
             ),
@@ -176,6 +184,16 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_seconds(pid: int) -> float:
+    """Time a process tree's threads spent runnable but waiting for a CPU."""
+    total = 0
+    for p in process_tree(pid):
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def run_wrk(contender: Contender, seconds: float, cpu: str | None) -> Sample:
     command = [
         "wrk",
@@ -188,11 +206,16 @@ def run_wrk(contender: Contender, seconds: float, cpu: str | None) -> Sample:
         command += ["-H", header]
     if contender.script is not None:
         command += ["-s", contender.script]
-    cpu_before = cpu_seconds(contender.pid) if contender.pid is not None else 0.0
+    pid = contender.pid
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    waited_before = runqueue_seconds(pid) if pid is not None else 0.0
+    started = time.monotonic()
     done = subprocess.run(
         pinned(cpu, [*command, contender.url]), capture_output=True, text=True, check=True
     )
-    cpu_used = cpu_seconds(contender.pid) - cpu_before if contender.pid is not None else 0.0
+    elapsed = time.monotonic() - started
+    cpu_used = cpu_seconds(pid) - cpu_before if pid is not None else 0.0
+    waiting = (runqueue_seconds(pid) - waited_before) / elapsed * 1000 if pid is not None else None
     out = done.stdout
     rps = _number(r"Requests/sec:\s+([\d.]+)", out)
     total = int(_number(r"(\d+) requests in", out))
@@ -202,7 +225,14 @@ def run_wrk(contender: Contender, seconds: float, cpu: str | None) -> Sample:
         errors += int(non_2xx.group(1))
     per_request = cpu_used / total * 1e6 if contender.pid is not None and total else None
     return Sample(
-        rps, _latency(out, "50%"), _latency(out, "99%"), total, errors, loadavg(), per_request
+        rps,
+        _latency(out, "50%"),
+        _latency(out, "99%"),
+        total,
+        errors,
+        loadavg(),
+        per_request,
+        waiting,
     )
 
 
@@ -795,10 +825,16 @@ def cpu_cell(contender: Contender) -> str:
     return f"{statistics.median(values):.1f}" if values else ""
 
 
+def wait_cell(contender: Contender) -> str:
+    values = [s.waiting_ms_per_s for s in contender.samples if s.waiting_ms_per_s is not None]
+    return f"{statistics.median(values):.0f}" if values else ""
+
+
 def print_table(cases: list[Case], write: Callable[[str], None]) -> None:
     write(
         f"{'case':<5} {'contender':<28} {'req/s':>9} {'spread':>15} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'cpu µs/req':>10} {'load':>5}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'cpu µs/req':>10} {'wait ms/s':>9} "
+        f"{'load':>5}"
     )
     for case in cases:
         write(f"{case.key:<5} {case.title}")
@@ -811,7 +847,8 @@ def print_table(cases: list[Case], write: Callable[[str], None]) -> None:
                 f"{min(rps):>7.0f}-{max(rps):<7.0f} "
                 f"{statistics.median(s.p50_ms for s in c.samples):>7.2f} "
                 f"{statistics.median(s.p99_ms for s in c.samples):>7.2f} "
-                f"{'' if r is None else f'{r:.2f}':>6} {cpu_cell(c):>10} {load:>5.2f}"
+                f"{'' if r is None else f'{r:.2f}':>6} {cpu_cell(c):>10} {wait_cell(c):>9} "
+                f"{load:>5.2f}"
                 + (
                     f"  errors {sum(s.errors for s in c.samples)}"
                     if any(s.errors for s in c.samples)
