@@ -26,7 +26,7 @@ from wardgate.operator.kube import KubeApi, KubeError, load_configuration
 from wardgate.operator.manifests import GATEWAY_LABEL, MANAGED_BY, Defaults
 from wardgate.operator.models import GROUP, VERSION
 from wardgate.operator.probes import JwksProber, jwks_uri
-from wardgate.operator.reconciler import Observed, Reconciler, WorkKey
+from wardgate.operator.reconciler import Observed, Reconciler, ReplacingError, WorkKey
 from wardgate.operator.render import ObjectKey, SecretInfo
 from wardgate.operator.workqueue import WorkQueue
 
@@ -44,6 +44,7 @@ IGNORED_SECRET_TYPES: Final = frozenset(
     }
 )
 RETRY_DELAY_SECONDS: Final = 2.0
+REPLACING_DELAY_SECONDS: Final = 0.5
 
 
 @dataclass
@@ -226,6 +227,8 @@ async def _process(memo: kopf.Memo, key: WorkKey) -> None:
         await controller.reconciler.reconcile(key)
     except KubeError as exc:
         raise kopf.TemporaryError(f"API call failed: {exc}", delay=RETRY_DELAY_SECONDS) from exc
+    except ReplacingError as exc:
+        raise kopf.TemporaryError(str(exc), delay=REPLACING_DELAY_SECONDS) from exc
 
 
 def _retry_delay(exc: Exception) -> float | None:

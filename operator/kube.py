@@ -36,6 +36,7 @@ KINDS: Final[Mapping[str, tuple[str, str]]] = {
     "Secret": ("api/v1", "secrets"),
     "Event": ("api/v1", "events"),
     "Deployment": ("apis/apps/v1", "deployments"),
+    "ReplicaSet": ("apis/apps/v1", "replicasets"),
     "PodDisruptionBudget": ("apis/policy/v1", "poddisruptionbudgets"),
     "HorizontalPodAutoscaler": ("apis/autoscaling/v2", "horizontalpodautoscalers"),
     "Gateway": (f"apis/{GROUP}/{VERSION}", "gateways"),
@@ -182,9 +183,13 @@ class KubeApi:
             content_type="application/apply-patch+yaml",
         )
 
-    async def delete(self, kind: str, namespace: str, name: str) -> None:
+    async def delete(self, kind: str, namespace: str, name: str, *, orphan: bool = False) -> None:
+        """Delete the object (`orphan`: leaving what it owns, for a new owner to adopt)."""
+        query = [("propagationPolicy", "Orphan")] if orphan else None
         try:
-            await self._write(f"delete {kind}", "DELETE", object_path(kind, namespace, name))
+            await self._write(
+                f"delete {kind}", "DELETE", object_path(kind, namespace, name), query=query
+            )
         except KubeError as exc:
             if exc.status != 404:
                 raise

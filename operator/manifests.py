@@ -50,14 +50,18 @@ def child_name(gateway: str, suffix: str = "") -> str:
 
 
 def selector_labels(gateway: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "wardgate-gateway", "app.kubernetes.io/instance": gateway}
+    """What selects a Gateway's pods (its Deployment, Service and PodDisruptionBudget)."""
+    return {"app.kubernetes.io/name": "wardgate-gateway", GATEWAY_LABEL: gateway}
 
 
 def _labels(gateway: str) -> dict[str, str]:
+    # `instance` is not the bare Gateway name: Argo CD's label tracking (the default before
+    # 3.0) reads that label as the name of an Application, which would claim, and with
+    # pruning delete, the objects of a Gateway named like it.
     return {
         **selector_labels(gateway),
+        "app.kubernetes.io/instance": child_name(gateway),
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        GATEWAY_LABEL: gateway,
     }
 
 

@@ -68,6 +68,11 @@ class ObjectConflictError(Exception):
     """An object the operator would write exists and belongs to someone else."""
 
 
+class ReplacingError(Exception):
+    """An owned object is being replaced (deleted to be created anew): reconcile again
+    once it is gone."""
+
+
 @dataclass
 class Reconciler:
     """Reconciles keys against the cluster."""
@@ -162,6 +167,8 @@ class Reconciler:
                 raise ObjectConflictError(
                     f"{kind} {meta.namespace}/{name} exists and is not owned by this Gateway"
                 )
+            if current is not None and kind == "Deployment":
+                await self._replace_if_immutable_changed(current, manifest)
             wanted = manifest["metadata"]["annotations"][APPLIED_HASH]
             if current is None or _annotation(current, APPLIED_HASH) != wanted:
                 log.info("applying %s %s/%s", kind, meta.namespace, name)
@@ -174,6 +181,22 @@ class Reconciler:
                 log.info("deleting %s %s/%s", kind, meta.namespace, name)
                 await self.kube.delete(kind, meta.namespace, name)
         return deployment
+
+    async def _replace_if_immutable_changed(self, current: Body, manifest: Body) -> None:
+        """A Deployment's selector cannot change (it did once, from `instance` to
+        `wardgate.io/gateway`): delete it, orphaning its ReplicaSets, and let the next
+        reconcile create the new one. The new selector matches the old pods, so the new
+        Deployment adopts their ReplicaSet and rolls it over with no pod missing."""
+        metadata = current.get("metadata") or {}
+        if metadata.get("deletionTimestamp"):
+            raise ReplacingError(f"Deployment {metadata.get('name')} is being deleted")
+        selector = (current.get("spec") or {}).get("selector")
+        if selector == manifest["spec"]["selector"]:
+            return
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        log.info("replacing Deployment %s/%s: its selector changed", namespace, name)
+        await self.kube.delete("Deployment", namespace, name, orphan=True)
+        raise ReplacingError(f"Deployment {namespace}/{name} is being replaced")
 
     async def write_status(
         self,

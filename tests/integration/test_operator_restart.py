@@ -91,3 +91,89 @@ def test_restart_mid_reconcile_converges_without_duplicates(
         assert objects.resource_versions(namespace, KINDS) == versions
     finally:
         third.stop()
+
+
+def test_a_deployment_with_the_old_selector_is_replaced_and_its_pods_adopted(
+    cluster: KubeCluster, objects: Objects, namespace: str
+) -> None:
+    """Deployments made before the `instance` label changed are selected by it, and a
+    selector cannot change: the operator deletes the Deployment leaving its ReplicaSet, and
+    the new Deployment, whose selector matches the old pods, adopts and rolls it over."""
+    operator = RunningOperator(cluster.kubeconfig).start()
+    try:
+        objects.apply(namespace, *seed_objects(SECRET))
+        objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+        objects.wait(
+            "the operator to settle",
+            lambda: objects.statuses_current(namespace) and operator.idle(),
+        )
+    finally:
+        operator.stop()
+
+    # The Deployment as the earlier operator made it.
+    made = objects.get("Deployment", namespace, "wardgate-api")
+    assert made is not None
+    old_labels = {
+        "app.kubernetes.io/name": "wardgate-gateway",
+        "app.kubernetes.io/instance": "api",
+        "app.kubernetes.io/managed-by": "wardgate-operator",
+        "wardgate.io/gateway": "api",
+    }
+    old_selector = {
+        "app.kubernetes.io/name": "wardgate-gateway",
+        "app.kubernetes.io/instance": "api",
+    }
+    spec = made["spec"]
+    spec["selector"] = {"matchLabels": old_selector}
+    spec["template"]["metadata"]["labels"] = old_labels
+    old = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "wardgate-api",
+            "labels": old_labels,
+            "annotations": made["metadata"]["annotations"],
+            "ownerReferences": made["metadata"]["ownerReferences"],
+        },
+        "spec": spec,
+    }
+    objects.delete("Deployment", namespace, "wardgate-api")
+    objects.wait(
+        "the deletion", lambda: objects.get("Deployment", namespace, "wardgate-api") is None
+    )
+    objects.apply(namespace, old)
+
+    def available(selector: dict[str, str]) -> bool:
+        found = objects.get("Deployment", namespace, "wardgate-api") or {}
+        status = found.get("status") or {}
+        return (
+            found.get("spec", {}).get("selector") == {"matchLabels": selector}
+            and status.get("observedGeneration") == found["metadata"]["generation"]
+            and status.get("updatedReplicas") == status.get("availableReplicas") == 1
+            and status.get("replicas") == 1
+        )
+
+    objects.wait("the old Deployment available", lambda: available(old_selector), timeout=90)
+    old_sets = {rs["metadata"]["uid"] for rs in objects.list("ReplicaSet", namespace)}
+    assert len(old_sets) == 1
+
+    second = RunningOperator(cluster.kubeconfig).start()
+    try:
+        new_selector = {"app.kubernetes.io/name": "wardgate-gateway", "wardgate.io/gateway": "api"}
+        objects.wait("the new Deployment rolled out", lambda: available(new_selector), timeout=90)
+        objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    finally:
+        second.stop()
+
+    deployment = objects.get("Deployment", namespace, "wardgate-api")
+    assert deployment is not None
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/instance"] == "wardgate-api"
+    # The old ReplicaSet was adopted by the new Deployment, not deleted with the old one.
+    owners = {
+        rs["metadata"]["uid"]: [o["uid"] for o in rs["metadata"].get("ownerReferences", [])]
+        for rs in objects.list("ReplicaSet", namespace)
+    }
+    assert old_sets <= set(owners)
+    assert all(owners[uid] == [deployment["metadata"]["uid"]] for uid in old_sets)
+    service = objects.get("Service", namespace, "wardgate-api") or {}
+    assert service["spec"]["selector"] == new_selector
