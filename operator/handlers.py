@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -98,6 +98,11 @@ def secret_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) ->
     return {namespace: (name, secret_from_body(body))}
 
 
+@kopf.index("", "v1", "services", registry=registry)
+def service_index(namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+    return {namespace: name}
+
+
 @kopf.index("", "v1", "namespaces", registry=registry)
 def namespace_index(
     name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
@@ -124,6 +129,7 @@ class IndexState:
     authorizers: kopf.Index[Any, Any]
     secrets: kopf.Index[Any, Any]
     namespaces: kopf.Index[Any, Any]
+    services: kopf.Index[Any, Any]
 
     def gateway(self, key: ObjectKey) -> Observed | None:
         found = _values(self.gateways, key)
@@ -146,6 +152,9 @@ class IndexState:
 
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
         return {name: self._namespace(name)[0] for name in self.namespaces}
+
+    def services_in(self, namespace: str) -> Collection[ObjectKey]:
+        return {(namespace, name) for name in _values(self.services, namespace)}
 
     def terminating(self, namespace: str) -> bool:
         return self._namespace(namespace)[1]
@@ -274,6 +283,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         kwargs["authorizer_index"],
         kwargs["secret_index"],
         kwargs["namespace_index"],
+        kwargs["service_index"],
     )
     reconciler = Reconciler(kube, state, options.defaults)
 
@@ -361,6 +371,13 @@ def deployment_event(
     gateway = labels.get(GATEWAY_LABEL)
     if gateway:
         memo["controller"].queue.add(("Gateway", namespace or "", gateway))
+
+
+@kopf.on.event("", "v1", "services", registry=registry)
+def service_event(type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    # Only whether a Service exists matters (a Route's ResolvedRefs), not its changes.
+    if type != "MODIFIED":
+        memo["controller"].enqueue_gateways_in(namespace or "")
 
 
 @kopf.on.event("", "v1", "namespaces", registry=registry)

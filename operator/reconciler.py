@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -57,6 +57,7 @@ class State(Protocol):
     def authorizers_in(self, namespace: str) -> list[Observed]: ...
     def secrets_in(self, namespace: str) -> Mapping[ObjectKey, SecretInfo]: ...
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]: ...
+    def services_in(self, namespace: str) -> Collection[ObjectKey]: ...
     def terminating(self, namespace: str) -> bool: ...
 
 
@@ -127,6 +128,7 @@ class Reconciler:
             [a.resource for a in authorizers],
             self.state.secrets_in(namespace),
             self.state.namespace_labels(),
+            self.state.services_in(namespace),
         )
         if gateway is not None and gateway.resource.meta.deleting:
             # The garbage collector is removing what it owns; re-applying would fight it.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -288,8 +288,11 @@ def _route_order(route: Resource) -> tuple[str, str, str]:
     return (route.meta.creation_timestamp, route.meta.namespace, route.meta.name)
 
 
-def _route_status(route: Resource, accepted: Cond, fields: Mapping[str, Any]) -> ObjectStatus:
-    return ObjectStatus("Route", route.meta, summarise([accepted]), fields)
+def _route_status(
+    route: Resource, accepted: Cond, fields: Mapping[str, Any], refs: Cond | None = None
+) -> ObjectStatus:
+    own = [accepted] if refs is None else [accepted, refs]
+    return ObjectStatus("Route", route.meta, summarise(own), fields)
 
 
 def render(
@@ -299,8 +302,12 @@ def render(
     authorizers: Sequence[Resource],
     secrets: Mapping[ObjectKey, SecretInfo],
     namespace_labels: Mapping[str, Mapping[str, str]],
+    services: Collection[ObjectKey] | None = None,
 ) -> RenderResult:
-    """Render the config of one Gateway and the status of every object involved."""
+    """Render the config of one Gateway and the status of every object involved.
+
+    `services`: the Services that exist (namespace, name), to report a Route whose backend
+    is missing; None: not checked."""
     gw_namespace, gw_name = gateway_key
     ordered = sorted(routes, key=_route_order)
     by_name = {a.meta.name: a for a in authorizers if a.meta.namespace == gw_namespace}
@@ -345,7 +352,7 @@ def render(
     accepted_routes = 0
     for route in ordered:
         status, paths, used = _render_route(
-            route, gateway.meta, spec, by_name, default_ok, claimed, namespace_labels
+            route, gateway.meta, spec, by_name, default_ok, claimed, namespace_labels, services
         )
         route_statuses.append(status)
         if paths is not None:
@@ -461,6 +468,7 @@ def _render_route(
     default_ok: bool,
     claimed: dict[tuple[str, str], tuple[Resource, str]],
     namespace_labels: Mapping[str, Mapping[str, str]],
+    services: Collection[ObjectKey] | None,
 ) -> tuple[ObjectStatus, list[PathEntry] | None, set[str]]:
     """One Route's status and, when accepted, its paths (claims recorded in `claimed`)."""
     try:
@@ -471,9 +479,11 @@ def _render_route(
     paths = route_spec.paths
     shown = sorted({_authorizer_of(p, spec) or "default" for p in paths if p.auth is not None})
     fields = {"paths": len(paths), "auth": ", ".join(shown) or "none"}
+    refs = _backend_refs(paths, gateway, spec, services)
 
     def reject(reason: str, message: str) -> tuple[ObjectStatus, None, set[str]]:
-        return _route_status(route, false("Accepted", reason, message), fields), None, set()
+        accepted = false("Accepted", reason, message)
+        return _route_status(route, accepted, fields, refs), None, set()
 
     namespaces = spec.allowed_routes.namespaces
     if route.meta.namespace != gateway.namespace:
@@ -537,7 +547,40 @@ def _render_route(
         claimed[key] = (route, where)
     accepted = true("Accepted", "Accepted", f"{len(paths)} paths attached")
     names = {_authorizer_of(p, spec) or "" for p in paths if p.auth is not None} - {""}
-    return _route_status(route, accepted, fields), list(paths), names
+    return _route_status(route, accepted, fields, refs), list(paths), names
+
+
+def _backend_refs(
+    paths: Sequence[PathEntry],
+    gateway: Meta,
+    spec: GatewaySpec,
+    services: Collection[ObjectKey] | None,
+) -> Cond | None:
+    """`ResolvedRefs` of a Route: whether the Services behind its `http_proxy` servers exist.
+    A missing one does not keep the Route out (as in the Gateway API, where Envoy Gateway
+    answers such requests with 500): its requests get 502 until the Service appears."""
+    if services is None:
+        return None
+    missing = {}
+    for index, path in enumerate(paths):
+        integration = path.integration
+        if not isinstance(integration, HttpProxyIntegration):
+            continue
+        server = spec.servers.get(integration.server)
+        if server is None or server.service is None or integration.server in missing:
+            continue
+        if (gateway.namespace, server.service.name) not in services:
+            missing[integration.server] = (
+                f"spec.paths.{index}.integration.server: server {integration.server!r} is "
+                f"Service {gateway.namespace}/{server.service.name}, which does not exist"
+            )
+    if missing:
+        return false(
+            "ResolvedRefs",
+            "BackendNotFound",
+            "; ".join(missing.values()) + "; its requests get 502 until it does",
+        )
+    return true("ResolvedRefs", "ResolvedRefs")
 
 
 def _authorizer_of(path: PathEntry, spec: GatewaySpec) -> str | None:

@@ -1,9 +1,10 @@
 """Render golden tests: every `render/*.in.yaml` → `render/*.out.yaml`.
 
 An input holds `gateway` (or `gatewayRef` when the Gateway does not exist), `routes`,
-`authorizers`, `secrets` (with values: only their digests reach render) and `namespaces`
-(labels). The output holds the rendered config, its hash, the projected secret items, every
-status, and the objects the operator would apply.
+`authorizers`, `secrets` (with values: only their digests reach render), `namespaces`
+(labels) and `services` (`namespace/name` of the Services that exist). The output holds the
+rendered config, its hash, the projected secret items, every status, and the objects the
+operator would apply.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         [resource_from_body(b) for b in case.get("authorizers", [])],
         {meta_from_body(b).key: secret_from_body(b) for b in case.get("secrets", [])},
         {name: labels or {} for name, labels in (case.get("namespaces") or {}).items()},
+        {tuple(s.split("/", 1)) for s in case.get("services") or []},
     )
     out: dict[str, Any] = {
         "configHash": result.config_hash,

@@ -398,3 +398,37 @@ def test_terminating_namespace_gets_no_writes(
     objects.wait("the operator to settle", operator.idle)
 
     assert operator.writes(namespace) == writes
+
+
+def test_a_missing_backend_service_is_reported_without_blocking(
+    operator: RunningOperator, objects: Objects, namespace: str
+) -> None:
+    """The seed's `orders` server is a Service: until it exists the Route is attached and
+    served but says ResolvedRefs=False, BackendNotFound; the Service's creation and deletion
+    are watched."""
+    objects.apply(namespace, *seed_objects(SECRET))
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    missing = objects.wait_condition(
+        "Route", namespace, "orders", "ResolvedRefs", "False", "BackendNotFound"
+    )
+    assert f"Service {namespace}/orders, which does not exist" in missing["message"]
+    assert objects.condition("Route", namespace, "orders", "Stalled")["status"] == "True"
+    assert objects.condition("Route", namespace, "orders", "Accepted")["status"] == "True"
+    assert "/private/orders" in [
+        p["path"] for p in (objects.config(namespace, "api") or {})["paths"]
+    ]
+
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "orders"},
+        "spec": {"selector": {"app": "orders"}, "ports": [{"port": 8080}]},
+    }
+    objects.apply(namespace, service)
+    objects.wait_condition("Route", namespace, "orders", "ResolvedRefs", "True")
+    objects.wait_condition("Route", namespace, "orders", "Ready", "True")
+    assert objects.condition("Route", namespace, "orders", "Stalled") == {}
+
+    objects.delete("Service", namespace, "orders")
+    objects.wait_condition("Route", namespace, "orders", "ResolvedRefs", "False", "BackendNotFound")
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True")
