@@ -40,7 +40,12 @@ def test_smoke_run_has_every_case(tmp_path: Path) -> None:
             if cases[key]["anchor"] is not None:
                 assert contender["ratio"] > 0, where
     names = {c["name"] for c in cases["2"]["contenders"]}
-    assert names == {"wardgate HS256", "haproxy jwt_verify HS256", "nginx proxy_pass (no auth)"}
+    assert names == {
+        "wardgate HS256",
+        "haproxy jwt_verify HS256",
+        "nginx proxy_pass (no auth)",
+        "python floor (no framework)",
+    }
     wardgate = cases["2"]["contenders"][0]
     assert wardgate["cpu_us_per_request"]["median"] > 0
     assert cases["2L"]["p99_added_ms"] == cases["2L"]["p99_added_ms"]  # not NaN
