@@ -288,10 +288,14 @@ class UpstreamPool:
         tls: bool,
         limit: int,
         keepalive: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
+        # TLS upstreams are verified against the system's trust store, by host name.
+        self._ssl: ssl.SSLContext | None = None
+        if tls:
+            self._ssl = ssl_context or ssl.create_default_context()
         self._limit = limit
         self._keepalive = keepalive
         self._idle: list[UpstreamConnection] = []

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from wardgate.gateway.app import GatewayRunner, build_app, server_options
 from wardgate.gateway.config import parse_config
@@ -234,6 +242,69 @@ async def test_invalid_response_is_an_upstream_error(
     with pytest.raises(UpstreamError, match="invalid response"):
         await conn.read_head(WAIT)
     assert not conn.open
+
+
+def _self_signed() -> tuple[bytes, bytes]:
+    """A certificate for 127.0.0.1, and its key (PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+async def test_tls_upstream_is_verified(tmp_path: Path) -> None:
+    cert, key = _self_signed()
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    upstream = Scripted(lambda c, n: OK)
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    trusting = UpstreamPool(
+        "127.0.0.1",
+        port,
+        tls=True,
+        limit=4,
+        keepalive=30.0,
+        ssl_context=ssl.create_default_context(cadata=cert.decode()),
+    )
+    default = UpstreamPool("127.0.0.1", port, tls=True, limit=4, keepalive=30.0)
+    try:
+        conn, body = await exchange(trusting)
+        assert (conn.status, body) == (200, b"ok")
+        # The system's trust store does not know this certificate.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await default.acquire(WAIT)
+    finally:
+        trusting.close()
+        conn.close()
+        for writer in upstream.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
 
 
 async def _gateway(upstream: Scripted) -> tuple[GatewayRunner, str]:
