@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from support import results
 
 from wardgate.gateway.config import ConfigError, GatewayConfig, parse_config
+from wardgate.gateway.demo import demo_document
 
 SUITE = "config fuzzing"
 KEYS = [
@@ -101,25 +102,7 @@ JSON = st.recursive(
     max_leaves=30,
 )
 
-SEED: dict[str, Any] = {
-    "authorizer": {
-        "type": "jwt",
-        "secret": "$secret.JWT_SECRET",
-        "algorithm": "HS256",
-        "issuer": "https://issuer.example.com",
-        "audience": "api-audience",
-    },
-    "paths": [
-        {"method": "GET", "path": "/health", "response": {"status": "ok"}},
-        {
-            "method": "GET",
-            "path": "/private/orders",
-            "auth": True,
-            "integration": {"type": "http_proxy", "server": "orders"},
-        },
-    ],
-    "servers": {"orders": "http://127.0.0.1:9000"},
-}
+SEED: dict[str, Any] = demo_document("http://127.0.0.1:9000")
 
 
 def check(document: object) -> None:

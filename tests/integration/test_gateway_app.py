@@ -14,18 +14,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
+from support.gateway import AUDIENCE, ISSUER, bearer
 from support.tokens import HS_SECRET, claims, hs_token
 from yarl import URL
 
 from wardgate.gateway.app import GatewayRunner, build_app, server_options
 from wardgate.gateway.config import parse_config
+from wardgate.gateway.demo import demo_document
 from wardgate.gateway.errors import CATALOGUE
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.requestlog import RequestLog
-
-ISSUER = "https://issuer.example.com"
-AUDIENCE = "api-audience"
 
 
 @dataclass
@@ -118,27 +117,8 @@ class Running:
 
 
 def seed(upstream_url: str, **extra: Any) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "authorizer": {
-            "type": "jwt",
-            "secret": "$secret.JWT_SECRET",
-            "algorithm": "HS256",
-            "issuer": ISSUER,
-            "audience": AUDIENCE,
-        },
-        "paths": [
-            {"method": "GET", "path": "/health", "response": {"status": "ok"}},
-            {
-                "method": "GET",
-                "path": "/private/orders",
-                "auth": True,
-                "integration": {"type": "http_proxy", "server": "orders"},
-            },
-        ],
-        "servers": {"orders": upstream_url},
-    }
-    document.update(extra)
-    return document
+    """The seed example with `servers.orders` at the upstream, top-level keys from `extra`."""
+    return {**demo_document(upstream_url), **extra}
 
 
 Start = Callable[[dict[str, Any]], Awaitable[Running]]
@@ -169,11 +149,6 @@ async def start() -> AsyncIterator[Start]:
         await client.close()
     for runner in runners:
         await runner.cleanup()
-
-
-def bearer(**extra: Any) -> dict[str, str]:
-    values: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, **extra}
-    return {"Authorization": "Bearer " + hs_token(claims(**values))}
 
 
 async def raw_request(url: str, data: bytes) -> tuple[int, bytes]:

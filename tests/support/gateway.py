@@ -26,6 +26,7 @@ from support.tokens import HS_SECRET, Clock, claims, hs_token
 from wardgate.gateway.app import GatewayRunner, build_app, server_options
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import parse_config
+from wardgate.gateway.demo import demo_document
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.requestlog import RequestLog
@@ -217,30 +218,14 @@ async def stop_gateway(gateway: RunningGateway) -> None:
 
 def seed_document(upstream_url: str, **extra: Any) -> dict[str, Any]:
     """The seed example, with `orders` pointing at the upstream and an open `/public/*`."""
-    document: dict[str, Any] = {
-        "authorizer": {
-            "type": "jwt",
-            "secret": "$secret.JWT_SECRET",
-            "algorithm": "HS256",
-            "issuer": ISSUER,
-            "audience": AUDIENCE,
-        },
-        "paths": [
-            {"method": "GET", "path": "/health", "response": {"status": "ok"}},
-            {
-                "method": "GET",
-                "path": "/private/orders",
-                "auth": True,
-                "integration": {"type": "http_proxy", "server": "orders"},
-            },
-            {
-                "method": "*",
-                "path": "/public/*",
-                "integration": {"type": "http_proxy", "server": "orders"},
-            },
-        ],
-        "servers": {"orders": upstream_url},
-    }
+    document = demo_document(upstream_url)
+    document["paths"].append(
+        {
+            "method": "*",
+            "path": "/public/*",
+            "integration": {"type": "http_proxy", "server": "orders"},
+        }
+    )
     document.update(extra)
     return document
 
