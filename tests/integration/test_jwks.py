@@ -14,11 +14,12 @@ from pydantic import SecretStr
 from support.jwks_server import JwksServer
 from support.tokens import (
     HS_SECRET,
+    NOW,
     Clock,
     KeyPair,
-    claims,
     ec_key,
     ed25519_key,
+    good,
     hs_token,
     json_bytes,
     jwks,
@@ -31,7 +32,6 @@ from wardgate.gateway.config import RouteAuth, parse_config
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.loading import LoadedConfig
 
-NOW = 1_800_000_000.0
 ISS = "https://issuer.example.com"
 AUD = "api-audience"
 
@@ -112,10 +112,6 @@ async def detail(auth: Authorizers, token: str) -> dict[str, Any]:
     with pytest.raises(GatewayError) as info:
         await auth.authorize(RouteAuth(), f"Bearer {token}")
     return info.value.detail
-
-
-def good(**extra: Any) -> dict[str, Any]:
-    return claims(now=NOW, **extra)
 
 
 async def ok(auth: Authorizers, token: str, route: RouteAuth | None = None) -> None:

@@ -24,7 +24,7 @@ from support.gateway import (
     seed_document,
 )
 from support.jwks_server import JwksServer
-from support.tokens import Clock, KeyPair, claims, ec_key, jwks, rsa_key
+from support.tokens import NOW, Clock, KeyPair, claims, ec_key, jwks, rsa_key
 
 SUITE = "faults"
 
@@ -100,9 +100,6 @@ async def test_upstream_faults_under_concurrent_load(
     answers = await asyncio.gather(*hanging)
     assert {(a.status, a.code) for a in answers} == {(504, "upstream_timeout")}
     results.record(SUITE, "upstream slow: 504 upstream_timeout", len(answers))
-
-
-NOW = 1_800_000_000.0
 
 
 def jwks_document(upstream_url: str, jwks_url: str) -> dict[str, Any]:

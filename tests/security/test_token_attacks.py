@@ -30,11 +30,12 @@ from support.jwks_server import JwksServer
 from support.tokens import (
     HS512_SECRET,
     HS_SECRET,
+    NOW,
     Clock,
     KeyPair,
     b64url,
-    claims,
     ec_key,
+    good,
     hs_token,
     json_bytes,
     jwks,
@@ -42,7 +43,6 @@ from support.tokens import (
     rsa_key,
 )
 
-NOW = 1_800_000_000.0
 MAX_TOKEN_BYTES = 2048
 SUITE = "token attacks"
 
@@ -114,10 +114,6 @@ def document(upstream: CountingUpstream, jwks_url: str) -> dict[str, Any]:
             }
         )
     return doc
-
-
-def good(**extra: Any) -> dict[str, Any]:
-    return claims(now=NOW, **extra)
 
 
 HS = "/private/orders"

@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import SecretStr
 from yarl import URL
 
-from support.tokens import HS_SECRET, Clock, claims, hs_token
+from support.tokens import AUDIENCE, HS_SECRET, ISSUER, Clock, claims, hs_token
 from wardgate.gateway.app import GatewayRunner, build_app, server_options
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import parse_config
@@ -31,8 +31,6 @@ from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.requestlog import RequestLog
 
-ISSUER = "https://issuer.example.com"
-AUDIENCE = "api-audience"
 PROTECTED_PREFIXES = ("/private", "/rs")
 
 

@@ -18,6 +18,10 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 HS_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"  # 50 bytes: fine for HS256/384
 HS512_SECRET = HS_SECRET * 2
+ISSUER = "https://issuer.example.com"
+AUDIENCE = "api-audience"
+NOW = 1_800_000_000.0
+"""A fixed instant, for authorizers built with `Clock(NOW)` and the tokens they check."""
 
 
 def b64url(data: bytes) -> str:
@@ -90,8 +94,8 @@ def jwks(*keys: KeyPair, with_alg: bool = True) -> dict[str, Any]:
 
 def claims(
     *,
-    iss: Any = "https://issuer.example.com",
-    aud: Any = "api-audience",
+    iss: Any = ISSUER,
+    aud: Any = AUDIENCE,
     sub: Any = "user-1",
     lifetime: float = 600,
     now: float | None = None,
@@ -108,6 +112,11 @@ def claims(
         **extra,
     }
     return {k: v for k, v in values.items() if v is not ...}
+
+
+def good(**extra: Any) -> dict[str, Any]:
+    """Claims of a valid token issued at `NOW`."""
+    return claims(now=NOW, **extra)
 
 
 def hs_token(

@@ -14,12 +14,13 @@ from pydantic import SecretStr
 from support.tokens import (
     HS512_SECRET,
     HS_SECRET,
+    NOW,
     Clock,
     KeyPair,
     b64url,
-    claims,
     ec_key,
     ed25519_key,
+    good,
     hs_token,
     json_bytes,
     jwks,
@@ -34,7 +35,6 @@ from wardgate.gateway.loading import LoadedConfig
 
 ISS = "https://issuer.example.com"
 AUD = "api-audience"
-NOW = 1_800_000_000.0
 
 
 def no_session() -> aiohttp.ClientSession:
@@ -68,10 +68,6 @@ def hs_authorizer(**extra: Any) -> dict[str, Any]:
         "audience": AUD,
         **extra,
     }
-
-
-def good(**extra: Any) -> dict[str, Any]:
-    return claims(now=NOW, **extra)
 
 
 async def code(
