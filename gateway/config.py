@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -34,22 +34,9 @@ SECRET_NAME_PATTERN: Final = r"[A-Za-z_][A-Za-z0-9_.-]*"
 _SECRET_REFERENCE_RE: Final = re.compile(re.escape(SECRET_REFERENCE_PREFIX) + SECRET_NAME_PATTERN)
 _METHOD_RE: Final = re.compile(r"[A-Z]+")
 
-HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
-ASYMMETRIC_ALGORITHMS: Final = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "EdDSA",
-)
-Algorithm = Literal[
-    "HS256",
-    "HS384",
-    "HS512",
+# The names once, as types; the runtime tuples are read from them.
+HmacAlgorithm = Literal["HS256", "HS384", "HS512"]
+AsymmetricAlgorithm = Literal[
     "RS256",
     "RS384",
     "RS512",
@@ -60,6 +47,9 @@ Algorithm = Literal[
     "ES384",
     "EdDSA",
 ]
+Algorithm = Literal[HmacAlgorithm, AsymmetricAlgorithm]
+HMAC_ALGORITHMS: Final[tuple[HmacAlgorithm, ...]] = get_args(HmacAlgorithm)
+ASYMMETRIC_ALGORITHMS: Final[tuple[AsymmetricAlgorithm, ...]] = get_args(AsymmetricAlgorithm)
 ANY_METHOD: Final = "*"
 AUTH0_ALGORITHMS: Final[tuple[Algorithm, ...]] = ("RS256",)
 
