@@ -7,6 +7,7 @@ A code is a contract with our users: it appears in the JSON error body, in the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -255,3 +256,14 @@ class GatewayError(Exception):
 
     def __str__(self) -> str:
         return f"{self.error.code}: {self.error.message}"
+
+
+def code_of_body(body: bytes | str) -> str | None:
+    """The code of an error body (`{"error": {"code": ...}}`), else None."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    error = document.get("error") if isinstance(document, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None

@@ -27,6 +27,7 @@ from wardgate.gateway.app import GatewayRunner, build_app, server_options
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import parse_config
 from wardgate.gateway.demo import demo_document
+from wardgate.gateway.errors import code_of_body
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.requestlog import RequestLog
@@ -124,14 +125,7 @@ class Answer:
     @property
     def code(self) -> str | None:
         """The error code of a JSON error body, else None."""
-        import json
-
-        try:
-            document = json.loads(self.body)
-        except ValueError:
-            return None
-        error = document.get("error") if isinstance(document, dict) else None
-        return error.get("code") if isinstance(error, dict) else None
+        return code_of_body(self.body)
 
 
 @dataclass

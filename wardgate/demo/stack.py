@@ -32,6 +32,7 @@ from wardgate.demo.local_gateway import (
 )
 from wardgate.demo.upstream import OrdersUpstream
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster, wait_until
+from wardgate.gateway.errors import code_of_body
 from wardgate.operator.manifests import CONFIG_HASH, child_name
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -79,13 +80,7 @@ class Answer:
 
     @property
     def code(self) -> str | None:
-        try:
-            document = json.loads(self.body)
-        except ValueError:
-            return None
-        error = document.get("error") if isinstance(document, dict) else None
-        code = error.get("code") if isinstance(error, dict) else None
-        return code if isinstance(code, str) else None
+        return code_of_body(self.body)
 
     @property
     def ok(self) -> bool:
