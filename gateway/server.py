@@ -159,7 +159,8 @@ async def serve(
             admin_runner = web.AppRunner(build_admin_app(source), access_log=None)
             await admin_runner.setup()
             await web.TCPSite(admin_runner, options.admin_host, options.admin_port).start()
-        _announce(runner, admin_runner, options)
+        host, port = runner.addresses[0][:2]
+        _announce(host, port, admin_runner, options)
         if ready is not None:
             ready.send("ready")
         await stop.wait()
@@ -199,9 +200,11 @@ async def drain(runner: GatewayRunner, site: web.BaseSite, seconds: float) -> No
         await asyncio.sleep(POLL_SECONDS)
 
 
-def _announce(runner: web.BaseRunner, admin: web.BaseRunner | None, options: ServeOptions) -> None:
-    host, port = runner.addresses[0][:2]
-    line = f"wardgate: listening on http://{host}:{port}"
+def _announce(
+    host: str, port: int, admin: web.BaseRunner | None, options: ServeOptions, note: str = ""
+) -> None:
+    """Say on stderr where the gateway listens, then the banner when there is one."""
+    line = f"wardgate: listening on http://{host}:{port}{note}"
     if admin is not None:
         admin_host, admin_port = admin.addresses[0][:2]
         line += f" (admin http://{admin_host}:{admin_port})"
@@ -341,15 +344,8 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
             stop.set()
         else:
             if all_ready.is_set() and not stop.is_set():
-                host = options.host
-                line = f"wardgate: listening on http://{host}:{port} ({options.workers} workers)"
-                if admin_runner is not None:
-                    admin_host, admin_port = admin_runner.addresses[0][:2]
-                    line += f" (admin http://{admin_host}:{admin_port})"
-                print(line, file=sys.stderr, flush=True)
-                if options.banner is not None:
-                    url = _client_url(options.host, port)
-                    print(options.banner(url), file=sys.stderr, flush=True)
+                note = f" ({options.workers} workers)"
+                _announce(options.host, port, admin_runner, options, note)
             stop_or_fail = [asyncio.ensure_future(e.wait()) for e in (failed, stop)]
             await asyncio.wait(stop_or_fail, return_when=asyncio.FIRST_COMPLETED)
             for waiter in stop_or_fail:
