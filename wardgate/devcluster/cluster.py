@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -271,6 +271,8 @@ class _Component:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    argv: list[str]
+    stopped: bool = False
 
 
 @dataclass
@@ -342,6 +344,8 @@ class LocalCluster:
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._created_dir = False
         self._cluster: Cluster | None = None
+        self._api: _Api | None = None
+        self._etcd_url: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -460,6 +464,11 @@ class LocalCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> _Component:
         log = self.logs_dir() / f"{name}.log"
+        component = _Component(name, self._popen(argv, log), log, argv)
+        self._components.append(component)
+        return component
+
+    def _popen(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         with log.open("ab") as out:
             process = subprocess.Popen(
@@ -471,10 +480,61 @@ class LocalCluster:
                 env=env,
                 start_new_session=True,
             )
-        component = _Component(name, process, log)
-        self._components.append(component)
         self._tell_watchdog(f"group {process.pid}")
-        return component
+        return process
+
+    @property
+    def etcd_url(self) -> str:
+        """The client URL of the cluster's etcd (its store, behind the API server)."""
+        if self._etcd_url is None:
+            raise ClusterError("cluster is not started")
+        return self._etcd_url
+
+    def _component(self, name: str) -> int:
+        for index, c in enumerate(self._components):
+            if c.name == name:
+                return index
+        raise ClusterError(f"no component {name!r}; there are {[c.name for c in self._components]}")
+
+    def stop_component(self, name: str, *, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop one component (SIGTERM, SIGKILL after `grace` seconds) and leave it stopped
+        until `start_component`; the others keep running.
+
+        kube-apiserver stops listening within milliseconds of SIGTERM but, while other
+        components stay connected, its process lingers until killed: a short `grace` makes
+        its restart quick.
+        """
+        c = self._components[self._component(name)]
+        if not c.stopped:
+            _terminate_group(c.process, grace)
+            self._tell_watchdog(f"forget {c.process.pid}")
+            c.stopped = True
+
+    def start_component(self, name: str) -> None:
+        """Start a component stopped by `stop_component` again, with the same flags, and
+        return once the API server is ready and every node Ready."""
+        index = self._component(name)
+        c = self._components[index]
+        if c.stopped:
+            self._components[index] = replace(c, process=self._popen(c.argv, c.log), stopped=False)
+        self._wait_ready()
+
+    def restart_component(self, name: str, *, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop one component and start it again with the same flags (a restarted
+        kube-apiserver serves on the same port); return once the cluster is usable again."""
+        self.stop_component(name, grace=grace)
+        self.start_component(name)
+
+    def _wait_ready(self) -> None:
+        api = self._api
+        if api is None:
+            raise ClusterError("cluster is not started")
+        self._wait("the API server to be ready", lambda: api.request("GET", "/readyz")[0] == 200)
+        nodes = [f"/api/v1/nodes/{name}" for name in self.node_names]
+        self._wait(
+            "the nodes to be Ready",
+            lambda: all(_node_ready(api.request("GET", path)[1]) for path in nodes),
+        )
 
     def _start(self, bin_dir: Path, directory: Path, started: float) -> None:
         self.logs_dir().mkdir(parents=True, exist_ok=True)
@@ -500,6 +560,7 @@ class LocalCluster:
         )
 
         etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self._etcd_url = etcd_url
         peer_url = f"http://127.0.0.1:{peer_port}"
         self._say(f"starting etcd on {etcd_url} and kube-apiserver on {server}")
         self._spawn(
@@ -545,6 +606,7 @@ class LocalCluster:
             ],
         )
         api = _Api(server, certs.ca.cert, certs.clients[ADMIN_USER])
+        self._api = api
         self._wait("the API server to be ready", lambda: api.request("GET", "/readyz")[0] == 200)
         self.times.api_ready = time.monotonic() - started
         self._say(f"API server ready after {self.times.api_ready:.1f} s")
@@ -634,7 +696,7 @@ class LocalCluster:
         deadline = time.monotonic() + self.startup_timeout
         while True:
             for c in self._components:
-                if c.process.poll() is not None:
+                if not c.stopped and c.process.poll() is not None:
                     raise ClusterError(
                         f"{c.name} exited with {c.process.returncode} while waiting for "
                         f"{what}\n{self.describe_logs()}"
@@ -679,14 +741,8 @@ class LocalCluster:
         # a stop interrupted by a second Ctrl-C is finished by the next call (atexit).
         while self._components:
             c = self._components[-1]
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(c.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                c.process.wait(timeout=STOP_GRACE_SECONDS)
-            # Also catches anything the component left in its group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(c.process.pid, signal.SIGKILL)
-            c.process.wait()
+            if not c.stopped:
+                _terminate_group(c.process)
             self._components.pop()
         if self._created_dir and not self.keep_dir and self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
@@ -699,8 +755,22 @@ class LocalCluster:
             self._watchdog.wait()
             self._watchdog = None
         self._cluster = None
+        self._api = None
+        self._etcd_url = None
         with _RUNNING_LOCK:
             _RUNNING.discard(self)
+
+
+def _terminate_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM to the process's group, SIGKILL after `grace` seconds; wait for it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    # Also catches anything the component left in its group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _node_ready(node: Any) -> bool:

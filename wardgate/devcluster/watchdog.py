@@ -6,6 +6,7 @@ owner holding the write end of a pipe that is this process's standard input. The
 writes one command a line:
 
     group <pgid>    a component's process group, to terminate if the owner dies
+    forget <pgid>   a group the owner stopped itself (a restarted component)
     remove <path>   a directory to delete if the owner dies
     done            the owner cleaned up itself; exit without doing anything
 
@@ -69,6 +70,9 @@ def main() -> int:
         command, _, argument = line.strip().partition(" ")
         if command == "group":
             groups.append(int(argument))
+        elif command == "forget":
+            with contextlib.suppress(ValueError):
+                groups.remove(int(argument))
         elif command == "remove":
             directories.append(argument)
         elif command == "done":
