@@ -27,12 +27,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
+from support.gateway import RunningGateway, start_gateway, stop_gateway
 from support.jwks_server import JwksServer
 from support.tokens import HS_SECRET, claims, hs_token, jwks, rsa_key
 from yarl import URL
 
 from wardgate.cli import main
-from wardgate.gateway.app import Admission, GatewayRunner, build_app, server_options
+from wardgate.gateway.app import Admission
 from wardgate.gateway.config import parse_config
 from wardgate.gateway.errors import CATALOGUE
 from wardgate.gateway.exchange import Exchange
@@ -345,28 +346,16 @@ Start = Callable[[dict[str, Any]], Any]
 
 @pytest.fixture
 async def start() -> AsyncIterator[Callable[[dict[str, Any]], Any]]:
-    runners: list[GatewayRunner] = []
-    clients: list[aiohttp.ClientSession] = []
+    started: list[RunningGateway] = []
 
     async def _start(document: dict[str, Any]) -> Running:
-        loaded = loaded_config(document)
-        log = io.BytesIO()
-        request_log = RequestLog(log)
-        app = build_app(loaded, request_log=request_log)
-        runner = GatewayRunner(app, shutdown_timeout=1.0, **server_options(loaded))
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        client = aiohttp.ClientSession()
-        clients.append(client)
-        return Running(f"http://127.0.0.1:{runner.addresses[0][1]}", log, request_log, client)
+        gateway = await start_gateway(document)
+        started.append(gateway)
+        return Running(gateway.url, gateway.log, gateway.request_log, gateway.client)
 
     yield _start
-    for client in clients:
-        await client.close()
-    for runner in runners:
-        await runner.cleanup()
+    for gateway in started:
+        await stop_gateway(gateway)
 
 
 def loaded_config(document: dict[str, Any]) -> LoadedConfig:

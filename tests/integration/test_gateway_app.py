@@ -13,18 +13,21 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from pydantic import SecretStr
-from support.gateway import AUDIENCE, ISSUER, bearer
+from support.gateway import (
+    AUDIENCE,
+    ISSUER,
+    RunningGateway,
+    bearer,
+    start_gateway,
+    stop_gateway,
+)
 from support.tokens import HS_SECRET, claims, hs_token
 from yarl import URL
 
-from wardgate.gateway.app import GatewayRunner, build_app, server_options
-from wardgate.gateway.config import parse_config
+from wardgate.gateway.app import GatewayRunner
 from wardgate.gateway.demo import demo_document
 from wardgate.gateway.errors import CATALOGUE
-from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.metrics import GatewayMetrics
-from wardgate.gateway.requestlog import RequestLog
 
 
 @dataclass
@@ -126,29 +129,16 @@ Start = Callable[[dict[str, Any]], Awaitable[Running]]
 
 @pytest.fixture
 async def start() -> AsyncIterator[Start]:
-    runners: list[GatewayRunner] = []
-    clients: list[aiohttp.ClientSession] = []
+    started: list[RunningGateway] = []
 
     async def _start(document: dict[str, Any]) -> Running:
-        loaded = LoadedConfig(
-            config=parse_config(document), secrets={"JWT_SECRET": SecretStr(HS_SECRET)}
-        )
-        metrics = GatewayMetrics()
-        app = build_app(loaded, metrics=metrics, request_log=RequestLog(None))
-        runner = GatewayRunner(app, shutdown_timeout=1.0, **server_options(loaded))
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        client = aiohttp.ClientSession()
-        clients.append(client)
-        return Running(f"http://127.0.0.1:{runner.addresses[0][1]}", runner, metrics, client)
+        gateway = await start_gateway(document, log_requests=False)
+        started.append(gateway)
+        return Running(gateway.url, gateway.runner, gateway.metrics, gateway.client)
 
     yield _start
-    for client in clients:
-        await client.close()
-    for runner in runners:
-        await runner.cleanup()
+    for gateway in started:
+        await stop_gateway(gateway)
 
 
 async def raw_request(url: str, data: bytes) -> tuple[int, bytes]:

@@ -1,6 +1,7 @@
 """A gateway served in-process on a loopback port, in front of an upstream that counts what
 it receives, for the suites that attack and break the gateway end to end (`tests/security`,
-`tests/reliability`).
+`tests/reliability`); the in-process integration suites start their gateways with
+`start_gateway` too.
 
 The gateway is the real pipeline (`build_app` + `GatewayRunner`) with its request log
 captured in memory, so that suites can search it; its authorizers may be built with a
@@ -135,6 +136,7 @@ class RunningGateway:
     runner: GatewayRunner
     metrics: GatewayMetrics
     log: io.BytesIO
+    request_log: RequestLog
     client: aiohttp.ClientSession
     answers: list[Answer] = field(default_factory=list)
 
@@ -172,8 +174,11 @@ async def start_gateway(
     secrets: dict[str, str] | None = None,
     clock: Clock | None = None,
     shutdown_timeout: float = 1.0,
+    log_requests: bool = True,
 ) -> RunningGateway:
-    """Serve `document` on an ephemeral loopback port; stop it with `stop_gateway`."""
+    """Serve `document` on an ephemeral loopback port; stop it with `stop_gateway`.
+
+    The request log goes to `log` unless `log_requests` is False (then none is written)."""
     values = {"JWT_SECRET": HS_SECRET} if secrets is None else secrets
     loaded = LoadedConfig(
         config=parse_config(document), secrets={k: SecretStr(v) for k, v in values.items()}
@@ -186,7 +191,8 @@ async def start_gateway(
         own_session = aiohttp.ClientSession()
         session = own_session
         authorizers = Authorizers.build(loaded, lambda: session, metrics, clock)
-    app = build_app(loaded, metrics=metrics, request_log=RequestLog(log), authorizers=authorizers)
+    request_log = RequestLog(log if log_requests else None)
+    app = build_app(loaded, metrics=metrics, request_log=request_log, authorizers=authorizers)
     if own_session is not None:
 
         async def close_session(app: web.Application) -> None:
@@ -199,7 +205,7 @@ async def start_gateway(
     await site.start()
     port = runner.addresses[0][1]
     return RunningGateway(
-        f"http://127.0.0.1:{port}", port, runner, metrics, log, aiohttp.ClientSession()
+        f"http://127.0.0.1:{port}", port, runner, metrics, log, request_log, aiohttp.ClientSession()
     )
 
 
