@@ -47,6 +47,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="bind the traffic port with SO_REUSEPORT, so that a new gateway process can "
         "start on the port before this one drains and stops (restart without refusals)",
     )
+    gateway.add_argument(
+        "--listen-fd",
+        type=int,
+        default=None,
+        metavar="FD",
+        help="serve on this inherited listening socket instead of binding --host/--port "
+        "(socket handover: processes sharing one socket share its accept queue, so a "
+        "successor takes over without a reset connection)",
+    )
     _server_option(gateway)
     gateway.add_argument(
         "--log-level",
@@ -197,6 +206,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.listen_fd is not None and args.workers > 1:
+        print("--listen-fd serves one process: drop --workers", file=sys.stderr)
+        return 2
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
@@ -230,6 +242,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         banner=banner,
         demo_socket=demo_socket,
         reuse_port=args.reuse_port,
+        listen_fd=args.listen_fd,
         log_level=log_level,
     )
     return run(loaded, options)

@@ -71,6 +71,11 @@ class ServeOptions:
     demo_socket: socket.socket | None = field(default=None, compare=False)
     """A listening socket to serve the demo upstream on."""
     reuse_port: bool = False
+    listen_fd: int | None = None
+    """An inherited listening socket to serve on instead of binding `host:port`: processes
+    that share one socket share its accept queue, so a successor can take over before its
+    predecessor closes and no queued connection is reset (SO_REUSEPORT gives each process
+    its own queue, and closing one resets what waits in it)."""
     log_level: str = "info"
     """Of the diagnostic log on stderr (workers configure theirs with it)."""
 
@@ -145,9 +150,15 @@ async def serve(
     gateway = runner.gateway
     admin_runner: web.AppRunner | None = None
     try:
-        site = web.TCPSite(
-            runner, options.host, options.port, backlog=BACKLOG, reuse_port=options.reuse_port
-        )
+        site: web.BaseSite
+        if options.listen_fd is not None:
+            site = web.SockSite(runner, socket.socket(fileno=options.listen_fd))
+        else:
+            if options.reuse_port:
+                warn_without_request_migration()
+            site = web.TCPSite(
+                runner, options.host, options.port, backlog=BACKLOG, reuse_port=options.reuse_port
+            )
         await site.start()
         if options.admin_port is not None:
             source = AdminSource(
@@ -175,6 +186,28 @@ async def serve(
             await demo.cleanup()
     logger.info("stopped")
     return 0
+
+
+MIGRATE_REQUESTS_SYSCTL = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def warn_without_request_migration() -> None:
+    """Say so when a handover on a shared port may reset connections.
+
+    With SO_REUSEPORT each process has its own accept queue; when the old process closes
+    its socket, Linux resets the connections still queued there unless
+    `net.ipv4.tcp_migrate_req` is 1 (Linux 5.14+), which moves them to the successor.
+    """
+    try:
+        enabled = MIGRATE_REQUESTS_SYSCTL.read_text().strip() == "1"
+    except OSError:
+        return
+    if not enabled:
+        logger.warning(
+            "--reuse-port: net.ipv4.tcp_migrate_req is 0, so connections queued on this "
+            "process when it stops are reset; set it to 1, or hand the listening socket "
+            "over with --listen-fd"
+        )
 
 
 async def drain(runner: GatewayRunner, site: web.BaseSite, seconds: float) -> None:

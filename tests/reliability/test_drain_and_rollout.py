@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,9 +121,11 @@ async def test_sigterm_under_steady_load_loses_nothing(tmp_path: Path, long_run:
 
 
 async def test_rollout_to_a_new_process_loses_nothing(tmp_path: Path, long_run: bool) -> None:
-    """Start process B with a new config on A's port (both `--reuse-port`), wait until it is
-    ready, SIGTERM A; repeat. The load never stops and no request is lost."""
+    """Start process B with a new config on A's listening socket (handed over with
+    `--listen-fd`, as a supervisor does), wait until it is ready, SIGTERM A; repeat. The
+    load never stops and no request is lost."""
     upstream = await CountingUpstream(work_seconds=0.002).start()
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
     processes: list[GatewayProcess] = []
     rollouts = 6 if long_run else 1
     load: Load | None = None
@@ -130,7 +133,7 @@ async def test_rollout_to_a_new_process_loses_nothing(tmp_path: Path, long_run: 
     started = time.monotonic()
     try:
         current = await launch_gateway(
-            config(upstream, 0), {"JWT_SECRET": HS_SECRET}, tmp_path / "v0", "--reuse-port"
+            config(upstream, 0), {"JWT_SECRET": HS_SECRET}, tmp_path / "v0", listen_socket=listener
         )
         processes.append(current)
         async with aiohttp.ClientSession() as session:
@@ -143,8 +146,7 @@ async def test_rollout_to_a_new_process_loses_nothing(tmp_path: Path, long_run: 
                     config(upstream, version),
                     {"JWT_SECRET": HS_SECRET},
                     tmp_path / f"v{version}",
-                    "--reuse-port",
-                    port=current.port,
+                    listen_socket=listener,
                 )
                 processes.append(successor)
                 await successor.ready(session)
@@ -167,6 +169,7 @@ async def test_rollout_to_a_new_process_loses_nothing(tmp_path: Path, long_run: 
             task.cancel()
         await kill_all(processes)
         await upstream.stop()
+        listener.close()
     assert load is not None
     assert load.lost == []
     assert load.ok == load.sent == len(upstream.seen)

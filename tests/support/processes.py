@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +70,15 @@ async def launch_gateway(
     directory: Path,
     *args: str,
     port: int = 0,
+    listen_socket: socket.socket | None = None,
 ) -> GatewayProcess:
-    """Write the config and secrets under `directory` and start a gateway on them."""
+    """Write the config and secrets under `directory` and start a gateway on them (on
+    `listen_socket`, inherited, when given)."""
     config_file, secrets_dir = write_files(config, secrets, directory)
+    inherited: tuple[int, ...] = ()
+    if listen_socket is not None:
+        inherited = (listen_socket.fileno(),)
+        args = (*args, "--listen-fd", str(listen_socket.fileno()))
     process = await asyncio.create_subprocess_exec(
         WARDGATE,
         "gateway",
@@ -87,6 +94,7 @@ async def launch_gateway(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={k: v for k, v in os.environ.items() if not k.startswith("WARDGATE_")},
+        pass_fds=inherited,
     )
     found: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
     stdout: list[str] = []

@@ -106,7 +106,11 @@ def read_snapshot(cluster: KubeCluster, namespace: str, gateway: str) -> Gateway
 
 
 class LocalGateway:
-    """One `wardgate gateway` process at a time on fixed ports, restarted per snapshot."""
+    """One `wardgate gateway` process at a time on a fixed port, restarted per snapshot.
+
+    The demo holds the listening socket and hands it to each gateway process
+    (`--listen-fd`): the old and the new process share one accept queue, so stopping the
+    old one resets no connection that waits to be accepted."""
 
     def __init__(
         self, workdir: Path, port: int, servers: Mapping[str, str], log_path: Path
@@ -118,6 +122,7 @@ class LocalGateway:
         self.log_path = log_path
         self.snapshot: GatewaySnapshot | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._listener: socket.socket | None = None
 
     @property
     def url(self) -> str:
@@ -142,8 +147,9 @@ class LocalGateway:
         return [sys.executable, "-m", "wardgate", *args, *overrides]
 
     def start(self, snapshot: GatewaySnapshot) -> None:
-        """Validate the snapshot, start a gateway on it beside the running one (both bind the
-        port with SO_REUSEPORT), then stop the old one: no request is refused meanwhile."""
+        """Validate the snapshot, start a gateway on it beside the running one (both serve
+        the demo's listening socket), then stop the old one: no request is refused
+        meanwhile."""
         config, secrets_dir = self._materialise(snapshot)
         check = subprocess.run(
             self._command("validate", str(config), f"--secrets-dir={secrets_dir}"),
@@ -154,6 +160,9 @@ class LocalGateway:
         if check.returncode != 0:
             raise GatewayStartError(f"config {snapshot.config_hash} refused:\n{check.stderr}")
         admin_port = free_port()
+        if self._listener is None:
+            self._listener = socket.create_server(("127.0.0.1", self.port), backlog=1024)
+        listen_fd = self._listener.fileno()
         with self.log_path.open("ab") as log:
             log.write(f"--- config {snapshot.config_hash}\n".encode())
             log.flush()
@@ -162,10 +171,10 @@ class LocalGateway:
                     "gateway",
                     f"--config={config}",
                     f"--secrets-dir={secrets_dir}",
-                    f"--port={self.port}",
+                    f"--listen-fd={listen_fd}",
                     f"--admin-port={admin_port}",
-                    "--reuse-port",
                 ),
+                pass_fds=(listen_fd,),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -202,6 +211,9 @@ class LocalGateway:
         process, self._process = self._process, None
         if process is not None:
             _stop(process)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
