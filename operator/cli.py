@@ -67,6 +67,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="S",
         help="probe each Authorizer's JWKS every S seconds for its status (60); 0: never",
     )
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="every S seconds, list the watched objects to find those deleted while a watch "
+        "was cut off (60); 0: never",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.set_defaults(func=run)
 
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         workers=args.workers,
         probe_seconds=args.jwks_probe_seconds or None,
+        resync_seconds=args.resync_seconds or None,
     )
     kopf.run(
         registry=registry,

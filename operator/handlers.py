@@ -6,6 +6,11 @@ and the last handled spec on the object (annotations or status), so kopf itself 
 to users' objects on every change and on every restart. Here the operator writes nothing
 but statuses, and nothing at all when nothing changed. kopf's indexes are filled from the
 initial listing before any event handler runs, so the first reconcile sees the whole state.
+
+kopf refreshes its indexes from every new listing (after a reconnect, or `410 Gone`) but
+never drops the objects missing from it: an object deleted while a watch was cut off would
+stay indexed. The resync (`resync`, every `Options.resync_seconds`) lists what is indexed
+and marks what no longer exists as gone, which `IndexState` then ignores.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class Options:
     workers: int = 2
     probe_seconds: float | None = None
     """Interval of the Authorizers' JWKS probes (`wardgate.operator.probes`); None: off."""
+    resync_seconds: float | None = 60.0
+    """Interval of the resync that finds indexed objects deleted unseen; None: off."""
 
 
 def _observed(body: Mapping[str, Any]) -> Observed:
@@ -95,19 +102,23 @@ def secret_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) ->
     if body.get("type") in IGNORED_SECRET_TYPES:
         return {}
     # Only sizes and digests are kept: the values go no further than this function.
-    return {namespace: (name, secret_from_body(body))}
+    return {namespace: (_uid(body), name, secret_from_body(body))}
 
 
 @kopf.index("", "v1", "services", registry=registry)
-def service_index(namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
-    return {namespace: name}
+def service_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {namespace: (_uid(body), name)}
 
 
 @kopf.index("", "v1", "namespaces", registry=registry)
 def namespace_index(
     name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[Any, Any]:
-    return {name: (dict(labels), namespace_terminating(body))}
+    return {name: (_uid(body), dict(labels), namespace_terminating(body))}
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
 
 
 def namespace_terminating(body: Mapping[str, Any]) -> bool:
@@ -116,13 +127,27 @@ def namespace_terminating(body: Mapping[str, Any]) -> bool:
     return bool(deleted) or (body.get("status") or {}).get("phase") == "Terminating"
 
 
-def _values(index: kopf.Index[Any, Any], key: Any) -> list[Any]:
-    return list(index[key]) if key in index else []
+def _value_uid(value: Any) -> str:
+    """The uid of the object an index value came from (`Observed`, or a tuple uid first)."""
+    if isinstance(value, Observed):
+        return value.resource.meta.uid
+    return str(value[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """One object in one of the indexes."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
 
 
 @dataclass
 class IndexState:
-    """The reconciler's view of the watched objects, read from kopf's indexes."""
+    """The reconciler's view of the watched objects, read from kopf's indexes, without the
+    objects the resync found gone."""
 
     gateways: kopf.Index[Any, Any]
     routes: kopf.Index[Any, Any]
@@ -130,38 +155,76 @@ class IndexState:
     secrets: kopf.Index[Any, Any]
     namespaces: kopf.Index[Any, Any]
     services: kopf.Index[Any, Any]
+    gone: set[str] = field(default_factory=set)
+    """uids of objects deleted unseen (uids are never reused)."""
+
+    def _values(self, index: kopf.Index[Any, Any], key: Any) -> list[Any]:
+        if key not in index:
+            return []
+        return [v for v in index[key] if _value_uid(v) not in self.gone]
+
+    def _keys(self, index: kopf.Index[Any, Any]) -> list[Any]:
+        return [key for key in list(index.keys()) if self._values(index, key)]
 
     def gateway(self, key: ObjectKey) -> Observed | None:
-        found = _values(self.gateways, key)
+        found = self._values(self.gateways, key)
         return found[0] if found else None
 
     def gateway_keys(self) -> Iterable[ObjectKey]:
-        return list(self.gateways.keys())
+        return self._keys(self.gateways)
 
     def gateways_in(self, namespace: str) -> list[ObjectKey]:
-        return [k for k in self.gateways if k[0] == namespace]
+        return [k for k in self._keys(self.gateways) if k[0] == namespace]
 
     def routes_for(self, gateway: ObjectKey) -> list[Observed]:
-        return _values(self.routes, gateway)
+        return self._values(self.routes, gateway)
+
+    def authorizer_namespaces(self) -> list[str]:
+        return self._keys(self.authorizers)
 
     def authorizers_in(self, namespace: str) -> list[Observed]:
-        return _values(self.authorizers, namespace)
+        return self._values(self.authorizers, namespace)
 
     def secrets_in(self, namespace: str) -> Mapping[ObjectKey, SecretInfo]:
-        return {(namespace, name): info for name, info in _values(self.secrets, namespace)}
+        return {
+            (namespace, name): info for _uid, name, info in self._values(self.secrets, namespace)
+        }
 
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
-        return {name: self._namespace(name)[0] for name in self.namespaces}
+        return {name: self._namespace(name)[0] for name in self._keys(self.namespaces)}
 
     def services_in(self, namespace: str) -> Collection[ObjectKey]:
-        return {(namespace, name) for name in _values(self.services, namespace)}
+        return {(namespace, name) for _uid, name in self._values(self.services, namespace)}
 
     def terminating(self, namespace: str) -> bool:
         return self._namespace(namespace)[1]
 
     def _namespace(self, name: str) -> tuple[Mapping[str, str], bool]:
-        found = _values(self.namespaces, name)
-        return found[0] if found else ({}, False)
+        found = self._values(self.namespaces, name)
+        return (found[0][1], found[0][2]) if found else ({}, False)
+
+    def indexed(self) -> list[Indexed]:
+        """Every object in the indexes (not those already gone)."""
+        found: list[Indexed] = []
+        for kind, index in (
+            ("Gateway", self.gateways),
+            ("Route", self.routes),
+            ("Authorizer", self.authorizers),
+        ):
+            for key in self._keys(index):
+                for observed in self._values(index, key):
+                    meta = observed.resource.meta
+                    found.append(Indexed(kind, meta.namespace, meta.name, meta.uid))
+        for namespace in self._keys(self.secrets):
+            for uid, name, _info in self._values(self.secrets, namespace):
+                found.append(Indexed("Secret", namespace, name, uid))
+        for namespace in self._keys(self.services):
+            for uid, name in self._values(self.services, namespace):
+                found.append(Indexed("Service", namespace, name, uid))
+        for name in self._keys(self.namespaces):
+            for uid, _labels, _terminating in self._values(self.namespaces, name):
+                found.append(Indexed("Namespace", "", name, uid))
+        return found
 
 
 @dataclass
@@ -177,6 +240,14 @@ class Controller:
     def enqueue_gateways_in(self, namespace: str) -> None:
         for namespace_, name in self.state.gateways_in(namespace):
             self.queue.add(("Gateway", namespace_, name))
+
+    def enqueue_everything(self) -> None:
+        """Every Gateway and Authorizer, to be reconciled again."""
+        for namespace, name in self.state.gateway_keys():
+            self.queue.add(("Gateway", namespace, name))
+        for namespace in self.state.authorizer_namespaces():
+            for observed in self.state.authorizers_in(namespace):
+                self.queue.add(("Authorizer", namespace, observed.resource.meta.name))
 
     def authorizers_using(self, namespace: str, secret: str) -> list[str]:
         names = []
@@ -204,8 +275,8 @@ class Probes:
 def probe_targets(state: IndexState) -> dict[ObjectKey, str]:
     """Every watched Authorizer with a JWKS URL."""
     targets: dict[ObjectKey, str] = {}
-    for namespace in list(state.authorizers.keys()):
-        for observed in _values(state.authorizers, namespace):
+    for namespace in state.authorizer_namespaces():
+        for observed in state.authorizers_in(namespace):
             uri = jwks_uri(observed.resource.spec)
             if uri is not None:
                 targets[observed.resource.meta.key] = uri
@@ -228,6 +299,50 @@ def start_probes(
     reconciler.probes = prober
     task = asyncio.create_task(prober.run(lambda: probe_targets(state)), name="jwks-probes")
     return Probes(task, session)
+
+
+async def resync(controller: Controller) -> list[Indexed]:
+    """List what the indexes hold (metadata only; reads, never writes), mark what no longer
+    exists as gone and reconcile again everything it could have affected."""
+    indexed = controller.state.indexed()
+    listed: set[str] = set()
+    checked: set[tuple[str, str]] = set()
+    for kind, namespace in sorted({(o.kind, o.namespace) for o in indexed}):
+        try:
+            items = await controller.kube.list_metadata(kind, namespace)
+        except KubeError as exc:
+            log.warning("resync: cannot list %s in %r: %s", kind, namespace, exc)
+            continue
+        checked.add((kind, namespace))
+        listed.update(str(item.get("uid") or "") for item in items)
+    # Listed after `indexed` was taken: an object missing from its listing was deleted
+    # before it (one created since is not in `indexed`).
+    gone = [o for o in indexed if (o.kind, o.namespace) in checked and o.uid not in listed]
+    if gone:
+        log.info("resync: %d object(s) deleted unseen: %s", len(gone), _describe(gone))
+        controller.state.gone.update(o.uid for o in gone)
+        for o in gone:
+            controller.reconciler.forget(o.kind, o.namespace, o.name)
+            if o.kind == "Route":
+                controller.route_gateways.pop((o.namespace, o.name), None)
+        # Rare (deletions during a cut-off watch): reconcile everything rather than work out
+        # what each gone object touched; reconciles with nothing to change write nothing.
+        controller.enqueue_everything()
+    return gone
+
+
+def _describe(objects: Iterable[Indexed]) -> str:
+    return ", ".join(f"{o.kind} {o.namespace}/{o.name}".replace(" /", " ") for o in objects)
+
+
+async def run_resync(controller: Controller, interval: float) -> None:
+    """`resync` every `interval` seconds, until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await resync(controller)
+        except Exception:  # the next round tries again
+            log.exception("resync failed")
 
 
 async def _process(memo: kopf.Memo, key: WorkKey) -> None:
@@ -295,6 +410,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     queue.start()
     if options.probe_seconds:
         memo["probes"] = start_probes(reconciler, state, queue, options.probe_seconds)
+    if options.resync_seconds:
+        memo["resync"] = asyncio.create_task(
+            run_resync(memo["controller"], options.resync_seconds), name="wardgate-resync"
+        )
 
 
 @kopf.on.cleanup(registry=registry)
@@ -302,6 +421,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     probes: Probes | None = memo.get("probes")
     if probes is not None:
         await probes.stop()
+    resync_task: asyncio.Task[None] | None = memo.get("resync")
+    if resync_task is not None:
+        resync_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync_task
     controller: Controller | None = memo.get("controller")
     if controller is not None:
         await controller.queue.stop()

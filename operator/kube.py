@@ -42,7 +42,11 @@ KINDS: Final[Mapping[str, tuple[str, str]]] = {
     "Gateway": (f"apis/{GROUP}/{VERSION}", "gateways"),
     "Route": (f"apis/{GROUP}/{VERSION}", "routes"),
     "Authorizer": (f"apis/{GROUP}/{VERSION}", "authorizers"),
+    "Namespace": ("api/v1", "namespaces"),
 }
+CLUSTER_SCOPED: Final = frozenset({"Namespace"})
+# Objects' metadata only (no spec, no Secret values), as `kubectl get` lists them.
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class KubeError(Exception):
@@ -60,6 +64,8 @@ class KubeError(Exception):
 
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = KINDS[kind]
+    if kind in CLUSTER_SCOPED:
+        return f"/{prefix}/{plural}/{name}" if name else f"/{prefix}/{plural}"
     path = f"/{prefix}/namespaces/{namespace}/{plural}"
     return f"{path}/{name}" if name else path
 
@@ -106,8 +112,9 @@ class KubeApi:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Body | None:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         try:
             method, url, headers, body, post = self.api.param_serialize(
                 verb,
@@ -136,8 +143,13 @@ class KubeApi:
         decoded: Body = json.loads(data)
         return decoded
 
-    async def _read(self, path: str, query: list[tuple[str, str]] | None = None) -> Body | None:
-        return await asyncio.to_thread(self._call, "GET", path, query=query)
+    async def _read(
+        self,
+        path: str,
+        query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
+    ) -> Body | None:
+        return await asyncio.to_thread(self._call, "GET", path, query=query, accept=accept)
 
     async def _write(self, what: str, verb: str, path: str, **kwargs: Any) -> Body:
         self.writes[what] += 1
@@ -163,6 +175,12 @@ class KubeApi:
     async def get(self, kind: str, namespace: str, name: str) -> Body | None:
         """The object, or None when it does not exist."""
         return await self._read(object_path(kind, namespace, name))
+
+    async def list_metadata(self, kind: str, namespace: str) -> list[Body]:
+        """The metadata of every object of `kind` in `namespace` (ignored when the kind is
+        cluster-scoped)."""
+        found = await self._read(object_path(kind, namespace), accept=METADATA_LIST)
+        return [item.get("metadata") or {} for item in (found or {}).get("items", [])]
 
     async def list(self, kind: str, namespace: str, label_selector: str = "") -> list[Body]:
         query = [("labelSelector", label_selector)] if label_selector else []

@@ -56,6 +56,7 @@ class RunningOperator:
     kubeconfig: Path
     workers: int = 2
     probe_seconds: float | None = None
+    resync_seconds: float | None = None
     memo: kopf.Memo = field(init=False)
     _ready: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -69,6 +70,7 @@ class RunningOperator:
             defaults=Defaults(image=TEST_IMAGE, image_pull_policy="IfNotPresent"),
             workers=self.workers,
             probe_seconds=self.probe_seconds,
+            resync_seconds=self.resync_seconds,
         )
         self.memo = kopf.Memo(options=options)
         self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
