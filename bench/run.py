@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py [--rounds 3] [--duration 10] [--warmup 2] [--smoke]
                                   [--cases 1,2,3] [--output bench/results/run-TIME.json]
 
-Cases (issue 7), each against the same fast upstream (nginx answering a small JSON body,
+Cases, each against the same fast upstream (nginx answering a small JSON body,
 `bench/anchors/nginx-upstream.conf`), loaded with wrk on loopback:
 
 1. `GET /health`: Wardgate's static response vs nginx `return 200`;
