@@ -180,12 +180,13 @@ class KubeApi:
         """The metadata of every object of `kind` in `namespace` (ignored when the kind is
         cluster-scoped)."""
         found = await self._read(object_path(kind, namespace), accept=METADATA_LIST)
-        return [item.get("metadata") or {} for item in (found or {}).get("items", [])]
+        # An empty metadata list comes as `"items": null`.
+        return [item.get("metadata") or {} for item in (found or {}).get("items") or []]
 
     async def list(self, kind: str, namespace: str, label_selector: str = "") -> list[Body]:
         query = [("labelSelector", label_selector)] if label_selector else []
         found = await self._read(object_path(kind, namespace), query)
-        items: list[Body] = (found or {}).get("items", [])
+        items: list[Body] = (found or {}).get("items") or []
         return items
 
     async def apply(self, manifest: Body) -> Body:
