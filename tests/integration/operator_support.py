@@ -9,12 +9,13 @@ import gc
 import json
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import kopf
+import pytest
 import yaml
 
 from wardgate.devcluster.cluster import KubeCluster, wait_until
@@ -274,6 +275,15 @@ class Objects:
             return None
         data: dict[str, Any] = json.loads(config_map["data"]["config.json"])
         return data
+
+
+@pytest.fixture(scope="module")
+def objects(cluster: KubeCluster) -> Iterator[Objects]:
+    """The test module's API access, with the CRDs installed (a fixture: import it)."""
+    install_crds(cluster)
+    found = Objects(cluster)
+    yield found
+    found.close()
 
 
 def seed_objects(secret_value: str) -> list[dict[str, Any]]:

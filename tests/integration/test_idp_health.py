@@ -21,7 +21,6 @@ import pytest
 from integration.operator_support import (
     Objects,
     RunningOperator,
-    install_crds,
     seed_objects,
     service_account_kubeconfig,
 )
@@ -79,14 +78,6 @@ class KeySetServer:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
-
-
-@pytest.fixture(scope="module")
-def objects(cluster: KubeCluster) -> Iterator[Objects]:
-    install_crds(cluster)
-    found = Objects(cluster)
-    yield found
-    found.close()
 
 
 @pytest.fixture(scope="module")

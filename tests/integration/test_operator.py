@@ -15,7 +15,6 @@ import pytest
 from integration.operator_support import (
     Objects,
     RunningOperator,
-    install_crds,
     seed_objects,
     service_account_kubeconfig,
 )
@@ -28,14 +27,6 @@ SECRET = "seed-secret-0123456789-abcdefghijklmnop"
 ROTATED = "rotated-secret-0123456789-abcdefghijkl"
 API = "wardgate.io/v1alpha1"
 OWNED = ("ConfigMap", "Deployment", "Service")
-
-
-@pytest.fixture(scope="module")
-def objects(cluster: KubeCluster) -> Iterator[Objects]:
-    install_crds(cluster)
-    found = Objects(cluster)
-    yield found
-    found.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,13 @@ disagreement fails the test.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects, install_crds
+from integration.operator_support import Objects
 from pydantic import TypeAdapter, ValidationError
 
-from wardgate.devcluster.cluster import KubeCluster
 from wardgate.operator.kube import KubeError, object_path
 from wardgate.operator.models import (
     AUTHORIZER_SPEC_ADAPTER,
@@ -155,14 +153,6 @@ GATEWAYS = [
     Case("port", {"service": {"port": 70000}}, False),
     Case("hostless-url", {"servers": {"o": {"url": "http://:80"}}}, False, operator=True),
 ]
-
-
-@pytest.fixture(scope="module")
-def objects(cluster: KubeCluster) -> Iterator[Objects]:
-    install_crds(cluster)
-    found = Objects(cluster)
-    yield found
-    found.close()
 
 
 def _admitted(objects: Objects, namespace: str, kind: str, case: Case) -> tuple[bool, str]:

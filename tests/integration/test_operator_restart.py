@@ -7,11 +7,10 @@ this test's subject, so writes are counted in this test's namespace."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects, RunningOperator, install_crds, seed_objects
+from integration.operator_support import Objects, RunningOperator, seed_objects
 
 from wardgate.devcluster.cluster import KubeCluster
 
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.cluster
 
 SECRET = "seed-secret-0123456789-abcdefghijklmnop"
 KINDS = ("Gateway", "Route", "Authorizer", "ConfigMap", "Deployment", "Service", "Secret")
-
-
-@pytest.fixture(scope="module")
-def objects(cluster: KubeCluster) -> Iterator[Objects]:
-    install_crds(cluster)
-    found = Objects(cluster)
-    yield found
-    found.close()
 
 
 def _paths(objects: Objects, namespace: str) -> list[str]:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects, RunningOperator, install_crds, seed_objects
+from integration.operator_support import Objects, RunningOperator, seed_objects
 from support import results
 
 from wardgate.devcluster.cluster import KubeCluster
@@ -58,14 +58,6 @@ def operator_log() -> Iterator[_Collect]:
     for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-@pytest.fixture
-def objects(cluster: KubeCluster) -> Iterator[Objects]:
-    install_crds(cluster)
-    found = Objects(cluster)
-    yield found
-    found.close()
 
 
 def forms(value: str) -> dict[str, str]:
