@@ -46,6 +46,12 @@ if [[ "${1:-}" == "--print-bin-dir" ]]; then
   exit 0
 fi
 
+# One build at a time per cache: two checkouts building together would race on the
+# temporary folders; the second waits and then finds everything built.
+mkdir -p "${cache_root}"
+exec {lock_fd}>"${cache_root}/.build.lock"
+flock "${lock_fd}"
+
 # A component is done when its stamp names the pinned version and its binaries exist.
 is_built() { # component version binaries...
   local component="$1" version="$2"
