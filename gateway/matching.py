@@ -97,6 +97,8 @@ __all__ = [
     "RouteError",
     "Router",
     "Verdict",
+    "pattern_covers",
+    "patterns_overlap",
     "validate_pattern",
 ]
 
@@ -241,6 +243,53 @@ class _Pattern:
 def validate_pattern(pattern: str) -> None:
     """Raise `PatternError` when `pattern` is not a valid route pattern."""
     _compile_pattern(pattern)
+
+
+def pattern_covers(outer: str, inner: str) -> bool:
+    """Whether every normalised path `inner` matches is matched by `outer` too.
+
+    Decided on the compiled segments, with the matcher's own semantics: a `{param}` of
+    `inner` is covered by a `{param}` or the wildcard of `outer` only (it matches any
+    segment, so no literal covers it); a wildcard of `inner` only by a wildcard of `outer`
+    at the same or an earlier position; the trailing slash is a segment of its own.
+    Raise `PatternError` for an invalid pattern."""
+    outer_segments = _compile_pattern(outer).segments
+    inner_segments = _compile_pattern(inner).segments
+    for i, segment in enumerate(inner_segments):
+        if i == len(outer_segments):
+            return False  # `inner` goes on where `outer` has ended
+        wanted = outer_segments[i]
+        if wanted.kind == _WILDCARD:
+            return True
+        if segment.kind == _WILDCARD:
+            return False  # matches the path ending here (or going on), `outer` does not
+        if wanted.kind == _LITERAL and (segment.kind != _LITERAL or segment.text != wanted.text):
+            return False
+        if wanted.kind == _PARAM and segment.kind == _LITERAL and not segment.text:
+            return False  # a trailing slash is an empty segment, which `{param}` refuses
+    # `inner` has ended: `outer` must end here too, or match the empty rest with a wildcard.
+    rest = outer_segments[len(inner_segments) :]
+    return not rest or rest[0].kind == _WILDCARD
+
+
+def patterns_overlap(first: str, second: str) -> bool:
+    """Whether some normalised path is matched by both patterns (`PatternError` if invalid)."""
+    a = _compile_pattern(first).segments
+    b = _compile_pattern(second).segments
+    for i in range(max(len(a), len(b))):
+        if i == len(a) or i == len(b):
+            # One has ended: the other matches the same path only with a wildcard here.
+            longer = a if i < len(a) else b
+            return longer[i].kind == _WILDCARD
+        x, y = a[i], b[i]
+        if x.kind == _WILDCARD or y.kind == _WILDCARD:
+            return True
+        if x.kind == _LITERAL and y.kind == _LITERAL and x.text != y.text:
+            return False
+        literal = x if x.kind == _LITERAL else y if y.kind == _LITERAL else None
+        if literal is not None and not literal.text and (x.kind == _PARAM or y.kind == _PARAM):
+            return False
+    return True
 
 
 def _compile_pattern(pattern: str) -> _Pattern:

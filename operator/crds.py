@@ -107,6 +107,14 @@ MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, Any]]]] = {
             "`selector` is required with `from: Selector`, and only then",
         )
     ],
+    # `size()` of the unbounded lists exceeds the CEL cost budget: admission checks that
+    # one is given, the operator that it is not empty.
+    "UnauthenticatedRule._check_scope": [
+        _rule("has(self.namespaces) || has(self.paths)", "give `namespaces`, `paths` or both")
+    ],
+    # Overlap between namespaces' patterns follows the matcher's semantics: the operator
+    # checks it and reports the Gateway `Accepted=False, reason=Invalid`.
+    "GatewaySpec._check_delegations": [],
     "Autoscaling._check_bounds": [
         _rule(
             "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",

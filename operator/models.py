@@ -20,8 +20,10 @@ from wardgate.gateway.config import (
     Limits,
     Model,
     PathEntry,
+    RoutePattern,
     SupabaseAuthorizer,
 )
+from wardgate.gateway.matching import patterns_overlap
 
 GROUP: Final = "wardgate.io"
 VERSION: Final = "v1alpha1"
@@ -136,6 +138,9 @@ class GatewayServer(Model):
     """Seconds to connect (default 5)."""
     read_timeout: float | None = Field(default=None, gt=0, le=3600)
     """Seconds to wait for the upstream's response (default 30)."""
+    allowed_routes: AllowedRoutes = Field(default_factory=lambda: AllowedRoutes())
+    """Which namespaces' Routes may send requests to this server: `Same` (the default: the
+    Gateway's namespace only), `All`, or `Selector`. Another namespace needs this consent."""
 
     @model_validator(mode="after")
     def _check_target(self) -> GatewayServer:
@@ -178,6 +183,51 @@ class AllowedRoutes(Model):
     """Which Routes may attach to a Gateway."""
 
     namespaces: RouteNamespaces = Field(default_factory=RouteNamespaces)
+
+
+NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+
+
+class PathDelegation(Model):
+    """Path patterns whose Routes only one namespace may write."""
+
+    namespace: NamespaceName
+    """The namespace the paths are delegated to."""
+    paths: list[RoutePattern] = Field(min_length=1)
+    """Route patterns (`/teams/a/*`); a Route of the namespace may only serve paths that one
+    of them matches whole."""
+
+
+class UnauthenticatedRule(Model):
+    """Who may publish paths without auth on a shared Gateway."""
+
+    namespaces: list[NamespaceName] = Field(default_factory=list)
+    """The namespaces admitted; every namespace when empty."""
+    paths: list[RoutePattern] = Field(default_factory=list)
+    """Route patterns the public paths must lie within; every path when empty."""
+
+    @model_validator(mode="after")
+    def _check_scope(self) -> UnauthenticatedRule:
+        if not self.namespaces and not self.paths:
+            raise ValueError("give `namespaces`, `paths` or both")
+        return self
+
+
+class AuthPolicy(Model):
+    """Auth rules of the Gateway that Routes of other namespaces cannot weaken."""
+
+    unauthenticated: list[UnauthenticatedRule] = Field(default_factory=list)
+    """Routes of other namespaces must require auth on every path, except where one of
+    these rules admits the namespace and the path. (Routes of the Gateway's own namespace
+    may always publish public paths.)"""
+    authorizers: list[Annotated[str, Field(min_length=1)]] | None = None
+    """The Authorizers Routes of other namespaces may use; only `defaultAuthorizer` when
+    absent."""
+    required_scopes: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    """Scopes every authenticated path requires, added to the path's own."""
+    required_claims: dict[str, JsonValue] = Field(default_factory=dict)
+    """Claims every authenticated path requires, added to the path's own; a path that sets
+    one of these claims to another value is refused."""
 
 
 class GatewayServiceSpec(Model):
@@ -240,6 +290,12 @@ class GatewaySpec(Model):
     servers: dict[str, GatewayServer] = Field(default_factory=dict)
     """Upstream servers by name, as Route integrations name them."""
     allowed_routes: AllowedRoutes = Field(default_factory=AllowedRoutes)
+    delegations: list[PathDelegation] = Field(default_factory=list)
+    """Path patterns delegated to namespaces: when set, a Route of another namespace may
+    only serve paths within its namespace's patterns. Patterns of different namespaces
+    must not overlap. None: any Route may claim any path (one trusted team)."""
+    auth_policy: AuthPolicy = Field(default_factory=AuthPolicy)
+    """Auth required of Routes from other namespaces, and of every authenticated path."""
     autoscaling: Autoscaling | None = None
     pod: PodOverrides = Field(default_factory=PodOverrides)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -251,6 +307,22 @@ class GatewaySpec(Model):
     """Request limits (token, body and header sizes)."""
     drain_seconds: float | None = Field(default=None, ge=0, le=600)
     """On shutdown, how long in-flight requests may take (default 20)."""
+
+    @model_validator(mode="after")
+    def _check_delegations(self) -> GatewaySpec:
+        seen: list[tuple[int, int, str, str]] = []
+        for i, delegation in enumerate(self.delegations):
+            for j, pattern in enumerate(delegation.paths):
+                for other_i, other_j, namespace, other in seen:
+                    if namespace != delegation.namespace and patterns_overlap(pattern, other):
+                        raise ValueError(
+                            f"delegations.{i}.paths.{j}: {pattern} (namespace "
+                            f"{delegation.namespace}) overlaps delegations.{other_i}.paths."
+                            f"{other_j}: {other} (namespace {namespace}); a path belongs to "
+                            "one namespace"
+                        )
+                seen.append((i, j, delegation.namespace, pattern))
+        return self
 
 
 # --- Status --------------------------------------------------------------------------------
@@ -280,6 +352,16 @@ class GatewayStatus(Model):
     available_replicas: int | None = None
 
 
+class PathPolicy(Model):
+    """How the Gateway's policy decided one path of a Route."""
+
+    path: str
+    methods: list[str]
+    result: Literal["Admitted", "Refused"]
+    rules: list[str] = Field(default_factory=list)
+    """The rules that admitted the path, or the one that refused it, by field."""
+
+
 class RouteStatus(Model):
     """Observed state of a Route."""
 
@@ -288,6 +370,9 @@ class RouteStatus(Model):
     paths: int | None = None
     auth: str | None = None
     """Authorizers the paths use (`none` when all are public)."""
+    policy: list[PathPolicy] | None = None
+    """Per path, the Gateway's rules that admitted or refused it (Routes of other
+    namespaces, and paths the Gateway's required scopes or claims changed)."""
 
 
 class JwksStatus(Model):

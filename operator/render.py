@@ -48,10 +48,10 @@ from wardgate.operator.models import (
     AnyAuthorizerSpec,
     GatewaySpec,
     JwtAuthorizerSpec,
-    LabelSelector,
     RouteSpec,
     SupabaseAuthorizerSpec,
 )
+from wardgate.operator.policy import decide_route, namespace_admitted
 
 ObjectKey = tuple[str, str]
 """(namespace, name)"""
@@ -171,23 +171,6 @@ def _problems(exc: ValidationError, data: object, prefix: str, tag: str | None =
     if len(lines) > MAX_MESSAGE_PROBLEMS:
         lines = [*lines[:MAX_MESSAGE_PROBLEMS], f"... and {len(lines) - MAX_MESSAGE_PROBLEMS} more"]
     return "; ".join(lines)
-
-
-def _selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
-    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
-        return False
-    for requirement in selector.match_expressions:
-        present = requirement.key in labels
-        value = labels.get(requirement.key)
-        if requirement.operator == "In" and value not in requirement.values:
-            return False
-        if requirement.operator == "NotIn" and present and value in requirement.values:
-            return False
-        if requirement.operator == "Exists" and not present:
-            return False
-        if requirement.operator == "DoesNotExist" and present:
-            return False
-    return True
 
 
 def _issuer(spec: AnyAuthorizerSpec) -> str | None:
@@ -478,7 +461,7 @@ def _render_route(
         return _route_status(route, false("Accepted", "Invalid", message), {}), None, set()
     paths = route_spec.paths
     shown = sorted({_authorizer_of(p, spec) or "default" for p in paths if p.auth is not None})
-    fields = {"paths": len(paths), "auth": ", ".join(shown) or "none"}
+    fields: dict[str, Any] = {"paths": len(paths), "auth": ", ".join(shown) or "none"}
     refs = _backend_refs(paths, gateway, spec, services)
 
     def reject(reason: str, message: str) -> tuple[ObjectStatus, None, set[str]]:
@@ -487,14 +470,8 @@ def _render_route(
 
     namespaces = spec.allowed_routes.namespaces
     if route.meta.namespace != gateway.namespace:
-        allowed = namespaces.from_ == "All" or (
-            namespaces.from_ == "Selector"
-            and namespaces.selector is not None
-            and _selector_matches(
-                namespaces.selector, namespace_labels.get(route.meta.namespace, {})
-            )
-        )
-        if not allowed:
+        labels = namespace_labels.get(route.meta.namespace, {})
+        if not namespace_admitted(namespaces, route.meta.namespace, gateway.namespace, labels):
             return reject(
                 "NotAllowed",
                 f"Gateway {gateway.namespace}/{gateway.name} does not accept Routes from namespace "
@@ -527,6 +504,13 @@ def _render_route(
                 f"{where}.integration.server: Gateway {gateway.namespace}/{gateway.name} has no "
                 f"server {integration.server!r}",
             )
+    # The Gateway's multi-team policy (operator/policy.py), decided here only.
+    verdict = decide_route(route.meta.namespace, paths, gateway.key, spec, namespace_labels)
+    if verdict.shown:
+        fields["policy"] = verdict.status()
+    if verdict.refusal is not None:
+        return reject(*verdict.refusal)
+    paths = list(verdict.paths)
     keys: dict[tuple[str, str], str] = {}
     for index, path in enumerate(paths):
         for method in path.methods():

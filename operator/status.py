@@ -15,7 +15,7 @@ Body = dict[str, Any]
 # merge patch removes them.
 STATUS_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "Gateway": ("routes", "configHash", "replicas", "availableReplicas"),
-    "Route": ("paths", "auth"),
+    "Route": ("paths", "auth", "policy"),
     "Authorizer": ("issuer", "jwks"),
 }
 EVENT_MESSAGE_LIMIT: Final = 1024

@@ -152,6 +152,61 @@ GATEWAYS = [
     Case("service-type", {"service": {"type": "Ingress"}}, False),
     Case("port", {"service": {"port": 70000}}, False),
     Case("hostless-url", {"servers": {"o": {"url": "http://:80"}}}, False, operator=True),
+    Case(
+        "server-consent",
+        {"servers": {"o": {"url": "http://o", "allowedRoutes": {"namespaces": {"from": "All"}}}}},
+        True,
+    ),
+    Case(
+        "server-selector-missing",
+        {
+            "servers": {
+                "o": {"url": "http://o", "allowedRoutes": {"namespaces": {"from": "Selector"}}}
+            }
+        },
+        False,
+    ),
+    Case(
+        "delegations",
+        {"delegations": [{"namespace": "team-a", "paths": ["/teams/a/*"]}]},
+        True,
+    ),
+    Case("delegation-no-paths", {"delegations": [{"namespace": "team-a", "paths": []}]}, False),
+    Case(
+        "delegations-overlap",
+        {
+            "delegations": [
+                {"namespace": "team-a", "paths": ["/teams/a/*"]},
+                {"namespace": "team-b", "paths": ["/teams/{team}/x"]},
+            ]
+        },
+        False,
+        operator=True,
+    ),
+    Case(
+        "auth-policy",
+        {
+            "authPolicy": {
+                "unauthenticated": [{"namespaces": ["docs"]}, {"paths": ["/public/*"]}],
+                "authorizers": ["corp"],
+                "requiredScopes": ["api"],
+                "requiredClaims": {"tier": "prod", "groups": ["staff"]},
+            }
+        },
+        True,
+    ),
+    Case("unauthenticated-anyone", {"authPolicy": {"unauthenticated": [{}]}}, False),
+    Case(
+        "unauthenticated-empty",
+        {"authPolicy": {"unauthenticated": [{"namespaces": []}]}},
+        False,
+        operator=True,
+    ),
+    Case(
+        "unauthenticated-bad-ns",
+        {"authPolicy": {"unauthenticated": [{"namespaces": ["A_"]}]}},
+        False,
+    ),
 ]
 
 
