@@ -68,6 +68,9 @@ class Report:
     integration: str | None = None
     forwarded_headers: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    policy: list[str] = field(default_factory=list)
+    """With `--gateway`: the Route paths matching the request and the rule that admitted or
+    refused each (from the Routes' status)."""
 
     @property
     def failing_check(self) -> Check | None:
@@ -128,6 +131,7 @@ class Report:
                 "forwardedHeaders": self.forwarded_headers,
             },
             "warnings": self.warnings,
+            "policy": self.policy,
         }
 
 
@@ -438,6 +442,9 @@ def render_text(report: Report, source: str) -> str:
     elif any(c.name == "preflight" for c in report.checks):
         add("route", "CORS preflight: answered before routing and auth")
 
+    for index, line in enumerate(report.policy):
+        add("policy" if index == 0 else "", line)
+
     if report.auth_required is not None:
         if report.auth_required:
             kind = f" ({report.authorizer_type})" if report.authorizer_type else ""
@@ -599,6 +606,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if loaded is None:
         return code
     report = asyncio.run(explain_request(loaded, args.method, args.path, headers, at=at))
+    if args.gateway is not None and report.path is not None:
+        try:
+            report.policy = _cluster_policy(args.gateway, args.namespace, report.path)
+        except ClusterError as exc:
+            report.warnings.append(f"policy: {exc}")
     if args.output == "json":
         document = {"config": source, **report.to_json()}
         print(json.dumps(document, indent=2, ensure_ascii=False, default=str))
@@ -633,6 +645,18 @@ def _kubectl_json(args: list[str]) -> dict[str, Any]:
         raise ClusterError(completed.stderr.strip() or f"kubectl {' '.join(args)} failed")
     document: dict[str, Any] = json.loads(completed.stdout)
     return document
+
+
+def _cluster_policy(gateway: str, namespace: str | None, path: str) -> list[str]:
+    """The Route paths of a Gateway that match `path`, with the operator's decision on each."""
+    from wardgate.operator.policy import explain_route_paths
+
+    namespace_args = ["-n", namespace] if namespace else []
+    body = _kubectl_json(["get", "gateways.wardgate.io", gateway, *namespace_args])
+    gateway_namespace = str((body.get("metadata") or {}).get("namespace", ""))
+    routes = _kubectl_json(["get", "routes.wardgate.io", "--all-namespaces"])
+    lines = explain_route_paths(routes.get("items") or [], (gateway_namespace, gateway), path)
+    return lines or ["no Route of this Gateway has a path matching the request"]
 
 
 def read_cluster_secret(

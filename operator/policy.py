@@ -35,7 +35,7 @@ from typing import Any, Final
 from pydantic import JsonValue
 
 from wardgate.gateway.config import HttpProxyIntegration, PathEntry, RouteAuth
-from wardgate.gateway.matching import pattern_covers
+from wardgate.gateway.matching import RouteEntry, RouteError, Router, pattern_covers
 from wardgate.operator.models import GatewaySpec, LabelSelector, RouteNamespaces
 
 # A Supabase API key role anyone holds: the anon key ships in every browser bundle.
@@ -368,3 +368,58 @@ def _merge_claim(required: JsonValue, own: JsonValue) -> JsonValue | None:
     if isinstance(required, list) and isinstance(own, list):
         return [*required, *(v for v in own if v not in required)]
     return own if own == required else None
+
+
+def explain_route_paths(
+    routes: Sequence[Mapping[str, Any]], gateway: tuple[str, str], path: str
+) -> list[str]:
+    """For `wardgate explain --gateway`: every path of the Routes attached to `gateway` whose
+    pattern matches a normalised request path, with what the operator decided and the rules
+    it names (read from the Routes' status, as `kubectl get routes -o json` gives them)."""
+    lines: list[str] = []
+    for body in sorted(routes, key=_route_key):
+        namespace, name = _route_key(body)
+        spec = body.get("spec") or {}
+        reference = spec.get("gatewayRef") or {}
+        if (reference.get("namespace") or namespace, reference.get("name")) != gateway:
+            continue
+        status = body.get("status") or {}
+        accepted = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Accepted"), None
+        )
+        decisions = status.get("policy") or []
+        for index, entry in enumerate(spec.get("paths") or []):
+            pattern = entry.get("path") if isinstance(entry, Mapping) else None
+            if not isinstance(pattern, str) or not _pattern_matches(pattern, path):
+                continue
+            method = entry.get("method")
+            methods = ", ".join(method) if isinstance(method, list) else str(method)
+            decision = decisions[index] if index < len(decisions) else {}
+            rules = [str(r) for r in decision.get("rules") or []]
+            if accepted is None:
+                verdict = "not decided yet (the Route has no Accepted condition)"
+            elif accepted.get("status") == "True":
+                verdict = "admitted: " + "; ".join(rules or [OWN_NAMESPACE_RULE])
+            else:
+                own = f"; this path: {'; '.join(rules)}" if decision.get("result") else ""
+                verdict = (
+                    f"refused, the whole Route ({accepted.get('reason')}): "
+                    f"{accepted.get('message')}{own}"
+                )
+            lines.append(
+                f"Route {namespace}/{name} spec.paths.{index} {pattern} [{methods}]: {verdict}"
+            )
+    return lines
+
+
+def _route_key(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+def _pattern_matches(pattern: str, path: str) -> bool:
+    try:
+        router = Router.build([RouteEntry(pattern, None, 0)])
+    except RouteError:
+        return False
+    return bool(router.routes_for_path(path))

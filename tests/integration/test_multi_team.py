@@ -530,6 +530,48 @@ async def test_every_escalation_of_a_tenant_is_refused_and_everyone_else_is_serv
     assert "scopes api: added by spec.authPolicy.requiredScopes" in rules
 
 
+def test_explain_names_the_rule_that_admitted_or_refused_a_path(
+    cluster: KubeCluster, teams: Teams, objects: Objects
+) -> None:
+    """`wardgate explain --gateway` reads the Routes' status: which Route claims the path,
+    and which rule of the Gateway admitted or refused it."""
+    objects.apply(
+        teams.b,
+        _route(teams, "open", {"method": "GET", "path": "/teams/b/public", "response": "x"}),
+    )
+    objects.wait_condition("Route", teams.b, "open", "Accepted", "False", "AuthRequired")
+
+    def explain(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "wardgate", "explain", "--gateway", "shared"]
+        return subprocess.run(
+            [*command, "-n", teams.platform, *args],
+            capture_output=True,
+            text=True,
+            env=cluster.env,
+            timeout=120,
+        )
+
+    refused = explain("GET", "/teams/b/public")
+    assert refused.returncode == 1, refused.stderr
+    assert (
+        f"Route {teams.b}/open spec.paths.0 /teams/b/public [GET]: refused, the whole Route "
+        "(AuthRequired)" in refused.stdout
+    ), refused.stdout
+    assert "auth: spec.authPolicy.unauthenticated" in refused.stdout
+
+    admitted = explain("GET", "/teams/b/../a/orders/1", "--token", _token(), "-o", "json")
+    assert admitted.returncode == 0, admitted.stdout + admitted.stderr
+    report = json.loads(admitted.stdout)
+    assert report["result"]["admitted"] is True
+    # Team A's Route serves it; team B's attempts at it (from the test above) are refused.
+    line = next(x for x in report["policy"] if x.startswith(f"Route {teams.a}/"))
+    assert all("refused" in x for x in report["policy"] if x != line)
+    assert line.startswith(f"Route {teams.a}/orders spec.paths.0 /teams/a/orders/* [GET, POST]")
+    assert f"path: spec.delegations.0.paths.0 delegates /teams/a/* to namespace {teams.a}" in line
+    assert "scopes api: added by spec.authPolicy.requiredScopes" in line
+    assert CORP_SECRET not in admitted.stdout + refused.stdout
+
+
 def test_an_inline_authorizer_on_a_route_is_refused_at_admission(
     teams: Teams, objects: Objects
 ) -> None:

@@ -29,7 +29,7 @@ from wardgate.gateway.matching import (
 )
 from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.operator.models import GATEWAY_SPEC_ADAPTER, GatewaySpec
-from wardgate.operator.policy import RouteVerdict, decide_route
+from wardgate.operator.policy import RouteVerdict, decide_route, explain_route_paths
 
 GATEWAY = ("platform", "shared")
 LABELS = {"team-a": {"team": "a"}, "team-b": {"team": "b"}}
@@ -383,3 +383,83 @@ def test_invalid_patterns_raise() -> None:
         pattern_covers("/a/*", "/a/../b")
     with pytest.raises(PatternError):
         patterns_overlap("/a/*/b", "/a")
+
+
+# --- what `wardgate explain --gateway` says ----------------------------------------------
+
+
+def _route_body(
+    namespace: str, name: str, paths: list[dict[str, Any]], status: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"gatewayRef": {"name": "shared", "namespace": "platform"}, "paths": paths},
+        "status": status,
+    }
+
+
+def test_explain_names_the_rules_of_the_routes_matching_a_path() -> None:
+    accepted = {"type": "Accepted", "status": "True", "reason": "Accepted"}
+    refused = {
+        "type": "Accepted",
+        "status": "False",
+        "reason": "PathNotDelegated",
+        "message": "spec.paths.0.path: /* is not within ...",
+    }
+    routes = [
+        _route_body(
+            "team-a",
+            "orders",
+            [_path("/teams/a/*", auth=True), _path("/teams/a/other")],
+            {
+                "conditions": [accepted],
+                "policy": [
+                    {"path": "/teams/a/*", "result": "Admitted", "rules": ["path: rule-1"]},
+                    {"path": "/teams/a/other", "result": "Admitted", "rules": ["path: rule-2"]},
+                ],
+            },
+        ),
+        _route_body(
+            "team-b",
+            "catch-all",
+            [_path("/*", auth=True)],
+            {
+                "conditions": [refused],
+                "policy": [
+                    {"path": "/*", "result": "Refused", "rules": ["path: spec.delegations"]}
+                ],
+            },
+        ),
+        {
+            "metadata": {"namespace": "platform", "name": "own"},
+            "spec": {"gatewayRef": {"name": "shared"}, "paths": [_path("/teams/{t}/x")]},
+            "status": {"conditions": [accepted]},
+        },
+        {
+            "metadata": {"namespace": "platform", "name": "elsewhere"},
+            "spec": {"gatewayRef": {"name": "other"}, "paths": [_path("/*")]},
+        },
+        {
+            "metadata": {"namespace": "team-c", "name": "new"},
+            "spec": {
+                "gatewayRef": {"name": "shared", "namespace": "platform"},
+                "paths": [_path("/teams/a/x")],
+            },
+        },
+    ]
+    lines = explain_route_paths(routes, GATEWAY, "/teams/a/x")
+    assert lines == [
+        "Route platform/own spec.paths.0 /teams/{t}/x [GET]: admitted: namespace: the "
+        "Gateway's own (trusted: paths, servers, authorizers)",
+        "Route team-a/orders spec.paths.0 /teams/a/* [GET]: admitted: path: rule-1",
+        "Route team-b/catch-all spec.paths.0 /* [GET]: refused, the whole Route "
+        "(PathNotDelegated): spec.paths.0.path: /* is not within ...; this path: path: "
+        "spec.delegations",
+        "Route team-c/new spec.paths.0 /teams/a/x [GET]: not decided yet (the Route has no "
+        "Accepted condition)",
+    ]
+    assert explain_route_paths(routes, GATEWAY, "/nothing/here") == [
+        "Route team-b/catch-all spec.paths.0 /* [GET]: refused, the whole Route "
+        "(PathNotDelegated): spec.paths.0.path: /* is not within ...; this path: path: "
+        "spec.delegations"
+    ]
