@@ -45,26 +45,31 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
+from multidict import MultiMapping
 
 from wardgate.gateway.authorizers import Authorizers, Check, Principal
 from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration
 from wardgate.gateway.connections import GatewayServer
-from wardgate.gateway.cors import CorsRules, is_preflight
+from wardgate.gateway.cors import CORS_RESPONSE_HEADERS, CorsRules, is_preflight
 from wardgate.gateway.errors import (
+    DUPLICATE_AUTHORIZATION,
+    HEADER_TOO_LARGE,
     INTERNAL_ERROR,
     INVALID_PATH,
+    MALFORMED_REQUEST,
     METHOD_NOT_ALLOWED,
     NO_ROUTE,
     ErrorCode,
     GatewayError,
+    bearer_challenge,
 )
-from wardgate.gateway.exchange import NO_HEADERS, Exchange, Integration
+from wardgate.gateway.exchange import NO_HEADERS, SERVER_HEADER, Exchange, Integration
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.matching import Match, MethodNotAllowed, RouteEntry, RouteError, Router
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upstream_pools
-from wardgate.gateway.requestlog import RequestLog, format_entry, json_value
+from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry, json_value
 from wardgate.gateway.static import StaticResponse
 from wardgate.gateway.tokens import clip
 
@@ -74,8 +79,10 @@ REQUEST_ID_HEADER: Final = "X-Request-Id"
 # Accepted incoming IDs: what tracing systems send (UUIDs, W3C trace IDs, ULIDs), and never
 # a character that would need escaping in JSON or a header.
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._~:@+=/-]{1,128}")
-REALM: Final = "wardgate"
 _JSON: Final = "application/json"
+# Request-log lines for requests the parser refused: one per request up to this rate, then
+# a count of those left out (a client can send malformed requests as fast as it likes).
+MALFORMED_LOG_PER_SECOND: Final = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,8 @@ class Gateway:
         # The proxy's keep-alive pools, closed by `build_app`'s cleanup.
         self.upstreams = create_upstream_pools()
         gateway_cors = CorsRules.build(config.cors) if config.cors is not None else None
+        self.cors = gateway_cors
+        """The gateway-level CORS policy: for answers given before a route is known."""
         claim_headers = authorizers.stripped_request_headers()
         default_authorizer = config.default_authorizer_name()
         entries: list[RouteEntry[Route]] = []
@@ -197,9 +206,41 @@ class Gateway:
             where = f"paths.{exc.index}.path" if exc.index is not None else "paths"
             raise ConfigError([f"{where}: {exc.reason}"]) from None
         self._error_cache: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self._malformed_log = RateLimit(MALFORMED_LOG_PER_SECOND)
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
+
+    def refuse_malformed(self, reason: str, peer: str | None) -> web.Response:
+        """The answer to a request the HTTP parser refused: `header_too_large` (431) for a
+        field, the request line or the number of fields over the limits, else
+        `malformed_request` (400); one request-log line with the reason and the peer, at
+        most `MALFORMED_LOG_PER_SECOND` a second (a flood costs the log nothing)."""
+        request_id = self.new_request_id()
+        too_large = reason in ("header_too_large", "too_many_headers")
+        error = GatewayError(HEADER_TOO_LARGE if too_large else MALFORMED_REQUEST)
+        if self.metrics is not None:
+            self.metrics.request(None, error.error.status, error.error.code)
+        if self.request_log.enabled:
+            suppressed = self._malformed_log.admit(time.monotonic())
+            if suppressed is not None:
+                detail: dict[str, Any] = {"reason": reason, "peer": peer}
+                if suppressed:
+                    detail["suppressedSinceLast"] = suppressed
+                self.request_log.write(
+                    format_entry(
+                        request_id=request_id,
+                        method="",
+                        path="",
+                        route_json="null",
+                        authorizer_json="null",
+                        status=error.error.status,
+                        code=error.error.code,
+                        started=time.perf_counter(),
+                        detail=detail,
+                    )
+                )
+        return self.error_response(error, request_id, {REQUEST_ID_HEADER: request_id})
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request: the whole pipeline (see the module docstring)."""
@@ -236,6 +277,7 @@ class Gateway:
         status = response.status
         if not response.prepared:
             response.headers.update(response_headers)
+            response.headers.setdefault("Server", SERVER_HEADER)
         if self.draining:
             response.force_close()
         route = admission.route
@@ -261,7 +303,7 @@ class Gateway:
     async def admit(
         self,
         admission: Admission,
-        headers: Mapping[str, str],
+        headers: MultiMapping[str],
         *,
         trace: list[Check] | None = None,
     ) -> web.Response | None:
@@ -276,6 +318,10 @@ class Gateway:
         """
         method = admission.method
         raw = admission.target
+        if self.cors is not None:
+            # The gateway's policy answers until a route's applies: a refusal before routing
+            # (a bad path, no route) is readable by the page too.
+            self.cors.apply(headers, admission.response_headers)
         if raw[:1] != "/":
             try:
                 raw = _absolute_form_path(raw)
@@ -299,7 +345,7 @@ class Gateway:
             note = "unchanged" if path == raw_path else f"normalised from {raw_path!r}"
             trace.append(Check("path", True, actual=path, note=note))
         if method == "OPTIONS" and is_preflight(method, headers):
-            preflight = self._preflight(path, headers, admission.response_headers)
+            preflight = self._preflight(path, headers, admission)
             if preflight is not None:
                 if trace is not None:
                     trace.append(
@@ -310,7 +356,8 @@ class Gateway:
         if not isinstance(result, Match):
             if isinstance(result, MethodNotAllowed):
                 route = admission.route = self._any_route(path)
-                self._add_cors(route, headers, admission.response_headers)
+                if route is not None and route.cors is not self.cors:
+                    _apply_cors(route.cors, headers, admission.response_headers)
                 if trace is not None:
                     trace.append(
                         Check("route", False, list(result.allowed), method, "method not allowed")
@@ -324,11 +371,21 @@ class Gateway:
                 trace.append(Check("route", False, list(result.closest), path, "no route"))
             raise GatewayError(NO_ROUTE, {"path": path, "closest": list(result.closest)})
         route = admission.route = result.payload
-        if route.cors is not None:
-            self._add_cors(route, headers, admission.response_headers)
+        if route.cors is not self.cors:
+            _apply_cors(route.cors, headers, admission.response_headers)
         route_auth = route.auth
         if trace is not None:
             trace.append(Check("route", True, route.pattern, path))
+        # One request, one credential: with two `Authorization` headers the gateway would
+        # verify one while an upstream may read the other (or their join).
+        authorizations = headers.getall("Authorization", ())
+        if len(authorizations) > 1:
+            if trace is not None:
+                trace.append(
+                    Check("authorization", False, 1, len(authorizations), "one header at most")
+                )
+            raise GatewayError(DUPLICATE_AUTHORIZATION, {"headers": len(authorizations)})
+        if trace is not None:
             trace.append(self._auth_check(route))
         if route_auth is None:
             return None
@@ -360,31 +417,31 @@ class Gateway:
         routes = self.router.routes_for_path(path)
         return routes[0].payload if routes else None
 
-    @staticmethod
-    def _add_cors(
-        route: Route | None, headers: Mapping[str, str], response_headers: dict[str, str]
-    ) -> None:
-        if route is None or route.cors is None:
-            return
-        origin = headers.get("Origin")
-        if origin is None:
-            return
-        extra = route.cors.response_headers(origin)
-        if extra is not None:
-            response_headers.update(extra)
-
     def _preflight(
-        self, path: str, headers: Mapping[str, str], response_headers: dict[str, str]
+        self, path: str, headers: Mapping[str, str], admission: Admission
     ) -> web.Response | None:
-        """The answer to a preflight, or None to handle the `OPTIONS` as any request."""
+        """The answer to a preflight, or None to handle the `OPTIONS` as any request.
+
+        The policy is the route's that the actual request would take; for a path no route
+        matches, the gateway's, so that the actual request is sent and its 404 `no_route`
+        is readable by the page (a failed preflight is an opaque network error).
+        """
         requested = headers.get("Access-Control-Request-Method", "")
         result = self.router.match(requested, path)
         route = result.payload if isinstance(result, Match) else None
         if route is None and isinstance(result, MethodNotAllowed):
             route = self._any_route(path)
-        if route is None or route.cors is None:
+        if route is not None:
+            admission.route = route
+            rules, methods = route.cors, route.methods
+        else:
+            rules, methods = self.cors, None
+        if rules is None:
             return None
-        response_headers.update(route.cors.preflight_headers(headers, route.methods))
+        response_headers = admission.response_headers
+        for name in CORS_RESPONSE_HEADERS:
+            response_headers.pop(name, None)
+        response_headers.update(rules.preflight_headers(headers, methods))
         return web.Response(status=204)
 
     def error_response(
@@ -396,8 +453,10 @@ class Gateway:
         if cached is None:
             cached = self._error_cache[entry.code] = _error_parts(entry)
         prefix, static_headers = cached
-        if self.debug:
-            body = render_error_body(entry, request_id, error.detail, debug=True)
+        if self.debug or error.message is not None:
+            body = render_error_body(
+                entry, request_id, error.detail, debug=self.debug, message=error.message
+            )
         else:
             # The ID is checked (or generated) to need no JSON escaping.
             body = prefix + request_id.encode() + b'"}}'
@@ -406,6 +465,16 @@ class Gateway:
             response.headers.update(error.headers)
         response.headers.update(response_headers)
         return response
+
+
+def _apply_cors(
+    rules: CorsRules | None, headers: Mapping[str, str], response_headers: dict[str, str]
+) -> None:
+    """Replace the CORS headers set so far with those of `rules` (none when None)."""
+    for name in CORS_RESPONSE_HEADERS:
+        response_headers.pop(name, None)
+    if rules is not None:
+        rules.apply(headers, response_headers)
 
 
 def _absolute_form_path(target: str) -> str:
@@ -425,21 +494,20 @@ def _absolute_form_path(target: str) -> str:
     raise GatewayError(INVALID_PATH, {"reason": "the request target is not a path"})
 
 
-def bearer_challenge(entry: ErrorCode) -> str | None:
-    """The RFC 6750 `WWW-Authenticate` value for an error, or None when it is no challenge."""
-    if entry.bearer_error is None:
-        return None
-    description = f"{entry.code}: {entry.message}".replace('"', "'").replace("\\", "/")
-    return (
-        f'Bearer realm="{REALM}", error="{entry.bearer_error}", error_description="{description}"'
-    )
-
-
 def render_error_body(
-    entry: ErrorCode, request_id: str, detail: Mapping[str, Any] | None, *, debug: bool
+    entry: ErrorCode,
+    request_id: str,
+    detail: Mapping[str, Any] | None,
+    *,
+    debug: bool,
+    message: str | None = None,
 ) -> bytes:
     """The JSON error body; `detail` and `hint` only in debug mode."""
-    error: dict[str, Any] = {"code": entry.code, "message": entry.message, "requestId": request_id}
+    error: dict[str, Any] = {
+        "code": entry.code,
+        "message": message or entry.message,
+        "requestId": request_id,
+    }
     if debug:
         error["detail"] = dict(detail or {})
         error["hint"] = entry.hint
@@ -449,7 +517,7 @@ def render_error_body(
 def _error_parts(entry: ErrorCode) -> tuple[bytes, dict[str, str]]:
     body = render_error_body(entry, "\x00", None, debug=False)
     prefix = body[: body.index(b"\\u0000")]
-    headers = {"Content-Type": _JSON}
+    headers = {"Content-Type": _JSON, "Server": SERVER_HEADER}
     challenge = bearer_challenge(entry)
     if challenge is not None:
         headers["WWW-Authenticate"] = challenge
@@ -552,7 +620,8 @@ class GatewayRunner(web.BaseRunner):
         self._app.on_startup.freeze()
         await self._app.startup()
         self._app.freeze()
-        return GatewayServer(self.gateway.handle, **self._kwargs)
+        gateway = self.gateway
+        return GatewayServer(gateway.handle, malformed=gateway.refuse_malformed, **self._kwargs)
 
     async def _cleanup_server(self) -> None:
         await self._app.cleanup()

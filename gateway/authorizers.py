@@ -26,8 +26,9 @@ Checks run in this order, always; the first failure decides the code:
                    unless the route's `allowedApiKeyRoles` lists the role; API keys skip
                    steps 9-11, which are rules for user tokens
 13. claims         the route's `claims` (`missing_claim`, `claim_mismatch`)
-14. scopes         the route's `scopes` among `scope`, `scp` and `permissions`
-                   (`insufficient_scope`, a 403)
+14. scopes         the route's `scopes` (all) and `anyScopes` (one) among `scope`, `scp`
+                   and `permissions` (`insufficient_scope`, a 403, naming the missing
+                   scopes in its message and in `WWW-Authenticate`'s `scope`)
 
 Two diagnostics answer before the algorithm step on Supabase authorizers, because they
 are certain whatever the signature: a new-style `sb_publishable_`/`sb_secret_` key, and
@@ -61,6 +62,7 @@ from wardgate.gateway.config import (
     JwtAuthorizer,
     RouteAuth,
     SupabaseAuthorizer,
+    is_scope_token,
 )
 from wardgate.gateway.errors import (
     ALGORITHM_NOT_ALLOWED,
@@ -79,6 +81,7 @@ from wardgate.gateway.errors import (
     UNKNOWN_KID,
     ErrorCode,
     GatewayError,
+    bearer_challenge,
 )
 from wardgate.gateway.jwks import (
     ALGORITHMS,
@@ -148,6 +151,33 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _seconds(name: str, value: object) -> float:
+    """A time claim (`exp`, `nbf`, `iat`) as float seconds, or `malformed_token`.
+
+    Integers of any size are valid JSON: one beyond the float range (`10**400`) is refused
+    here rather than overflowing in the arithmetic of the validity window.
+    """
+    if _is_number(value):
+        assert isinstance(value, int | float)
+        try:
+            return float(value)
+        except OverflowError:
+            raise _error(
+                MALFORMED_TOKEN,
+                name,
+                f"`{name}` is out of range: seconds since the epoch must fit a double",
+                expected="number",
+                actual="number out of range",
+            ) from None
+    raise _error(
+        MALFORMED_TOKEN,
+        name,
+        f"`{name}` must be a number of seconds since the epoch",
+        expected="number",
+        actual=json_type(value),
+    )
+
+
 def _claim(claims: Mapping[str, Any], name: str) -> Any:
     """A claim by name; a dotted name that is not itself a claim walks into objects."""
     if name in claims:
@@ -178,14 +208,20 @@ def _json_equal(a: Any, b: Any) -> bool:
 
 
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
-    """Granted scopes: `scope` (space-separated), `scp` and `permissions`."""
+    """Granted scopes: `scope` (space-separated), `scp` and `permissions`.
+
+    A `scope` string is split on SP (0x20) only, as RFC 6749 section 3.3 says: Python's
+    `str.split()` also splits on U+00A0, U+001F and the other Unicode spaces, so one odd
+    token would grant several scopes. Only NQCHAR tokens are granted; anything else can
+    never match a required scope (which the config holds to NQCHAR as well).
+    """
     granted: set[str] = set()
     for name in ("scope", "scp", "permissions"):
         value = claims.get(name)
         if isinstance(value, str) and name != "permissions":
-            granted.update(value.split())
+            granted.update(item for item in value.split(" ") if is_scope_token(item))
         elif isinstance(value, list):
-            granted.update(item for item in value if isinstance(item, str))
+            granted.update(item for item in value if isinstance(item, str) and is_scope_token(item))
     return frozenset(granted)
 
 
@@ -379,19 +415,31 @@ class RuntimeAuthorizer:
             return
         if self.is_supabase and alg in HMAC_ALGORITHMS and not self.has_secret:
             claims = parsed.claims
+            role = claims.get("role")
+            # `role` is any JSON value the client chose: a list or an object is no role
+            # (and cannot be looked up in a set).
             if (
                 claims.get("iss") == SUPABASE_API_KEY_ISSUER
-                and claims.get("role") in SUPABASE_API_KEY_ROLES
+                and isinstance(role, str)
+                and role in SUPABASE_API_KEY_ROLES
             ):
                 raise _error(
                     SUPABASE_API_KEY,
                     "algorithm",
-                    "the token has the shape of a Supabase API key (iss supabase, role "
-                    f"{claims.get('role')}); its signature was not checked, since the "
-                    "authorizer has no `jwtSecret`",
+                    f"the token has the shape of a Supabase API key (iss supabase, role {role}); "
+                    "its signature was not checked, since the authorizer has no `jwtSecret`",
                     expected=list(self.algorithms),
                     actual=alg,
                 )
+            raise _error(
+                ALGORITHM_NOT_ALLOWED,
+                "algorithm",
+                f"a legacy {alg} Supabase token: this authorizer verifies the project's JWKS "
+                "and has no `jwtSecret`; set `jwtSecret` (the project's legacy JWT secret) to "
+                "accept it, or issue tokens with the project's signing keys",
+                expected=list(self.algorithms),
+                actual=alg,
+            )
         raise _error(
             ALGORITHM_NOT_ALLOWED,
             "algorithm",
@@ -499,17 +547,11 @@ class RuntimeAuthorizer:
     ) -> tuple[float, float]:
         """The validity window `[not_before, expires)` with the leeway applied."""
         leeway = self.leeway
+        times: dict[str, float | None] = {}
         for name in ("exp", "nbf", "iat"):
             value = claims.get(name, _MISSING)
-            if value is not _MISSING and not (_is_number(value) and math.isfinite(value)):
-                raise _error(
-                    MALFORMED_TOKEN,
-                    name,
-                    f"`{name}` must be a number of seconds since the epoch",
-                    expected="number",
-                    actual=json_type(value),
-                )
-        exp = claims.get("exp")
+            times[name] = None if value is _MISSING else _seconds(name, value)
+        exp = times["exp"]
         expires = math.inf
         if exp is None and self.require_exp:
             raise _error(
@@ -531,7 +573,7 @@ class RuntimeAuthorizer:
                         if late < CLOCK_SKEW_HINT_SECONDS
                         else None
                     ),
-                    expected=exp,
+                    expected=claims.get("exp"),
                     actual=round(now, 3),
                     now=round(now, 3),
                     leeway=leeway,
@@ -542,14 +584,14 @@ class RuntimeAuthorizer:
                 Check(
                     "exp",
                     True,
-                    exp,
+                    claims.get("exp"),
                     round(now, 3),
                     note=f"leeway {leeway}s" if exp is not None else "no exp claim",
                 )
             )
         not_before = -math.inf
         for name in ("nbf", "iat"):
-            value = claims.get(name)
+            value = times[name]
             if value is None:
                 if trace is not None:
                     trace.append(Check(name, True, note=f"no {name} claim"))
@@ -563,14 +605,16 @@ class RuntimeAuthorizer:
                     f"`{name}` is {round(early, 3)}s ahead of the gateway's clock (leeway "
                     f"{leeway}s): the issuer's clock is ahead?",
                     expected=f"{name} <= now + leeway",
-                    actual=value,
+                    actual=claims.get(name),
                     now=round(now, 3),
                     leeway=leeway,
                     deltaSeconds=round(early, 3),
                 )
             not_before = max(not_before, start)
             if trace is not None:
-                trace.append(Check(name, True, value, round(now, 3), note=f"leeway {leeway}s"))
+                trace.append(
+                    Check(name, True, claims.get(name), round(now, 3), note=f"leeway {leeway}s")
+                )
         return not_before, expires
 
     def _check_issuer(self, claims: Mapping[str, Any], trace: list[Check] | None) -> None:
@@ -693,20 +737,47 @@ def check_route(result: _Result, route_auth: RouteAuth, trace: list[Check] | Non
                 )
         if trace is not None:
             trace.append(Check("claims", True, dict(route_auth.claims)))
-    if route_auth.scopes:
-        missing = [s for s in route_auth.scopes if s not in principal.scopes]
-        if missing:
-            raise _error(
-                INSUFFICIENT_SCOPE,
-                "scopes",
-                "the token lacks scopes the route requires",
-                expected=list(route_auth.scopes),
-                actual=sorted(principal.scopes)[:50],
-                missing=missing,
-            )
-        if trace is not None:
-            trace.append(Check("scopes", True, list(route_auth.scopes), sorted(principal.scopes)))
+    if route_auth.scopes or route_auth.any_scopes:
+        _check_scopes(principal.scopes, route_auth, trace)
     return principal
+
+
+def _check_scopes(
+    granted: frozenset[str], route_auth: RouteAuth, trace: list[Check] | None
+) -> None:
+    """Step 14: every scope of `scopes`, and one of `anyScopes`, among the granted ones.
+
+    The refusal names what is missing in its message and in the RFC 6750 challenge's
+    `scope` attribute (scope tokens need no escaping in a quoted string).
+    """
+    missing = [s for s in route_auth.scopes if s not in granted]
+    any_of = route_auth.any_scopes
+    if missing:
+        needed, wanted = missing, ", ".join(missing)
+    elif any_of and granted.isdisjoint(any_of):
+        needed, wanted = list(any_of), "one of " + ", ".join(any_of)
+    else:
+        if trace is not None:
+            expected: dict[str, list[str]] = {}
+            if route_auth.scopes:
+                expected["all"] = list(route_auth.scopes)
+            if any_of:
+                expected["any"] = list(any_of)
+            trace.append(Check("scopes", True, expected, sorted(granted)))
+        return
+    error = _error(
+        INSUFFICIENT_SCOPE,
+        "scopes",
+        f"the token lacks scopes the route requires: {wanted}",
+        expected=list(route_auth.scopes) if missing else {"any": list(any_of)},
+        actual=sorted(granted)[:50],
+        missing=needed,
+    )
+    error.message = f"{INSUFFICIENT_SCOPE.message.rstrip('.')}: {wanted}."
+    challenge = bearer_challenge(INSUFFICIENT_SCOPE, scope=needed)
+    assert challenge is not None  # insufficient_scope is a challenge
+    error.headers["WWW-Authenticate"] = challenge
+    raise error
 
 
 class Authorizers:
@@ -790,6 +861,7 @@ class Authorizers:
             if (
                 result.api_key_role is None
                 and not route_auth.scopes
+                and not route_auth.any_scopes
                 and not route_auth.claims
                 and trace is None
             ):

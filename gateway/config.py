@@ -51,6 +51,9 @@ Algorithm = Literal[HmacAlgorithm, AsymmetricAlgorithm]
 HMAC_ALGORITHMS: Final[tuple[HmacAlgorithm, ...]] = get_args(HmacAlgorithm)
 ASYMMETRIC_ALGORITHMS: Final[tuple[AsymmetricAlgorithm, ...]] = get_args(AsymmetricAlgorithm)
 ANY_METHOD: Final = "*"
+# `Authorization` and `Bearer ` around a token in a header field (name and value, as the
+# parser counts them).
+AUTHORIZATION_FIELD_OVERHEAD: Final = len("Authorization") + len("Bearer ")
 AUTH0_ALGORITHMS: Final[tuple[Algorithm, ...]] = ("RS256",)
 
 
@@ -266,13 +269,37 @@ Authorizer = Annotated[
 ]
 
 
+# RFC 6749 section 3.3: scope-token = 1*NQCHAR, NQCHAR = %x21 / %x23-5B / %x5D-7E.
+_SCOPE_TOKEN_RE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+def is_scope_token(value: str) -> bool:
+    """Whether a string is one scope token of RFC 6749 section 3.3 (1*NQCHAR)."""
+    return _SCOPE_TOKEN_RE.fullmatch(value) is not None
+
+
+def _check_scope_token(value: str) -> str:
+    if not is_scope_token(value):
+        raise ValueError(
+            f'{value!r} is not a scope token: scopes are printable ASCII without spaces, `"` '
+            "or `\\` (RFC 6749 section 3.3); list several scopes as several entries"
+        )
+    return value
+
+
+ScopeToken = Annotated[str, AfterValidator(_check_scope_token)]
+
+
 class RouteAuth(Model):
     """Auth of one path: which authorizer, and what the token must carry."""
 
     authorizer: str | None = None
     """Name of an authorizer in `authorizers`; the config's default when absent."""
-    scopes: list[str] = Field(default_factory=list)
+    scopes: list[ScopeToken] = Field(default_factory=list)
     """Scopes that must all be granted (`scope`, `scp` or `permissions` claims)."""
+    any_scopes: list[ScopeToken] = Field(default_factory=list)
+    """Scopes of which at least one must be granted (`read:orders` or `admin`); with
+    `scopes` too, both hold."""
     claims: dict[str, JsonValue] = Field(default_factory=dict)
     """Claims that must equal these values (a list value: the claim must contain each)."""
     allowed_api_key_roles: list[Literal["anon", "service_role"]] = Field(default_factory=list)
@@ -413,14 +440,31 @@ class Limits(Model):
     """Request limits."""
 
     max_token_bytes: int = Field(default=8192, ge=256, le=65536)
+    """Largest bearer token (`token_too_large` above it)."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
-    max_header_bytes: int = Field(default=8190, ge=1024, le=65536)
-    """Longest request line or header field."""
+    max_header_bytes: int = Field(default=16384, ge=1024, le=131072)
+    """Longest request line or header field, name and value together (`header_too_large`
+    above it). At least `maxTokenBytes` plus the `Authorization: Bearer ` around a token,
+    so that a large token is answered `token_too_large`."""
     max_headers: int = Field(default=100, ge=8, le=1000)
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     """Time allowed from the first byte of a request head to its end; then 408 and the
     connection is closed (slow clients, slowloris). Idle keep-alive connections are not
     affected."""
+
+    @model_validator(mode="after")
+    def _check_reachable(self) -> Limits:
+        # The header limit applies first (the parser): below this, a token one byte over
+        # `maxTokenBytes` would be refused as a header and `token_too_large` never answered.
+        needed = self.max_token_bytes + AUTHORIZATION_FIELD_OVERHEAD + 1
+        if self.max_header_bytes < needed:
+            raise ValueError(
+                f"`maxHeaderBytes` ({self.max_header_bytes}) must be at least `maxTokenBytes` "
+                f"+ {AUTHORIZATION_FIELD_OVERHEAD + 1} ({needed}): a header field holds "
+                "`Authorization`, `Bearer ` and the token, and a smaller limit refuses large "
+                "tokens before `maxTokenBytes` can"
+            )
+        return self
 
 
 class GatewayConfig(Model):

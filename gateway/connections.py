@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 logger = logging.getLogger("wardgate.gateway")
@@ -34,14 +35,45 @@ _TIMEOUT_RESPONSE: Final = (
 )
 
 
+Malformed = Callable[[str, str | None], web.StreamResponse]
+"""`Gateway.refuse_malformed`: the catalogue answer (and one log line) for a request the
+parser refused, from a fixed reason and the peer."""
+
+# aiohttp's fixed message for `limits.maxHeaders` (the only parser error without a class).
+_TOO_MANY_HEADERS: Final = "Too many headers received"
+
+
+def parser_refusal_reason(exc: BaseException | None) -> str:
+    """A fixed reason for a parser error. The exception's own text is never used: it
+    quotes the offending bytes, which may be an `Authorization` header."""
+    if isinstance(exc, LineTooLong):
+        return "header_too_large"
+    if isinstance(exc, BadHttpMessage) and exc.message == _TOO_MANY_HEADERS:
+        return "too_many_headers"
+    if exc is None:
+        return "unknown"
+    # The class name (`InvalidHeader`, `BadStatusLine`, `TransferEncodingError`...) says
+    # what was wrong without a byte of the request.
+    return type(exc).__name__
+
+
 class HeadTimeoutHandler(RequestHandler):
     """A request handler that closes a connection whose request head takes longer than
-    `header_timeout` seconds from its first byte."""
+    `header_timeout` seconds from its first byte, and answers what the parser refuses with
+    a catalogue error instead of aiohttp's plain text and traceback."""
 
-    __slots__ = ("_head_count", "_head_deadline", "_head_timeout", "_head_timer")
+    __slots__ = ("_head_count", "_head_deadline", "_head_timeout", "_head_timer", "_malformed")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        header_timeout: float,
+        malformed: Malformed | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
+        self._malformed = malformed
         self._head_timeout = header_timeout
         self._head_deadline = 0.0
         """When the head being read must be complete; 0 when no head is being read."""
@@ -83,6 +115,45 @@ class HeadTimeoutHandler(RequestHandler):
         self.transport.write(_TIMEOUT_RESPONSE)
         self.force_close()
 
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's error path (parser refusals, a failing handler): never its log line,
+        which quotes the request's bytes at ERROR level with a traceback."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has started: the connection is closed")
+        if status == 400 and self._malformed is not None:
+            response = self._malformed(parser_refusal_reason(exc), request.remote)
+        else:
+            # Not reached with `Gateway.handle`, which answers its own failures; kept
+            # without the exception's text for any other handler.
+            logger.error(
+                "connection handler error: status %s, %s",
+                status,
+                type(exc).__name__ if exc is not None else "no exception",
+            )
+            response = web.Response(status=status)
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # aiohttp's "Unhandled exception" and similar lines carry the exception, whose text
+        # may quote request bytes: the class name only.
+        exc = kw.get("exc_info")
+        logger.error(
+            "connection handler: %s (%s)",
+            args[0] if args else "error",
+            type(exc).__name__ if isinstance(exc, BaseException) else "no exception",
+        )
+
+    def log_debug(self, *args: Any, **kw: Any) -> None:
+        if self.debug:
+            logger.debug("connection handler: %s", args[0] if args else "")
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -98,12 +169,18 @@ class GatewayServer(web.Server):
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         *,
         header_timeout: float,
+        malformed: Malformed | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._header_timeout = header_timeout
+        self._malformed = malformed
 
     def __call__(self) -> RequestHandler:
         return HeadTimeoutHandler(
-            self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs
+            self,
+            loop=self._loop,
+            header_timeout=self._header_timeout,
+            malformed=self._malformed,
+            **self._kwargs,
         )

@@ -16,6 +16,19 @@ from wardgate.gateway.config import CorsPolicy
 ORIGIN: Final = "Origin"
 REQUEST_METHOD: Final = "Access-Control-Request-Method"
 REQUEST_HEADERS: Final = "Access-Control-Request-Headers"
+# Readable by every allowed page without configuration: the request ID to quote in a
+# report, and the challenge that says why a token was refused (and which scope is missing).
+DEFAULT_EXPOSE_HEADERS: Final = ("X-Request-Id", "WWW-Authenticate")
+# What a policy may add to an answer; replaced as a whole when another policy decides.
+CORS_RESPONSE_HEADERS: Final = (
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Credentials",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Expose-Headers",
+    "Access-Control-Max-Age",
+    "Vary",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +41,8 @@ class CorsRules:
     """Joined `allowMethods`; None: the route's own methods."""
     allow_headers: str
     echo_request_headers: bool
-    expose_headers: str | None
+    expose_headers: str
+    """Joined `exposeHeaders` after `DEFAULT_EXPOSE_HEADERS`."""
     credentials: bool
     max_age: str | None
 
@@ -41,14 +55,14 @@ class CorsRules:
             allow_methods=", ".join(policy.allow_methods) if policy.allow_methods else None,
             allow_headers=", ".join(headers),
             echo_request_headers="*" in headers,
-            expose_headers=", ".join(policy.expose_headers) if policy.expose_headers else None,
+            expose_headers=", ".join(_expose_headers(policy.expose_headers)),
             credentials=policy.allow_credentials,
             max_age=str(policy.max_age) if policy.max_age is not None else None,
         )
 
     def _origin_headers(self, origin: str) -> dict[str, str] | None:
         if self.any_origin and not self.credentials:
-            return {"Access-Control-Allow-Origin": "*"}
+            return {"Access-Control-Allow-Origin": "*", "Vary": "Origin"}
         if self.any_origin or origin in self.origins:
             headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
             if self.credentials:
@@ -88,9 +102,30 @@ class CorsRules:
     def response_headers(self, origin: str) -> dict[str, str] | None:
         """Headers added to an actual (non-preflight) response for an allowed origin."""
         headers = self._origin_headers(origin)
-        if headers is not None and self.expose_headers is not None:
+        if headers is not None:
             headers["Access-Control-Expose-Headers"] = self.expose_headers
         return headers
+
+    def apply(self, request_headers: Mapping[str, str], response_headers: dict[str, str]) -> None:
+        """Add this policy's headers to an actual response: `Vary: Origin` always (a shared
+        cache must not serve one origin's answer to another), the `Allow-*` ones when the
+        request's origin is allowed."""
+        origin = request_headers.get(ORIGIN)
+        extra = self.response_headers(origin) if origin is not None else None
+        if extra is not None:
+            response_headers.update(extra)
+        else:
+            response_headers["Vary"] = "Origin"
+
+
+def _expose_headers(configured: list[str]) -> list[str]:
+    names = list(DEFAULT_EXPOSE_HEADERS)
+    known = {name.lower() for name in names}
+    for name in configured:
+        if name.lower() not in known:
+            known.add(name.lower())
+            names.append(name)
+    return names
 
 
 def is_preflight(method: str, request_headers: Mapping[str, str]) -> bool:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from wardgate.gateway.app import bearer_challenge, render_error_body
-from wardgate.gateway.errors import CATALOGUE, ErrorCode
+from wardgate.gateway.app import render_error_body
+from wardgate.gateway.errors import CATALOGUE, ErrorCode, bearer_challenge
 
 EXAMPLE_REQUEST_ID = "5f2c9a1e-1a"
 

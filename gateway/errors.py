@@ -29,6 +29,22 @@ class ErrorCode:
 
 # Ordered as `docs/errors.md` lists them: request shape, token format, token validation,
 # authorization, identity provider, routing, upstream.
+MALFORMED_REQUEST: Final = ErrorCode(
+    "malformed_request",
+    400,
+    "The request is not valid HTTP/1.1.",
+    "The request line or a header could not be parsed (a folded or unterminated header, a "
+    "bad character, conflicting `Content-Length`/`Transfer-Encoding`). Check the client or "
+    "the proxy in front of the gateway. The connection is closed.",
+)
+HEADER_TOO_LARGE: Final = ErrorCode(
+    "header_too_large",
+    431,
+    "A request header or the request line is larger than the gateway accepts.",
+    "Each header field (name and value) and the request line must fit "
+    "`limits.maxHeaderBytes`, and there may be at most `limits.maxHeaders` fields. Send "
+    "smaller cookies or tokens, or raise the limits in the gateway config.",
+)
 MISSING_TOKEN: Final = ErrorCode(
     "missing_token",
     401,
@@ -42,6 +58,14 @@ INVALID_AUTH_SCHEME: Final = ErrorCode(
     "The Authorization header does not use the Bearer scheme.",
     "Send `Authorization: Bearer <token>` with exactly one space; Basic and other schemes "
     "are not accepted on this route.",
+    "invalid_request",
+)
+DUPLICATE_AUTHORIZATION: Final = ErrorCode(
+    "duplicate_authorization",
+    400,
+    "The request has more than one Authorization header.",
+    "Send one `Authorization: Bearer <token>` header. With two, the gateway would verify "
+    "one and an upstream might read the other, so such requests are refused.",
     "invalid_request",
 )
 TOKEN_TOO_LARGE: Final = ErrorCode(
@@ -212,8 +236,11 @@ INTERNAL_ERROR: Final = ErrorCode(
 )
 
 CATALOGUE: Final[tuple[ErrorCode, ...]] = (
+    MALFORMED_REQUEST,
+    HEADER_TOO_LARGE,
     MISSING_TOKEN,
     INVALID_AUTH_SCHEME,
+    DUPLICATE_AUTHORIZATION,
     TOKEN_TOO_LARGE,
     OPAQUE_TOKEN,
     MALFORMED_TOKEN,
@@ -253,9 +280,30 @@ class GatewayError(Exception):
     error: ErrorCode
     detail: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    message: str | None = None
+    """The body's message when it says more than the catalogue's (which scope is missing);
+    built from the config, never from the token."""
 
     def __str__(self) -> str:
         return f"{self.error.code}: {self.error.message}"
+
+
+REALM: Final = "wardgate"
+
+
+def bearer_challenge(entry: ErrorCode, *, scope: list[str] | None = None) -> str | None:
+    """The RFC 6750 `WWW-Authenticate` value for an error, or None when it is no challenge;
+    `scope` names the scopes a 403 `insufficient_scope` needs (section 3)."""
+    if entry.bearer_error is None:
+        return None
+    description = f"{entry.code}: {entry.message}".replace('"', "'").replace("\\", "/")
+    challenge = (
+        f'Bearer realm="{REALM}", error="{entry.bearer_error}", error_description="{description}"'
+    )
+    if scope:
+        # Scope tokens are NQCHAR (the config holds them to it): no quote or backslash.
+        challenge += f', scope="{" ".join(scope)}"'
+    return challenge
 
 
 def code_of_body(body: bytes | str) -> str | None:

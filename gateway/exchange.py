@@ -15,6 +15,9 @@ from typing import Final, Protocol
 from aiohttp import web
 
 NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+SERVER_HEADER: Final = "wardgate"
+"""The `Server` of the gateway's own answers (and of upstream answers that have none):
+no framework and no version, which would tell a scanner which advisories to try."""
 
 
 class Exchange:

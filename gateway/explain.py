@@ -178,6 +178,7 @@ async def explain_request(
         error: GatewayError | None = None
         preflight = None
         try:
+            _check_head_limits(loaded, target, request_headers, report.checks)
             preflight = await gateway.admit(admission, request_headers, trace=report.checks)
         except GatewayError as exc:
             error = exc
@@ -221,6 +222,35 @@ async def explain_request(
     report.forwarded_headers = dict(admission.claim_headers)
     report.status, report.integration = _integration(loaded, route)
     return report
+
+
+def _check_head_limits(
+    loaded: LoadedConfig,
+    target: str,
+    headers: Iterable[tuple[str, str]] | Mapping[str, str],
+    trace: list[Check],
+) -> None:
+    """The server's limits on the request head, which it applies before the decision:
+    `header_too_large` as the gateway would answer it."""
+    from wardgate.gateway.authorizers import Check
+    from wardgate.gateway.errors import HEADER_TOO_LARGE, GatewayError
+
+    limits = loaded.config.limits
+    fields = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    problem = None
+    if len(fields) > limits.max_headers:
+        problem = f"{len(fields)} header fields, more than limits.maxHeaders"
+    elif len(target) > limits.max_header_bytes:
+        problem = "the request target is longer than limits.maxHeaderBytes"
+    else:
+        for name, value in fields:
+            if len(name) + len(value.encode("utf-8", "surrogateescape")) > limits.max_header_bytes:
+                problem = f"the {name} field is longer than limits.maxHeaderBytes"
+                break
+    if problem is None:
+        return
+    trace.append(Check("head", False, limits.max_header_bytes, None, problem))
+    raise GatewayError(HEADER_TOO_LARGE, {"reason": problem})
 
 
 def _describe_path(report: Report, gateway: Gateway, admission: Admission) -> None:

@@ -10,7 +10,8 @@
   URL's path, and the raw query string.
 - Hop-by-hop headers (and those the `Connection` header names) are removed both ways.
   Method-override headers, `Host`, `Expect` and the headers that carry forwarded claims are
-  removed from the request; verified claims, `X-Forwarded-For/-Proto/-Host` and
+  removed from the request, in any case and with `_` for `-` (which WSGI/CGI servers read
+  as the same name); verified claims, `X-Forwarded-For/-Proto/-Host` and
   `X-Request-Id` are added. `Authorization` goes upstream unless the route's authorizer says
   otherwise.
 - Request bodies are streamed upstream (chunked) with a running count against `limits.maxBodyBytes`
@@ -45,7 +46,7 @@ from wardgate.gateway.errors import (
     UPSTREAM_UNREACHABLE,
     GatewayError,
 )
-from wardgate.gateway.exchange import Exchange
+from wardgate.gateway.exchange import SERVER_HEADER, Exchange
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.upstream import (
     UpstreamConnection,
@@ -223,7 +224,12 @@ class HttpProxy:
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
         append = lines.append
         for name, value in incoming.items():
-            if name.lower() not in dropped:
+            lowered = name.lower()
+            # `X_User_Id` is `X-User-Id` to WSGI/CGI servers (Django, PHP): a client's
+            # copy of a gateway-set header is dropped in that spelling too.
+            if lowered not in dropped and (
+                "_" not in lowered or lowered.replace("_", "-") not in dropped
+            ):
                 append(f"{name}: {value}\r\n")
         for name, value in exchange.claim_headers.items():
             append(f"{name}: {value}\r\n")
@@ -334,6 +340,7 @@ class HttpProxy:
     ) -> web.StreamResponse:
         headers, length = response_headers(conn.headers)
         headers.update(exchange.response_headers)
+        headers.setdefault("Server", SERVER_HEADER)
         status = conn.status
         if exchange.method == "HEAD" or status in (204, 304):
             if length is not None:

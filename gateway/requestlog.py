@@ -111,3 +111,29 @@ def format_entry(
 def json_value(value: str | None) -> str:
     """A string (or null) as JSON, for `format_entry`."""
     return _ENCODER.encode(value)
+
+
+class RateLimit:
+    """At most `per_second` events a second (a window per whole second), counting the
+    events turned away in between."""
+
+    __slots__ = ("_count", "_per_second", "_suppressed", "_window")
+
+    def __init__(self, per_second: int) -> None:
+        self._per_second = per_second
+        self._window = -1
+        self._count = 0
+        self._suppressed = 0
+
+    def admit(self, now: float) -> int | None:
+        """None when the event is turned away; else how many were turned away since the
+        last admitted one."""
+        window = int(now)
+        if window != self._window:
+            self._window, self._count = window, 0
+        if self._count >= self._per_second:
+            self._suppressed += 1
+            return None
+        self._count += 1
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed

@@ -95,6 +95,18 @@ MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, Any]]]] = {
         )
     ],
     "PathEntry._check_action": [_exactly_one("response", "integration")],
+    "Limits._check_reachable": [
+        _rule(
+            "(has(self.maxHeaderBytes) ? self.maxHeaderBytes : "
+            f"{gateway_config.Limits().max_header_bytes}) >= "
+            "(has(self.maxTokenBytes) ? self.maxTokenBytes : "
+            f"{gateway_config.Limits().max_token_bytes}) + "
+            f"{gateway_config.AUTHORIZATION_FIELD_OVERHEAD + 1}",
+            "`maxHeaderBytes` must be at least `maxTokenBytes` + "
+            f"{gateway_config.AUTHORIZATION_FIELD_OVERHEAD + 1}: a smaller header limit "
+            "refuses large tokens before `maxTokenBytes` can",
+        )
+    ],
     # Scanning `allowOrigins` in every path of a Route exceeds the API server's CEL cost
     # budget (the lists are unbounded): the operator checks it.
     "CorsPolicy._check_credentials": [],
@@ -156,6 +168,7 @@ AFTER_VALIDATORS: Final[Mapping[Callable[..., Any], Schema]] = {
     gateway_config._check_domain: {"pattern": r"^[^/]+$"},
     gateway_config._check_project_url: {"pattern": r"^https?://[^/?#\s]+/?$"},
     gateway_config._check_method: {"pattern": _METHOD_PATTERN},
+    gateway_config._check_scope_token: {"pattern": r"^[\x21\x23-\x5b\x5d-\x7e]+$"},
     # The matcher's full rules (dot segments, parameter names, wildcard placement) are checked
     # by the operator, which reports them as `Accepted=False, reason=Invalid`.
     gateway_config._check_pattern: {"pattern": r"^/([^/%?#]+/)*[^/%?#]*$"},

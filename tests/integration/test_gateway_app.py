@@ -551,7 +551,9 @@ def _exposition(metrics: GatewayMetrics) -> bytes:
 
 
 async def test_header_limits(start: Start, upstream: Upstream) -> None:
-    document = seed(upstream.url, limits={"maxHeaders": 20, "maxHeaderBytes": 1024})
+    document = seed(
+        upstream.url, limits={"maxHeaders": 20, "maxHeaderBytes": 1024, "maxTokenBytes": 512}
+    )
     gw = await start(document)
     many = "".join(f"X-H{i}: v\r\n" for i in range(40)).encode()
     status, _ = await raw_request(

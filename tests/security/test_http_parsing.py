@@ -87,7 +87,9 @@ AMBIGUOUS: dict[str, bytes] = {
 
 @pytest.fixture
 async def gateway(upstream: CountingUpstream, gateway_factory: StartGateway) -> RunningGateway:
-    document = seed_document(upstream.url, limits={"maxHeaders": 50, "maxHeaderBytes": 4096})
+    document = seed_document(
+        upstream.url, limits={"maxHeaders": 50, "maxHeaderBytes": 4096, "maxTokenBytes": 2048}
+    )
     document["paths"][1]["method"] = ["GET", "POST"]
     return await gateway_factory(document)
 

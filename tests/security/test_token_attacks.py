@@ -401,8 +401,16 @@ def sizes(k: Keys) -> list[Case]:
             "token_too_large",
         ),
         attack("one-segment garbage of 5000 bytes", HS, "a" * 5000, "token_too_large"),
-        # Past the header size limit, aiohttp refuses the request before the gateway sees it.
-        Case("Authorization header of 9000 bytes", HS, "Bearer " + "a" * 9000, 400, None),
+        # Below the header size limit (16384 by default), the token limit answers.
+        attack("Authorization header of 9000 bytes", HS, "a" * 9000, "token_too_large"),
+        # Past it, the parser refuses the field: a catalogue error too, with a JSON body.
+        Case(
+            "Authorization header of 20000 bytes",
+            HS,
+            "Bearer " + "a" * 20000,
+            431,
+            "header_too_large",
+        ),
     ]
 
 
