@@ -1,18 +1,19 @@
 # The two commands of the README: `make run` and `make test`. Every target installs
 # what it needs on a fresh machine (Debian packages, Python packages, the Kubernetes
-# binaries built from Go modules) and does nothing more when it is already there.
+# binaries and the GitOps tools built from Go modules) and does nothing more when it is
+# already there.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps k8s lint typecheck pytest clean
+.PHONY: run test deps k8s gitops lint typecheck pytest clean
 
 run: deps k8s
 	$(BIN)/wardgate demo
 
-test: deps k8s lint typecheck pytest
+test: deps k8s gitops lint typecheck pytest
 
 deps: $(STAMP)
 
@@ -26,6 +27,10 @@ $(STAMP): pyproject.toml hack/install-system-deps.sh
 k8s:
 	bash hack/k8s-binaries.sh
 
+# Flux's source-controller and kustomize-controller, and Argo CD's Lua interpreter.
+gitops:
+	bash hack/gitops-binaries.sh
+
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -33,7 +38,7 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
-pytest: deps k8s
+pytest: deps k8s gitops
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

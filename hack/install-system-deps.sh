@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Debian packages the tests and benchmarks use. Idempotent: installs only what is missing.
+# Debian packages the tests and benchmarks use (git: its http-backend serves the GitOps
+# tests' repository). Idempotent: installs only what is missing.
 set -euo pipefail
-packages=(openssl curl jq wrk nginx haproxy)
+packages=(openssl curl jq wrk nginx haproxy git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

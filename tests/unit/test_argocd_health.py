@@ -1,6 +1,8 @@
-"""The Argo CD health check (deploy/argocd/health.lua) on Lua 5.1, as Argo CD runs it, against
-status objects the operator wrote (tests/fixtures/status, captured by
-tests/integration/test_examples.py): Healthy, Progressing and Degraded for every kind."""
+"""The Argo CD health check (deploy/argocd/health.lua) in gopher-lua, Argo CD's interpreter,
+with the libraries Argo CD opens for it, against status objects the operator wrote
+(tests/fixtures/status, captured by tests/integration/test_examples.py): Healthy,
+Progressing and Degraded for every kind. tests/e2e/test_flux.py runs it on the statuses of
+a Flux sync too."""
 
 from __future__ import annotations
 
@@ -11,7 +13,16 @@ from typing import Any
 
 import pytest
 import yaml
-from support.argocd import HEALTH_LUA, HEALTH_STATES, KINDS, STATUS_FIXTURES, assess
+from support.argocd import (
+    HEALTH_LUA,
+    HEALTH_STATES,
+    KINDS,
+    STATUS_FIXTURES,
+    Health,
+    HealthScriptError,
+    assess,
+    assess_all,
+)
 
 ARGOCD = HEALTH_LUA.parent
 
@@ -36,6 +47,48 @@ def test_captured_status_health(path: Path) -> None:
     health = assess(body)
     assert health.status == expected_state(path)
     assert health.message
+
+
+# --- the interpreter is set up as Argo CD sets it up ----------------------------------------
+
+
+def _run(tmp_path: Path, script: str, obj: dict[str, Any] | None = None) -> Health:
+    path = tmp_path / "health.lua"
+    path.write_text(script)
+    return assess_all([obj or load("route-healthy")], path)[0]
+
+
+def test_obj_is_a_global_table_with_numbers(tmp_path: Path) -> None:
+    script = 'return {status = "Healthy", message = obj.kind .. " " .. obj.metadata.generation}'
+    body = load("route-healthy")
+    assert _run(tmp_path, script, body) == Health(
+        "Healthy", f"Route {body['metadata']['generation']}"
+    )
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ['string.format("%s", "x")', '("x"):upper()', "math.floor(1.5)", "os.getenv('HOME')"],
+)
+def test_only_argo_cds_libraries_are_open(tmp_path: Path, expression: str) -> None:
+    """Argo CD opens no string or math library for a configured health script, and its os
+    library is reachable only through require: a script using them fails there."""
+    with pytest.raises(HealthScriptError):
+        _run(tmp_path, f'local x = {expression}\nreturn {{status = "Healthy"}}')
+
+
+def test_require_os_has_time_and_date_only(tmp_path: Path) -> None:
+    script = (
+        'local os = require("os")\n'
+        'return {status = "Healthy", message = tostring(os.time() > 0) .. " "'
+        ' .. tostring(os.exit == nil) .. " " .. tostring(os.execute == nil)}'
+    )
+    assert _run(tmp_path, script).message == "true true true"
+
+
+def test_a_status_argo_cd_does_not_know_is_unknown(tmp_path: Path) -> None:
+    health = _run(tmp_path, 'return {status = "Fine", message = "all good"}')
+    assert health == Health("Unknown", "Lua returned an invalid health status")
 
 
 def test_every_kind_reaches_every_state() -> None:
