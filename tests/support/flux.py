@@ -12,6 +12,7 @@ modules alone.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import urllib.error
@@ -39,12 +40,26 @@ def install_crds(cluster: KubeCluster) -> None:
     for component, directory in zip(CONTROLLERS, directories, strict=True):
         find_binary(component)
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(directory))
-    for path in sorted(p for directory in directories for p in directory.glob("*.yaml")):
+    crds = [
         # Files are named GROUP_PLURAL.yaml.
-        group, plural = path.stem.split("_", 1)
-        cluster.kubectl(
-            "wait", "--for=condition=Established", f"crd/{plural}.{group}", "--timeout=60s"
+        "{1}.{0}".format(*path.stem.split("_", 1))
+        for directory in directories
+        for path in sorted(directory.glob("*.yaml"))
+    ]
+
+    def established() -> bool:
+        # Not `kubectl wait --for=condition=Established`: it fails instead of waiting while
+        # a new CRD has no conditions yet.
+        listed = json.loads(cluster.kubectl("get", "crd", *crds, "-o", "json").stdout)
+        return all(
+            any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in (crd.get("status") or {}).get("conditions") or []
+            )
+            for crd in listed["items"]
         )
+
+    wait_until(established, what="the Flux CRDs", timeout=60, interval=0.2)
 
 
 @dataclass
@@ -85,7 +100,6 @@ class FluxControllers:
         health = f"127.0.0.1:{free_port()}"
         argv = [
             str(find_binary(name)),
-            f"--kubeconfig={self.cluster.kubeconfig}",
             f"--metrics-addr=127.0.0.1:{free_port()}",
             f"--health-addr={health}",
             "--events-addr=",
@@ -100,6 +114,7 @@ class FluxControllers:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # KUBECONFIG (in the cluster's environment) names the API server.
                 env={**self.cluster.env, "RUNTIME_NAMESPACE": "flux-system"},
                 start_new_session=True,
             )
