@@ -466,6 +466,7 @@ class RuntimeAuthorizer:
                     IDP_UNAVAILABLE,
                     "kid",
                     f"no key is cached and {exc.reason}",
+                    actual=clip(kid),
                     jwksUri=self.jwks.url,
                     lastSuccess=self.jwks.last_success,
                 ) from None

@@ -8,9 +8,10 @@ fields that hold it take a `$secret.NAME` reference, resolved when the config lo
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -501,8 +502,8 @@ class GatewayConfig(Model):
             self.default_authorizer is not None and self.default_authorizer not in self.authorizers
         ):
             problems.append(
-                f"defaultAuthorizer: no authorizer named {self.default_authorizer!r} in "
-                "`authorizers`"
+                "defaultAuthorizer: "
+                + unknown_name("authorizer", self.default_authorizer, self.authorizers)
             )
         if self.authorizer is not None and DEFAULT_AUTHORIZER in self.authorizers:
             problems.append(
@@ -522,14 +523,19 @@ class GatewayConfig(Model):
                 elif (
                     name is not None and name not in self.authorizers and name != DEFAULT_AUTHORIZER
                 ):
-                    problems.append(f"{where}.auth.authorizer: no authorizer named {name!r}")
+                    known = [*self.authorizers, *([DEFAULT_AUTHORIZER] if self.authorizer else [])]
+                    problems.append(
+                        f"{where}.auth.authorizer: " + unknown_name("authorizer", name, known)
+                    )
             integration = entry.integration
             if (
                 isinstance(integration, HttpProxyIntegration)
                 and integration.server not in self.servers
             ):
                 server = integration.server
-                problems.append(f"{where}.integration.server: no server named {server!r}")
+                problems.append(
+                    f"{where}.integration.server: " + unknown_name("server", server, self.servers)
+                )
             for method in entry.methods():
                 key = (method, route_pattern_key(entry.path))
                 if key in seen:
@@ -572,6 +578,55 @@ class GatewayConfig(Model):
 DEFAULT_AUTHORIZER: Final = "default"
 
 
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """ "no server named 'ordres'; did you mean 'orders'? servers: orders, billing"."""
+    names = sorted(known)
+    text = f"no {kind} named {name!r}"
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        text += f"; did you mean {close[0]!r}?"
+    if names:
+        return text + f" ({kind}s: {', '.join(names)})"
+    return text + f" (there are no {kind}s)"
+
+
+def reference_problems(data: object) -> list[str]:
+    """The name references of a config document that does not validate (so has no model):
+    reported with its schema problems, so that one run shows every problem."""
+    if not isinstance(data, dict):
+        return []
+    authorizers = data.get("authorizers")
+    servers = data.get("servers")
+    authorizer_names = list(authorizers) if isinstance(authorizers, dict) else []
+    server_names = list(servers) if isinstance(servers, dict) else []
+    inline = isinstance(data.get("authorizer"), dict)
+    if inline:
+        authorizer_names.append(DEFAULT_AUTHORIZER)
+    default = data.get("defaultAuthorizer", data.get("authorizer"))
+    problems: list[str] = []
+    if isinstance(default, str) and default not in authorizer_names:
+        problems.append(
+            "defaultAuthorizer: " + unknown_name("authorizer", default, authorizer_names)
+        )
+    paths = data.get("paths")
+    for index, entry in enumerate(paths if isinstance(paths, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        auth, integration = entry.get("auth"), entry.get("integration")
+        name = auth.get("authorizer") if isinstance(auth, dict) else None
+        if isinstance(name, str) and name not in authorizer_names:
+            problems.append(
+                f"paths.{index}.auth.authorizer: "
+                + unknown_name("authorizer", name, authorizer_names)
+            )
+        server = integration.get("server") if isinstance(integration, dict) else None
+        if isinstance(server, str) and server not in server_names:
+            problems.append(
+                f"paths.{index}.integration.server: " + unknown_name("server", server, server_names)
+            )
+    return problems
+
+
 def route_pattern_key(path: str) -> str:
     """The pattern with parameter names erased: `/a/{x}` and `/a/{y}` are the same route."""
     return re.sub(r"\{[^/}]*\}", "{}", path)
@@ -585,7 +640,11 @@ def parse_config(data: object) -> GatewayConfig:
     try:
         return GATEWAY_CONFIG_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, data)) from None
+        problems = format_validation_error(exc, data)
+        # References are checked by the model only once every field is valid: checked on
+        # the document too, so that one run reports them with the schema's problems.
+        problems += [p for p in reference_problems(data) if p not in problems]
+        raise ConfigError(problems) from None
 
 
 def parse_config_json(text: str | bytes) -> GatewayConfig:
@@ -608,6 +667,8 @@ def format_validation_error(exc: ValidationError, data: object) -> list[str]:
     for error in exc.errors(include_url=False, include_input=False):
         location = ".".join(_json_location(error["loc"], data))
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and error["loc"]:
+            message = _unknown_field(str(error["loc"][-1]))
         for line in message.splitlines():
             if location:
                 lines.append(f"{location}: {line}")
@@ -616,6 +677,31 @@ def format_validation_error(exc: ValidationError, data: object) -> list[str]:
             else:
                 lines.append(f"(document): {line}")
     return lines
+
+
+def _unknown_field(key: str) -> str:
+    """ "unknown field; did you mean `scopes`?" from the names of every config model."""
+    close = difflib.get_close_matches(key, _FIELD_NAMES, n=1, cutoff=0.7)
+    return "unknown field" + (f"; did you mean `{close[0]}`?" if close else "")
+
+
+def _field_names(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
+    if model in seen:
+        return set()
+    seen.add(model)
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        names.add(info.alias or name)
+        for inner in _models_in(info.annotation):
+            names |= _field_names(inner, seen)
+    return names
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for argument in get_args(annotation):
+        yield from _models_in(argument)
 
 
 def _json_location(loc: tuple[int | str, ...], data: object) -> list[str]:
@@ -647,3 +733,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+_FIELD_NAMES: Final = sorted(_field_names(GatewayConfig, set()))

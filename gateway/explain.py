@@ -379,7 +379,9 @@ def _describe_check(check: Check, report: Report) -> str:
     if name == "kid":
         if check.passed and expected is None:
             return note or f"kid {_value(actual)}"
-        parts = [f"kid {_value(actual)}", f"available {_value(expected)}"]
+        parts = [f"kid {_value(actual)}" if actual is not None else "the token has no kid"]
+        if expected is not None:
+            parts.append(f"available {_value(expected)}")
         if "jwksUri" in detail:
             parts.append(f"JWKS {detail['jwksUri']}")
         if note:

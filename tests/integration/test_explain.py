@@ -577,3 +577,14 @@ def test_admission_sets_every_exchange_field() -> None:
     admission = Admission("id", "GET", "/x", {})
     for name in Exchange.__slots__:
         getattr(admission, name)
+
+
+async def test_explain_names_the_kid_when_the_idp_is_unavailable(servers: Servers) -> None:
+    loaded = loaded_config(corpus_config(servers))
+    token = rsa_key("rsa-1").sign(claims(iss=ISSUER, aud=AUDIENCE))
+    report = await explain_request(loaded, "GET", "/down", {"Authorization": f"Bearer {token}"})
+    assert report.code == "idp_unavailable"
+    assert report.detail["actual"] == "rsa-1"
+    text = render_text(report, "gateway.json")
+    assert "kid 'rsa-1'" in text or 'kid "rsa-1"' in text or "kid rsa-1" in text, text
+    assert "kid null" not in text

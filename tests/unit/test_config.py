@@ -30,7 +30,9 @@ def with_orders(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_seed_example_verbatim_needs_only_the_orders_server() -> None:
-    assert problems(SEED) == ["paths.1.integration.server: no server named 'orders'"]
+    assert problems(SEED) == [
+        "paths.1.integration.server: no server named 'orders' (there are no servers)"
+    ]
     config = parse_config(with_orders(SEED))
     assert config.default_authorizer_name() == "default"
     assert config.paths[0].effective_integration().body == {"status": "ok"}
@@ -58,7 +60,7 @@ def test_server_override_defines_and_keeps_timeouts() -> None:
             lambda d: d["authorizer"].update(algorithm="HS999"),
             "authorizer.algorithm: Input should be",
         ),
-        (lambda d: d["authorizer"].update(colour="blue"), "authorizer.colour: Extra inputs"),
+        (lambda d: d["authorizer"].update(colour="blue"), "authorizer.colour: unknown field"),
         (
             lambda d: d["authorizer"].update(secret="plain-text-secret"),
             "authorizer.secret: must be a secret reference",
@@ -188,3 +190,46 @@ def test_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
     schema = json.loads(capsys.readouterr().out)
     assert "paths" in schema["properties"]
     assert "defaultAuthorizer" in schema["properties"]
+
+
+def test_validation_reports_schema_and_references_in_one_pass() -> None:
+    document = {
+        "authorizers": {"partners": {"type": "jwt", "secret": "$secret.X", "scope": 1}},
+        "servers": {"orders": "http://127.0.0.1:9", "billing": "http://127.0.0.1:8"},
+        "paths": [
+            {
+                "method": "GET",
+                "path": "/a",
+                "auth": {"authorizer": "partner", "scope": ["read:orders"]},
+                "integration": {"type": "http_proxy", "server": "ordres"},
+            },
+            {"method": "GET", "path": "/b", "respons": {"ok": True}},
+        ],
+        "limit": {},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(document)
+    found = info.value.problems
+    assert "paths.0.auth.scope: unknown field; did you mean `scopes`?" in found
+    assert "paths.1.respons: unknown field; did you mean `response`?" in found
+    assert "limit: unknown field; did you mean `limits`?" in found
+    assert (
+        "paths.0.auth.authorizer: no authorizer named 'partner'; did you mean 'partners'? "
+        "(authorizers: partners)"
+    ) in found
+    assert (
+        "paths.0.integration.server: no server named 'ordres'; did you mean 'orders'? "
+        "(servers: billing, orders)"
+    ) in found
+    assert any(p.startswith("authorizers.partners.scope: unknown field") for p in found)
+
+
+def test_an_unknown_name_lists_the_names_that_exist() -> None:
+    document = {
+        "authorizers": {"a0": {"type": "jwt", "secret": "$secret.X"}},
+        "defaultAuthorizer": "zzz",
+        "paths": [{"method": "GET", "path": "/a", "auth": True, "response": 1}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(document)
+    assert info.value.problems == ["defaultAuthorizer: no authorizer named 'zzz' (authorizers: a0)"]
