@@ -62,6 +62,7 @@ from wardgate.gateway.config import (
     JwtAuthorizer,
     RouteAuth,
     SupabaseAuthorizer,
+    authorizer_lints,
     is_scope_token,
 )
 from wardgate.gateway.errors import (
@@ -323,17 +324,7 @@ class RuntimeAuthorizer:
                     on_keys_removed=self.cache.clear,
                 )
 
-        if isinstance(spec, JwtAuthorizer):
-            for issuer in spec.issuer or ():
-                if ".auth0.com" in issuer and not issuer.endswith("/"):
-                    self.warnings.append(
-                        f"{where}.issuer: {issuer!r} has no trailing slash, but Auth0 issues "
-                        f"`iss: {issuer}/`; every token would fail with issuer_mismatch"
-                    )
-            if spec.audience is None:
-                self.warnings.append(
-                    f"{where}: no `audience`: tokens issued for any API are accepted"
-                )
+        self.warnings.extend(authorizer_lints(spec, where))
 
     # --- route-independent checks (cached) ---------------------------------------------
 

@@ -226,6 +226,24 @@ class Auth0Authorizer(AuthorizerCommon):
         return self.jwks_uri or f"https://{self.domain}/.well-known/jwks.json"
 
 
+def authorizer_lints(
+    spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer, where: str
+) -> list[str]:
+    """Smells of a valid authorizer spec that make tokens fail or pass unexpectedly: printed
+    by `wardgate validate` and the gateway at start, and on the Authorizer's status."""
+    lints: list[str] = []
+    if isinstance(spec, JwtAuthorizer):
+        for issuer in spec.issuer or ():
+            if ".auth0.com" in issuer and not issuer.endswith("/"):
+                lints.append(
+                    f"{where}.issuer: {issuer!r} has no trailing slash, but Auth0 issues "
+                    f"`iss: {issuer}/`; every token would fail with issuer_mismatch"
+                )
+        if spec.audience is None:
+            lints.append(f"{where}: no `audience`: tokens issued for any API are accepted")
+    return lints
+
+
 def _check_project_url(value: str) -> str:
     _check_http_url(value)
     if urlsplit(value).path not in ("", "/"):

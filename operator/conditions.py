@@ -19,6 +19,9 @@ DERIVED: Final = frozenset({"Ready", "Reconciling", "Stalled"})
 """Condition types computed from the others by `summarise`."""
 IN_PROGRESS: Final = frozenset({"Pending", "Progressing"})
 """Reasons of a false condition that the operator's own work will turn true."""
+LINT_CONDITION: Final = "ConfigWarnings"
+"""Present (status True) while a valid spec has smells worth acting on (an Auth0 issuer
+without its trailing slash): the object works and stays Ready, its Event is a Warning."""
 TRANSIENT: Final = frozenset({"IdentityProviderReachable"})
 """Condition types that may turn true again with no change to any object (an identity
 provider coming back): they make an object not Ready, but neither Stalled nor Reconciling."""

@@ -165,8 +165,27 @@ AFTER_VALIDATORS: Final[Mapping[Callable[..., Any], Schema]] = {
         "pattern": "^" + r"\$secret\." + gateway_config.SECRET_NAME_PATTERN + "$"
     },
     gateway_config._check_http_url: {"pattern": _URL_PATTERN},
-    gateway_config._check_domain: {"pattern": r"^[^/]+$"},
-    gateway_config._check_project_url: {"pattern": r"^https?://[^/?#\s]+/?$"},
+    # CEL rules rather than patterns where users paste the wrong shape: the API server then
+    # answers with the message written here, not a regular expression.
+    gateway_config._check_domain: {
+        "maxLength": 253,
+        VALIDATIONS: [
+            _rule(
+                "!self.contains('/')",
+                "must be a bare domain such as `tenant.eu.auth0.com`, without scheme or path "
+                "(the issuer `https://DOMAIN/` and the JWKS URL are derived from it)",
+            )
+        ],
+    },
+    gateway_config._check_project_url: {
+        "maxLength": 2048,
+        VALIDATIONS: [
+            _rule(
+                "self.matches('^https?://[^/?#\\\\s]+/?$')",
+                "must be the project's base URL, e.g. `https://REF.supabase.co`, without a path",
+            )
+        ],
+    },
     gateway_config._check_method: {"pattern": _METHOD_PATTERN},
     gateway_config._check_scope_token: {"pattern": r"^[\x21\x23-\x5b\x5d-\x7e]+$"},
     # The matcher's full rules (dot segments, parameter names, wildcard placement) are checked
@@ -480,6 +499,18 @@ def _condition_column(name: str, condition: str) -> dict[str, Any]:
 
 
 AGE: Final = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+# Why an object is (not) Ready, in `kubectl get wardgate`; the message with `-o wide`.
+READY_REASON: Final = {
+    "name": "Reason",
+    "type": "string",
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+}
+READY_MESSAGE: Final = {
+    "name": "Message",
+    "type": "string",
+    "priority": 1,
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+}
 
 KINDS: Final = (
     Kind(
@@ -498,7 +529,9 @@ KINDS: Final = (
             {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
             {"name": "Available", "type": "integer", "jsonPath": ".status.availableReplicas"},
             {"name": "Config", "type": "string", "jsonPath": ".status.configHash"},
+            READY_REASON,
             AGE,
+            READY_MESSAGE,
         ),
     ),
     Kind(
@@ -513,7 +546,10 @@ KINDS: Final = (
             {"name": "Paths", "type": "integer", "jsonPath": ".status.paths"},
             {"name": "Auth", "type": "string", "jsonPath": ".status.auth"},
             _condition_column("Accepted", "Accepted"),
+            _condition_column("Ready", "Ready"),
+            READY_REASON,
             AGE,
+            READY_MESSAGE,
         ),
     ),
     Kind(
@@ -533,7 +569,9 @@ KINDS: Final = (
             {"name": "Keys", "type": "string", "jsonPath": ".status.jwks.keyIds"},
             {"name": "Last-Success", "type": "date", "jsonPath": ".status.jwks.lastSuccess"},
             _condition_column("Ready", "Ready"),
+            READY_REASON,
             AGE,
+            READY_MESSAGE,
         ),
     ),
 )

@@ -7,9 +7,12 @@ Policy (see docs/operator.md):
 - A Route with any problem is left out whole, with `Accepted=False` and the reason; the
   other Routes render. The older Route (creation time, then namespace/name) keeps a contested
   method + path.
-- A problem of something many Routes share (the Gateway's spec, an Authorizer in use, or
-  the assembled config) blocks the rollout: `config` is None and the last good config keeps
-  serving.
+- An Authorizer that is not ready (invalid, or a Secret or key it references is missing)
+  takes out the Routes whose paths use it, each `Accepted=False, reason=AuthorizerNotReady`
+  naming it; the other Routes render (the blast radius of one object, as for a bad Route).
+- A problem of something every Route shares (the Gateway's spec, or the assembled config)
+  blocks the rollout: `config` is None, the last good config keeps serving, and no Route
+  says Ready for a config that is not served.
 - `$secret.NAME` of an Authorizer whose `secretRef.name` is SECRET is rendered as
   `$secret.SECRET.NAME`: the file SECRET.NAME of the pod's secrets directory, projected from
   key NAME of Secret SECRET. Values never pass through here, only their digests.
@@ -35,12 +38,13 @@ from wardgate.gateway.config import (
     JwtAuthorizer,
     PathEntry,
     SupabaseAuthorizer,
+    authorizer_lints,
     format_validation_error,
     parse_config,
     route_pattern_key,
     secret_name,
 )
-from wardgate.operator.conditions import Cond, false, summarise, true
+from wardgate.operator.conditions import LINT_CONDITION, Cond, false, summarise, true
 from wardgate.operator.models import (
     AUTHORIZER_SPEC_ADAPTER,
     GATEWAY_SPEC_ADAPTER,
@@ -229,8 +233,12 @@ def render_authorizer(
         if info is None:
             refs = false("ResolvedRefs", "SecretNotFound", f"{where}: no Secret {secret!r}")
         elif name not in info.keys:
+            # Key names only: never a value.
+            present = ", ".join(sorted(info.keys)) if info.keys else "none"
             refs = false(
-                "ResolvedRefs", "KeyNotFound", f"{where}: Secret {secret!r} has no key {name!r}"
+                "ResolvedRefs",
+                "KeyNotFound",
+                f"{where}: Secret {secret!r} has no key {name!r} (its keys: {present})",
             )
         else:
             key = info.keys[name]
@@ -260,7 +268,13 @@ def render_authorizer(
                 )
         if not refs.ok:
             break
-    conditions = summarise([accepted, refs])
+    own = [accepted, refs]
+    lints = authorizer_lints(spec, "spec")
+    if lints:
+        # True: the Authorizer works, so it stays Ready; the Event of its appearance is a
+        # Warning (see `status.build_event`).
+        own.append(true(LINT_CONDITION, "Lint", "; ".join(lints)))
+    conditions = summarise(own)
     status = ObjectStatus("Authorizer", meta, conditions, fields)
     if not refs.ok:
         return AuthorizerResult(status, None)
@@ -328,14 +342,28 @@ def render(
 
     default_name = spec.default_authorizer
     default_ok = default_name is not None and default_name in by_name
+    not_ready = {
+        name: _not_ready(result.status)
+        for name, result in authorizer_results.items()
+        if result.entry is None
+    }
+    default_ready = default_ok and default_name not in not_ready
     claimed: dict[tuple[str, str], tuple[Resource, str]] = {}
     accepted_paths: list[PathEntry] = []
-    used_authorizers: set[str] = {default_name} if default_ok and default_name else set()
+    used_authorizers: set[str] = {default_name} if default_ready and default_name else set()
     route_statuses: list[ObjectStatus] = []
     accepted_routes = 0
     for route in ordered:
         status, paths, used = _render_route(
-            route, gateway.meta, spec, by_name, default_ok, claimed, namespace_labels, services
+            route,
+            gateway.meta,
+            spec,
+            by_name,
+            default_ok,
+            claimed,
+            namespace_labels,
+            services,
+            not_ready,
         )
         route_statuses.append(status)
         if paths is not None:
@@ -370,7 +398,7 @@ def render(
         )
 
     document: dict[str, Any] = {}
-    if default_ok:
+    if default_ready:
         document["defaultAuthorizer"] = default_name
     document["authorizers"] = {
         name: authorizer_results[name].entry for name in sorted(used_authorizers)
@@ -391,14 +419,29 @@ def render(
         # The paths are validated already: hand over the models, not their documents.
         config = parse_config({**document, "paths": accepted_paths})
     except ConfigError as exc:
+        problems = "; ".join(exc.problems[:MAX_MESSAGE_PROBLEMS])
         accepted = false(
-            "Accepted",
-            "InvalidConfig",
-            "; ".join(exc.problems[:MAX_MESSAGE_PROBLEMS]) + "; the last good config keeps serving",
+            "Accepted", "InvalidConfig", problems + "; the last good config keeps serving"
         )
         gw_status = ObjectStatus("Gateway", gateway.meta, (accepted, refs), fields)
+        # Accepted on their own, but not in any served config: none of them is Ready.
+        unserved = tuple(
+            _route_status(
+                next(r for r in ordered if r.meta == status.meta),
+                false(
+                    "Accepted",
+                    "GatewayConfigInvalid",
+                    f"the config of Gateway {gw_namespace}/{gw_name} is invalid ({problems}); "
+                    "this Route is not served until it is fixed",
+                ),
+                status.fields,
+            )
+            if status.ready
+            else status
+            for status in route_statuses
+        )
         return RenderResult(
-            None, None, None, None, (), gw_status, tuple(route_statuses), authorizer_statuses, spec
+            None, None, None, None, (), gw_status, unserved, authorizer_statuses, spec
         )
     items = tuple(
         sorted(
@@ -429,6 +472,14 @@ def render(
     )
 
 
+def _not_ready(status: ObjectStatus) -> str:
+    """Why an Authorizer is not ready: its first failing condition's reason and message."""
+    failing = next((c for c in status.conditions if not c.ok), None)
+    if failing is None:  # pragma: no cover - an Authorizer without an entry has one
+        return "not ready"
+    return f"{failing.reason}: {failing.message}"
+
+
 def _server_document(namespace: str, server: Any) -> dict[str, Any]:
     if server.service is not None:
         service = server.service
@@ -452,6 +503,7 @@ def _render_route(
     claimed: dict[tuple[str, str], tuple[Resource, str]],
     namespace_labels: Mapping[str, Mapping[str, str]],
     services: Collection[ObjectKey] | None,
+    not_ready: Mapping[str, str],
 ) -> tuple[ObjectStatus, list[PathEntry] | None, set[str]]:
     """One Route's status and, when accepted, its paths (claims recorded in `claimed`)."""
     try:
@@ -497,6 +549,7 @@ def _render_route(
                     f"{where}.auth.authorizer: no Authorizer {name!r} in namespace "
                     f"{gateway.namespace}",
                 )
+
         integration = path.integration
         if isinstance(integration, HttpProxyIntegration) and integration.server not in spec.servers:
             return reject(
@@ -511,6 +564,14 @@ def _render_route(
     if verdict.refusal is not None:
         return reject(*verdict.refusal)
     paths = list(verdict.paths)
+    for index, path in enumerate(paths):
+        used = _authorizer_of(path, spec) if path.auth is not None else None
+        if used is not None and used in not_ready:
+            return reject(
+                "AuthorizerNotReady",
+                f"spec.paths.{index}.auth: Authorizer {used!r} is not ready ({not_ready[used]}); "
+                "the Route is left out of the config until it is",
+            )
     keys: dict[tuple[str, str], str] = {}
     for index, path in enumerate(paths):
         for method in path.methods():

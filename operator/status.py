@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from wardgate.operator.conditions import Cond, false, merge_conditions, summarise, true
+from wardgate.operator.conditions import (
+    LINT_CONDITION,
+    Cond,
+    false,
+    merge_conditions,
+    summarise,
+    true,
+)
 from wardgate.operator.manifests import CONFIG_HASH
 from wardgate.operator.render import Meta, ObjectStatus
 
@@ -130,7 +137,11 @@ def build_event(
         },
         "reason": condition.reason,
         "message": message[:EVENT_MESSAGE_LIMIT],
-        "type": "Normal" if condition.status == "True" else "Warning",
+        "type": (
+            "Normal"
+            if condition.status == "True" and condition.type != LINT_CONDITION
+            else "Warning"
+        ),
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
         "reportingInstance": instance,

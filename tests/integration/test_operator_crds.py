@@ -118,6 +118,16 @@ AUTHORIZERS = [
     Case("negative-leeway", {**JWT, "leeway": -1}, False),
     Case("digit-secret-name", {**JWT, "secretRef": {"name": "1keys"}}, False),
     Case("issuer-number", {**JWT, "issuer": 5}, False, operator=True),
+    Case(
+        "auth0-url-domain",
+        {"type": "auth0", "domain": "https://t.eu.auth0.com/", "audience": "a"},
+        False,
+    ),
+    Case(
+        "supabase-url-with-path",
+        {"type": "supabase", "projectUrl": "https://x.supabase.co/auth/v1"},
+        False,
+    ),
 ]
 
 GATEWAYS = [
@@ -149,6 +159,13 @@ GATEWAYS = [
     Case("min-above-max", {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, False),
     Case("selector-missing", {"allowedRoutes": {"namespaces": {"from": "Selector"}}}, False),
     Case("unknown-field", {"replica": 2}, False),
+    Case("limits-consistent", {"limits": {"maxTokenBytes": 4096, "maxHeaderBytes": 4117}}, True),
+    Case(
+        "limits-token-too-large-unreachable",
+        {"limits": {"maxTokenBytes": 8192, "maxHeaderBytes": 8190}},
+        False,
+    ),
+    Case("limits-default-header-small", {"limits": {"maxHeaderBytes": 4096}}, False),
     Case("service-type", {"service": {"type": "Ingress"}}, False),
     Case("port", {"service": {"port": 70000}}, False),
     Case("hostless-url", {"servers": {"o": {"url": "http://:80"}}}, False, operator=True),
@@ -266,3 +283,31 @@ def test_admission_and_models_agree(
                 f"operator-checked={case.operator}"
             )
     assert not disagreements, "\n".join(disagreements)
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "message"),
+    [
+        (
+            "Authorizer",
+            {"type": "auth0", "domain": "https://t.eu.auth0.com/", "audience": "a"},
+            "must be a bare domain such as `tenant.eu.auth0.com`",
+        ),
+        (
+            "Authorizer",
+            {"type": "supabase", "projectUrl": "https://x.supabase.co/auth/v1"},
+            "must be the project's base URL",
+        ),
+        (
+            "Gateway",
+            {"limits": {"maxTokenBytes": 8192, "maxHeaderBytes": 8190}},
+            "`maxHeaderBytes` must be at least `maxTokenBytes` + 21",
+        ),
+    ],
+)
+def test_admission_messages_say_what_to_write(
+    objects: Objects, namespace: str, kind: str, spec: dict[str, Any], message: str
+) -> None:
+    admitted, reason = _admitted(objects, namespace, kind, Case("readable", spec, False))
+    assert not admitted
+    assert message in reason, reason

@@ -99,7 +99,7 @@ def test_no_secret_value_reaches_the_operators_output(
             "Authorizer", namespace, "jwt", "ResolvedRefs", "False", "KeyNotFound"
         )
         objects.wait_condition(
-            "Gateway", namespace, "api", "Accepted", "False", "AuthorizerNotReady"
+            "Route", namespace, "orders", "Accepted", "False", "AuthorizerNotReady"
         )
         objects.wait(
             "the operator to settle",

@@ -86,7 +86,7 @@ def test_a_blocked_gateway_reports_the_running_config() -> None:
     rendered = ObjectStatus(
         "Gateway",
         META,
-        (false("Accepted", "AuthorizerNotReady", "x"), true("ResolvedRefs", "ResolvedRefs")),
+        (false("Accepted", "InvalidConfig", "x"), true("ResolvedRefs", "ResolvedRefs")),
         {"routes": 1},
     )
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
@@ -98,7 +98,7 @@ def test_a_blocked_gateway_reports_the_running_config() -> None:
         "Ready",
         "Stalled",
     ]
-    assert conditions[3].reason == conditions[4].reason == "AuthorizerNotReady"
+    assert conditions[3].reason == conditions[4].reason == "InvalidConfig"
     assert conditions[2].ok  # the last good config runs
     assert fields == {"routes": 1, "configHash": "h1", "replicas": 2, "availableReplicas": 2}
 
@@ -225,3 +225,18 @@ def test_operator_command_line() -> None:
     assert args.peering == "p"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["operator", "-n", "a", "--all-namespaces"])
+
+
+def test_a_lint_is_a_warning_event_and_keeps_the_object_ready() -> None:
+    from wardgate.operator.conditions import LINT_CONDITION
+
+    lint = true(LINT_CONDITION, "Lint", "spec.issuer: no trailing slash")
+    conditions = summarise([true("Accepted", "Accepted"), lint])
+    assert conditions[-1] == true("Ready", "Ready")
+    event = build_event("Authorizer", "wardgate.io/v1alpha1", META, lint, "now", "op")
+    assert event["type"] == "Warning"
+    assert event["reason"] == "Lint"
+    assert "no trailing slash" in event["message"]
+    assert (
+        build_event("Authorizer", "v", META, true("Ready", "Ready"), "n", "o")["type"] == "Normal"
+    )
