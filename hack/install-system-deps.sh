@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests and benchmarks use (git: its http-backend serves the GitOps
-# tests' repository). Idempotent: installs only what is missing.
+# tests' repository; chromium and chromium-driver: the CORS browser test). Idempotent:
+# installs only what is missing.
 set -euo pipefail
-packages=(openssl curl jq wrk nginx haproxy git)
+packages=(openssl curl jq wrk nginx haproxy git chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
