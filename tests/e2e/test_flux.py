@@ -7,8 +7,8 @@ loopback, with the `Kustomization` that docs/gitops.md shows (`wait: true` and i
 The tests run in order, each on the repository state the previous one left:
 sync and health, a new Route served, an invalid Route failing the health check while the
 gateway keeps serving, the revert healing it, a second sync writing nothing, pruning a
-Route. The statuses seen along the way then go through Argo CD's health check in
-gopher-lua.
+Route, an unreachable identity provider waited for. The statuses seen along the way then go
+through Argo CD's health check in gopher-lua.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,6 +37,8 @@ from support.flux import (
     request_reconcile,
 )
 from support.git_server import GitRepo, GitServer, git_server
+from support.key_set_server import KeySetServer
+from support.tokens import jwks, rsa_key
 
 from wardgate.demo.local_gateway import LocalGateway, free_port, read_snapshot
 from wardgate.demo.upstream import OrdersUpstream
@@ -52,6 +55,9 @@ GATEWAY: Final = "api"
 WARDGATE_KINDS: Final = ("Gateway", "Route", "Authorizer")
 SYNCED_KINDS: Final = ("Secret", "Deployment", "Service", *WARDGATE_KINDS)
 SYNC_TIMEOUT: Final = 120.0
+PROBE_SECONDS: Final = 2.0
+# Flux polls the health of what it applied every 5 s (kustomize-controller's interval).
+FLUX_HEALTH_POLL_SECONDS: Final = 5
 
 HELLO_ROUTE: Final = f"""\
 apiVersion: {API_VERSION}
@@ -263,7 +269,9 @@ def test_the_kustomization_is_ready_only_once_wardgate_objects_are(gitops: GitOp
     assert all("status" not in body for body in unready)
     gitops.remember("before the operator", unready)
 
-    gitops.operator = RunningOperator(gitops.cluster.kubeconfig).start()
+    gitops.operator = RunningOperator(
+        gitops.cluster.kubeconfig, probe_seconds=PROBE_SECONDS
+    ).start()
     head = gitops.repo.head()
     done = gitops.wait_for_kustomization(
         "Ready=True",
@@ -375,10 +383,77 @@ def test_pruning_a_route_removes_it_from_the_config(gitops: GitOps) -> None:
     gitops.remember("after pruning", gitops.wardgate_objects())
 
 
+def partners_authorizer(jwks_uri: str) -> str:
+    return f"""\
+apiVersion: {API_VERSION}
+kind: Authorizer
+metadata:
+  name: partners
+spec:
+  type: jwt
+  jwksUri: {jwks_uri}
+  algorithms: [RS256]
+  issuer: https://partners.example.com/
+  audience: api-audience
+"""
+
+
+def test_an_unreachable_identity_provider_is_waited_for_not_failed(gitops: GitOps) -> None:
+    """An Authorizer whose JWKS does not answer is neither Ready nor Stalled: with the
+    documented expressions Flux keeps waiting for it (InProgress) until the health check's
+    timeout instead of failing at its next poll, and the sync turns Ready once the
+    provider answers."""
+    key_server = KeySetServer(jwks(rsa_key("partners-1"))).start()
+    key_server.stop()  # its port is known; the provider is down
+    try:
+        # A short timeout for this step, so that its end shows how Flux read the Authorizer.
+        _set_timeout(gitops, "20s")
+        commit = gitops.repo.commit(
+            "Add the partners Authorizer",
+            {"seed/partners.yaml": partners_authorizer(key_server.url)},
+        )
+        failed = gitops.sync(commit, ready="False")
+        ready = condition(failed, "Ready")
+        assert ready["reason"] == "HealthCheckFailed", ready
+        assert "timeout waiting for" in ready["message"], ready
+        assert f"Authorizer/{NAMESPACE}/partners status: 'InProgress'" in ready["message"]
+        down = gitops.objects.condition("Authorizer", NAMESPACE, "partners", "Ready")
+        assert (down["status"], down["reason"]) == ("False", "JwksUnreachable"), down
+        assert not gitops.objects.condition("Authorizer", NAMESPACE, "partners", "Stalled")
+        # The provider was down for more than one of Flux's health polls before the
+        # timeout: a `failed` reading would have ended the wait early.
+        waited = _seconds(ready["lastTransitionTime"]) - _seconds(down["lastTransitionTime"])
+        assert waited > FLUX_HEALTH_POLL_SECONDS, (down, ready)
+        body = gitops.objects.get("Authorizer", NAMESPACE, "partners")
+        assert body is not None
+        gitops.remember("provider down", [body])
+
+        key_server.start()  # the same port: the provider answers
+        gitops.objects.wait_condition(
+            "Authorizer", NAMESPACE, "partners", "Ready", "True", timeout=30
+        )
+        _set_timeout(gitops, documented_manifests()[1]["spec"]["timeout"])
+        gitops.sync(commit)
+    finally:
+        key_server.stop()
+
+
+def _set_timeout(gitops: GitOps, timeout: str) -> None:
+    gitops.cluster.kubectl(
+        "patch", "kustomization/shop", "-n", NAMESPACE, "--type=merge",
+        "-p", json.dumps({"spec": {"timeout": timeout}}),
+    )  # fmt: skip
+
+
+def _seconds(timestamp: str) -> float:
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
 def test_argo_cd_health_of_the_statuses_flux_saw(gitops: GitOps) -> None:
     """Argo CD's check in gopher-lua agrees with Flux's reading of each status: no status
     is Progressing (Flux waited), Ready is Healthy (Flux was Ready), the invalid Route is
-    Degraded with its reason (Flux failed the health check)."""
+    Degraded with its reason (Flux failed the health check). One difference by design: an
+    unreachable identity provider is Degraded for Argo CD and waited for by Flux."""
     labels = list(gitops.seen)
     healths = dict(zip(labels, assess_all([gitops.seen[k] for k in labels]), strict=True))
     expected = {
@@ -386,12 +461,15 @@ def test_argo_cd_health_of_the_statuses_flux_saw(gitops: GitOps) -> None:
         "synced": "Healthy",
         "invalid route": "Degraded",
         "after pruning": "Healthy",
+        "provider down": "Degraded",
     }
     assert {label.split(":")[0] for label in labels} == set(expected)
     for label, health in healths.items():
         assert health.status == expected[label.split(":")[0]], (label, health)
     twice = healths["invalid route: Route/twice"]
     assert twice.message.startswith("Invalid: spec.paths.1: GET /twice duplicates")
+    partners = healths["provider down: Authorizer/partners"]
+    assert partners.message.startswith("JwksUnreachable: ")
 
 
 def _resource_versions(gitops: GitOps) -> dict[str, str]:

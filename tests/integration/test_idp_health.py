@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from integration.operator_support import (
     seed_objects,
     service_account_kubeconfig,
 )
+from support.key_set_server import KeySetServer
 from support.tokens import jwks, rsa_key
 
 from wardgate.devcluster.cluster import KubeCluster
@@ -35,49 +34,6 @@ PROBE_SECONDS = 2.0
 # Besides the probe interval: the reconcile, the status patch and the watch delivering it.
 STATUS_LATENCY = 5.0
 SECRET = "explain-secret-0123456789-abcdefghijklm"
-
-
-class KeySetServer:
-    """A JWKS on 127.0.0.1 in a thread; `stop()` and `start()` again on the same port."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.body = json.dumps(document).encode()
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
-
-    def start(self) -> KeySetServer:
-        body = self.body
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
 
 
 @pytest.fixture(scope="module")
