@@ -10,11 +10,17 @@
 # nothing and a version bump rebuilds only that component. hack/k8s-binaries.sh is the
 # model; this script is separate so that each can change without touching the other.
 #
+# Flux v1.9.6 is the newest release line that builds with Go 1.26 (the toolchain the project
+# requires, see hack/k8s-binaries.sh); the v1.10 line declares go 1.27.
+#
 # The controllers' go.mod files replace their own `api` module by a local path and pin a
 # few dependencies with `replace`; `go install module@version` refuses such modules, and a
-# dependency's replace directives are ignored. So each is built inside a small generated
-# wrapper module that requires it, drops the local-path replaces (the required published
-# `api` module is the same code) and repeats the others.
+# dependency's replace directives are ignored. So each is built inside a generated wrapper
+# module holding the upstream go.mod and go.sum (the same requirements and replaces) under
+# another module name, without the local-path replaces (the required published `api`
+# module is the same code), and requiring the upstream module. A dependency version the
+# module proxy does not serve is replaced by the nearest one it serves, named per
+# component below, and the build log says so.
 #
 # Usage: hack/gitops-binaries.sh [--print-dir]
 set -euo pipefail
@@ -47,9 +53,15 @@ if [[ "${1:-}" == "--print-dir" ]]; then
   exit 0
 fi
 
+# One build at a time per cache: two checkouts building together would race on the
+# temporary folders; the second waits and then finds everything built.
+mkdir -p "${cache_root}"
+exec {lock_fd}>"${cache_root}/.build.lock"
+flock "${lock_fd}"
+
 # The argocd-health stamp also covers its source, so that an edit rebuilds it.
 tool_dir="${repo_root}/tools/argocd-health"
-tool_digest="$(cat "${tool_dir}/main.go" | sha256sum | cut -c1-12)"
+tool_digest="$(sha256sum < "${tool_dir}/main.go" | cut -c1-12)"
 ARGOCD_HEALTH_STAMP="gopher-lua ${GOPHER_LUA_VERSION} source ${tool_digest}"
 
 is_built() { # component version paths...

@@ -3,11 +3,12 @@ processes with the cluster's kubeconfig (the binaries and CRDs that
 `hack/gitops-binaries.sh` builds from Go modules, pinned in
 wardgate/devcluster/versions.json).
 
-Local processes rather than pods: the controllers are the released code, talking to the
-API server exactly as in a cluster (watches, server-side apply, kstatus health checks);
-only their artifact server is reached on loopback instead of through a Service. Pods
-would need a container image of each controller, which the project cannot build from Go
-modules alone.
+Local processes rather than pods: the local cluster's node is kwok, which runs no
+containers. As processes, the controllers are the released code talking to the API server
+as they do in a cluster (watches, server-side apply, kstatus health checks), with two
+differences: they use the cluster admin's kubeconfig where a default Flux install binds its
+ServiceAccount to cluster-admin, and the kustomize-controller downloads artifacts from the
+source-controller on loopback instead of through its Service.
 """
 
 from __future__ import annotations
