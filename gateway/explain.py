@@ -5,6 +5,8 @@ Gateway) and runs `Gateway.admit` with a trace: the very function every request 
 through, so what it reports is what the gateway does. The token is decoded for display
 (marked unverified); JWKS are fetched for real, with this command's own client session.
 The upstream is never contacted: for a proxied route, explain stops at "admitted".
+With `--gateway`, it also lists the Route paths of that Gateway matching the request and
+the rule of the Gateway's policy that admitted or refused each (docs/multi-team.md).
 
 Exit status: 0 when the request would be admitted, 1 when refused, 2 when the config or
 the arguments cannot be used.
