@@ -21,6 +21,7 @@ from wardgate.gateway.config import (
     Model,
     PathEntry,
     RoutePattern,
+    ScopeToken,
     SupabaseAuthorizer,
 )
 from wardgate.gateway.matching import patterns_overlap
@@ -223,7 +224,7 @@ class AuthPolicy(Model):
     authorizers: list[Annotated[str, Field(min_length=1)]] | None = None
     """The Authorizers Routes of other namespaces may use; only `defaultAuthorizer` when
     absent."""
-    required_scopes: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    required_scopes: list[ScopeToken] = Field(default_factory=list)
     """Scopes every authenticated path requires, added to the path's own."""
     required_claims: dict[str, JsonValue] = Field(default_factory=dict)
     """Claims every authenticated path requires, added to the path's own; a path that sets
