@@ -40,6 +40,8 @@ from wardgate.operator.models import GatewaySpec, LabelSelector, RouteNamespaces
 
 # A Supabase API key role anyone holds: the anon key ships in every browser bundle.
 PUBLIC_API_KEY_ROLE: Final = "anon"
+# A status stays small however many paths a Route has (it is written on every change).
+MAX_STATUS_PATHS: Final = 100
 OWN_NAMESPACE_RULE: Final = "namespace: the Gateway's own (trusted: paths, servers, authorizers)"
 
 
@@ -92,8 +94,12 @@ class RouteVerdict:
         return reason, message
 
     def status(self) -> list[dict[str, Any]]:
-        """The Route's `status.policy`."""
-        return [v.status() for v in self.verdicts]
+        """The Route's `status.policy`, in path order; past `MAX_STATUS_PATHS` paths, the
+        refused ones first."""
+        ordered = list(self.verdicts)
+        if len(ordered) > MAX_STATUS_PATHS:
+            ordered.sort(key=lambda v: (v.admitted, v.index))
+        return [v.status() for v in ordered[:MAX_STATUS_PATHS]]
 
 
 def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -393,13 +399,26 @@ def explain_route_paths(
             if not isinstance(pattern, str) or not _pattern_matches(pattern, path):
                 continue
             method = entry.get("method")
-            methods = ", ".join(method) if isinstance(method, list) else str(method)
-            decision = decisions[index] if index < len(decisions) else {}
+            shown = [str(m) for m in method] if isinstance(method, list) else [str(method)]
+            methods = ", ".join(shown)
+            decision: Mapping[str, Any] = next(
+                (
+                    d
+                    for d in decisions
+                    if d.get("path") == pattern and set(d.get("methods") or []) == set(shown)
+                ),
+                {},
+            )
             rules = [str(r) for r in decision.get("rules") or []]
             if accepted is None:
                 verdict = "not decided yet (the Route has no Accepted condition)"
             elif accepted.get("status") == "True":
-                verdict = "admitted: " + "; ".join(rules or [OWN_NAMESPACE_RULE])
+                unlisted = (
+                    f"its rules are not listed (status.policy holds {MAX_STATUS_PATHS} paths "
+                    "at most)"
+                )
+                default = OWN_NAMESPACE_RULE if not decisions else unlisted
+                verdict = "admitted: " + "; ".join(rules or [default])
             else:
                 own = f"; this path: {'; '.join(rules)}" if decision.get("result") else ""
                 verdict = (

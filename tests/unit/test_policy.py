@@ -29,7 +29,12 @@ from wardgate.gateway.matching import (
 )
 from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.operator.models import GATEWAY_SPEC_ADAPTER, GatewaySpec
-from wardgate.operator.policy import RouteVerdict, decide_route, explain_route_paths
+from wardgate.operator.policy import (
+    MAX_STATUS_PATHS,
+    RouteVerdict,
+    decide_route,
+    explain_route_paths,
+)
 
 GATEWAY = ("platform", "shared")
 LABELS = {"team-a": {"team": "a"}, "team-b": {"team": "b"}}
@@ -414,8 +419,18 @@ def test_explain_names_the_rules_of_the_routes_matching_a_path() -> None:
             {
                 "conditions": [accepted],
                 "policy": [
-                    {"path": "/teams/a/*", "result": "Admitted", "rules": ["path: rule-1"]},
-                    {"path": "/teams/a/other", "result": "Admitted", "rules": ["path: rule-2"]},
+                    {
+                        "path": "/teams/a/*",
+                        "methods": ["GET"],
+                        "result": "Admitted",
+                        "rules": ["path: rule-1"],
+                    },
+                    {
+                        "path": "/teams/a/other",
+                        "methods": ["GET"],
+                        "result": "Admitted",
+                        "rules": ["path: rule-2"],
+                    },
                 ],
             },
         ),
@@ -426,7 +441,12 @@ def test_explain_names_the_rules_of_the_routes_matching_a_path() -> None:
             {
                 "conditions": [refused],
                 "policy": [
-                    {"path": "/*", "result": "Refused", "rules": ["path: spec.delegations"]}
+                    {
+                        "path": "/*",
+                        "methods": ["GET"],
+                        "result": "Refused",
+                        "rules": ["path: spec.delegations"],
+                    }
                 ],
             },
         ),
@@ -463,3 +483,18 @@ def test_explain_names_the_rules_of_the_routes_matching_a_path() -> None:
         "(PathNotDelegated): spec.paths.0.path: /* is not within ...; this path: path: "
         "spec.delegations"
     ]
+
+
+def test_the_status_lists_refused_paths_first_and_stays_bounded() -> None:
+    paths = [_path(f"/teams/b/p{i}", auth=True) for i in range(150)]
+    paths[120] = _path("/teams/a/p", auth=True)
+    verdict = _decide("team-b", _spec(), *paths)
+    status = verdict.status()
+    assert len(status) == MAX_STATUS_PATHS
+    assert status[0] == {
+        "path": "/teams/a/p",
+        "methods": ["GET"],
+        "result": "Refused",
+        "rules": ["path: spec.delegations"],
+    }
+    assert [s["path"] for s in status[1:3]] == ["/teams/b/p0", "/teams/b/p1"]
