@@ -1,4 +1,5 @@
-"""Operator figures: render time of one Gateway with 1,000 Routes, time from `kubectl apply`
+"""Operator figures: render time of one Gateway with 1,000 Routes (of its own namespace, and
+spread over 10 tenant namespaces under the multi-team policy), time from `kubectl apply`
 of a Route to the updated ConfigMap, and writes of a reconcile with nothing to change.
 
     .venv/bin/python bench/bench_operator.py [--render-only] [--samples N]
@@ -34,40 +35,67 @@ from wardgate.operator.render import render
 NAMESPACE = "bench"
 
 
-def _route(index: int) -> dict[str, Any]:
+def _route(index: int, teams: int = 0) -> dict[str, Any]:
+    prefix = f"/team-{index % teams}" if teams else ""
     return {
         "metadata": {
-            "namespace": NAMESPACE,
+            "namespace": f"team-{index % teams}" if teams else NAMESPACE,
             "name": f"route-{index:04d}",
             "creationTimestamp": f"2026-01-01T00:{index // 60 % 60:02d}:{index % 60:02d}Z",
         },
         "spec": {
-            "gatewayRef": {"name": "api"},
+            "gatewayRef": {"name": "api", "namespace": NAMESPACE},
             "paths": [
                 {
                     "method": ["GET", "POST"],
-                    "path": f"/service-{index}/items/{{id}}",
+                    "path": f"{prefix}/service-{index}/items/{{id}}",
                     "auth": True,
                     "integration": {"type": "http_proxy", "server": "backend"},
                 },
-                {"method": "GET", "path": f"/service-{index}/health", "response": {"ok": True}},
+                {
+                    "method": "GET",
+                    "path": f"{prefix}/service-{index}/health",
+                    "response": {"ok": True},
+                },
             ],
         },
     }
 
 
-def bench_render(routes: int = 1000, samples: int = 15) -> dict[str, float]:
-    """Milliseconds to render one Gateway with `routes` Routes (and build its objects)."""
+def _shared_policy(teams: int) -> dict[str, Any]:
+    """A Gateway spec's multi-team policy: each team its prefix, the backend for all, public
+    health paths allowed, a scope and a claim required everywhere."""
+    names = [f"team-{k}" for k in range(teams)]
+    return {
+        "allowedRoutes": {"namespaces": {"from": "All"}},
+        "servers": {
+            "backend": {
+                "service": {"name": "backend", "port": 80},
+                "allowedRoutes": {"namespaces": {"from": "All"}},
+            }
+        },
+        "delegations": [{"namespace": name, "paths": [f"/{name}/*"]} for name in names],
+        "authPolicy": {
+            "unauthenticated": [{"paths": [f"/{name}/{{service}}/health" for name in names]}],
+            "requiredScopes": ["api"],
+            "requiredClaims": {"tier": "prod"},
+        },
+    }
+
+
+def bench_render(routes: int = 1000, samples: int = 15, teams: int = 0) -> dict[str, float]:
+    """Milliseconds to render one Gateway with `routes` Routes (and build its objects); with
+    `teams`, the Routes are spread over that many tenant namespaces under a policy."""
+    spec: dict[str, Any] = {
+        "defaultAuthorizer": "jwt",
+        "servers": {"backend": {"service": {"name": "backend", "port": 80}}},
+    }
+    if teams:
+        spec.update(_shared_policy(teams))
     gateway = resource_from_body(
-        {
-            "metadata": {"namespace": NAMESPACE, "name": "api", "uid": "u"},
-            "spec": {
-                "defaultAuthorizer": "jwt",
-                "servers": {"backend": {"service": {"name": "backend", "port": 80}}},
-            },
-        }
+        {"metadata": {"namespace": NAMESPACE, "name": "api", "uid": "u"}, "spec": spec}
     )
-    route_inputs = [resource_from_body(_route(i)) for i in range(routes)]
+    route_inputs = [resource_from_body(_route(i, teams)) for i in range(routes)]
     authorizer = resource_from_body(
         {
             "metadata": {"namespace": NAMESPACE, "name": "jwt"},
@@ -86,7 +114,7 @@ def bench_render(routes: int = 1000, samples: int = 15) -> dict[str, float]:
         done = time.perf_counter()
         render_ms.append((rendered - started) * 1000)
         total_ms.append((done - started) * 1000)
-        assert len(result.config.paths) == 2 * routes
+        assert len(result.config.paths) == 2 * routes, result.routes[0]
     return {
         "render_median_ms": statistics.median(render_ms),
         "render_min_ms": min(render_ms),
@@ -227,7 +255,10 @@ def main() -> int:
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--samples", type=int, default=9)
     args = parser.parse_args()
-    results: dict[str, Any] = {"render_1000_routes": bench_render()}
+    results: dict[str, Any] = {
+        "render_1000_routes": bench_render(),
+        "render_1000_routes_10_teams": bench_render(teams=10),
+    }
     if not args.render_only:
         configured = os.environ.get("WARDGATE_KUBECONFIG")
         if configured:
