@@ -159,11 +159,18 @@ async def _call(function: Callable[[], int]) -> int:
     return function()
 
 
-def service_account_kubeconfig(cluster: KubeCluster, directory: Path) -> Path:
-    """Install deploy/rbac.yaml and return a kubeconfig of its ServiceAccount."""
-    cluster.kubectl("apply", "-f", str(RBAC_FILE))
+def service_account_kubeconfig(
+    cluster: KubeCluster,
+    directory: Path,
+    name: str = "wardgate-operator",
+    namespace: str = "wardgate-system",
+) -> Path:
+    """A kubeconfig of a ServiceAccount (by default the operator's: deploy/rbac.yaml is
+    installed for it)."""
+    if (name, namespace) == ("wardgate-operator", "wardgate-system"):
+        cluster.kubectl("apply", "-f", str(RBAC_FILE))
     token = cluster.kubectl(
-        "create", "token", "wardgate-operator", "-n", "wardgate-system", "--duration=2h"
+        "create", "token", name, "-n", namespace, "--duration=2h"
     ).stdout.strip()
     admin = yaml.safe_load(cluster.kubeconfig.read_text(encoding="utf-8"))
     context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
@@ -172,11 +179,11 @@ def service_account_kubeconfig(cluster: KubeCluster, directory: Path) -> Path:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "cluster", "cluster": entry["cluster"]}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": "operator"}}],
-        "current-context": "operator",
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "cluster", "user": name}}],
+        "current-context": name,
     }
-    path = directory / "operator.kubeconfig"
+    path = directory / f"{namespace}.{name}.kubeconfig"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 

@@ -26,8 +26,9 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+import yaml
 from aiohttp import web
-from integration.operator_support import Objects, RunningOperator
+from integration.operator_support import Objects, RunningOperator, service_account_kubeconfig
 from support.gateway import raw_exchange, status_of
 
 from wardgate.devcluster.cluster import KubeCluster, KubectlError, wait_until
@@ -46,6 +47,9 @@ class Teams:
     platform: str
     a: str
     b: str
+    b_admin: Path
+    """Kubeconfig of team B's namespace admin: Routes in team B's namespace, nothing else
+    (the grant docs/multi-team.md gives a team)."""
 
 
 def _free_port() -> int:
@@ -305,18 +309,31 @@ ESCALATIONS: list[tuple[str, list[dict[str, Any]], str, list[str]]] = [
 
 
 @pytest.fixture(scope="module")
-def teams(cluster: KubeCluster, objects: Objects) -> Iterator[Teams]:
+def teams(
+    cluster: KubeCluster, objects: Objects, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Teams]:
     """Three namespaces, the operator, and the platform's and both teams' objects Ready."""
     stamp = f"{os.getpid()}-{int(time.time()) % 100000}"
-    found = Teams(f"mt-platform-{stamp}", f"mt-a-{stamp}", f"mt-b-{stamp}")
-    for namespace, team in ((found.platform, "platform"), (found.a, "a"), (found.b, "b")):
+    platform, a, b = f"mt-platform-{stamp}", f"mt-a-{stamp}", f"mt-b-{stamp}"
+    for namespace, team in ((platform, "platform"), (a, "a"), (b, "b")):
         cluster.kubectl("create", "namespace", namespace)
         cluster.kubectl("label", "namespace", namespace, f"wardgate-test/team={team}")
+    cluster.kubectl("create", "serviceaccount", "admin", "-n", b)
+    cluster.kubectl(
+        "create", "role", "wardgate-routes", "-n", b,
+        "--verb=get,list,watch,create,update,patch,delete", "--resource=routes.wardgate.io",
+    )  # fmt: skip
+    cluster.kubectl(
+        "create", "rolebinding", "admin-routes", "-n", b,
+        "--role=wardgate-routes", f"--serviceaccount={b}:admin",
+    )  # fmt: skip
+    directory = tmp_path_factory.mktemp("tenant")
+    found = Teams(platform, a, b, service_account_kubeconfig(cluster, directory, "admin", b))
     operator = RunningOperator(cluster.kubeconfig).start()
     try:
         objects.apply(found.platform, *platform_objects(found))
         objects.apply(found.a, *team_a_routes(found))
-        objects.apply(found.b, *team_b_routes(found))
+        as_team_b(cluster, found, *team_b_routes(found))
         for namespace, name in (
             (found.a, "orders"),
             (found.b, "orders"),
@@ -329,6 +346,14 @@ def teams(cluster: KubeCluster, objects: Objects) -> Iterator[Teams]:
         operator.stop()
         for namespace in (found.platform, found.a, found.b):
             cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def as_team_b(cluster: KubeCluster, teams: Teams, *documents: dict[str, Any]) -> None:
+    """`kubectl apply` in team B's namespace with team B's admin's credentials."""
+    text = "\n---\n".join(yaml.safe_dump(d, sort_keys=False) for d in documents)
+    cluster.kubectl(
+        "--kubeconfig", str(teams.b_admin), "apply", "-n", teams.b, "-f", "-", input=text
+    )
 
 
 @dataclass
@@ -472,7 +497,11 @@ async def _everyone_is_served(session: aiohttp.ClientSession, url: str) -> None:
 
 
 async def test_every_escalation_of_a_tenant_is_refused_and_everyone_else_is_served(
-    teams: Teams, objects: Objects, gateway_url: str, upstreams: Upstreams
+    cluster: KubeCluster,
+    teams: Teams,
+    objects: Objects,
+    gateway_url: str,
+    upstreams: Upstreams,
 ) -> None:
     url = gateway_url
     before = objects.config(teams.platform, "shared")
@@ -480,7 +509,7 @@ async def test_every_escalation_of_a_tenant_is_refused_and_everyone_else_is_serv
     async with aiohttp.ClientSession() as session:
         await _everyone_is_served(session, url)
         for name, paths, reason, mentions in ESCALATIONS:
-            objects.apply(teams.b, _route(teams, name, *paths))
+            as_team_b(cluster, teams, _route(teams, name, *paths))
             condition = await asyncio.to_thread(
                 objects.wait_condition, "Route", teams.b, name, "Accepted", "False", reason
             )
@@ -530,13 +559,43 @@ async def test_every_escalation_of_a_tenant_is_refused_and_everyone_else_is_serv
     assert "scopes api: added by spec.authPolicy.requiredScopes" in rules
 
 
+def test_a_tenant_admin_can_touch_nothing_but_its_routes(
+    cluster: KubeCluster, teams: Teams
+) -> None:
+    """What the policy rests on: team B's admin cannot change the Gateway, bring an
+    Authorizer, read the platform's Secrets, write in team A's namespace or relabel a
+    namespace to match a server's selector."""
+    gateway = _object("Gateway", "shared", {"allowedRoutes": {"namespaces": {"from": "All"}}})
+    attempts = [
+        ("patch", "gateways.wardgate.io", "shared", "-n", teams.platform, "--type=merge",
+         "-p", '{"spec": {"delegations": []}}'),
+        ("get", "secret", "keys", "-n", teams.platform),
+        ("label", "namespace", teams.b, "wardgate-test/team=a", "--overwrite"),
+        ("delete", "routes.wardgate.io", "orders", "-n", teams.a),
+    ]  # fmt: skip
+    for attempt in attempts:
+        result = cluster.kubectl("--kubeconfig", str(teams.b_admin), *attempt, check=False)
+        assert result.returncode != 0, attempt
+        assert "forbidden" in result.stderr.lower(), (attempt, result.stderr)
+    for namespace in (teams.platform, teams.b):
+        authorizer = _object("Authorizer", "mine", {"type": "jwt", "jwksUri": "https://x/j"})
+        for document in (authorizer, gateway):
+            text = yaml.safe_dump(document)
+            result = cluster.kubectl(
+                "--kubeconfig", str(teams.b_admin), "apply", "-n", namespace, "-f", "-",
+                input=text, check=False,
+            )  # fmt: skip
+            assert "forbidden" in result.stderr.lower(), (namespace, document["kind"], result)
+
+
 def test_explain_names_the_rule_that_admitted_or_refused_a_path(
     cluster: KubeCluster, teams: Teams, objects: Objects
 ) -> None:
     """`wardgate explain --gateway` reads the Routes' status: which Route claims the path,
     and which rule of the Gateway admitted or refused it."""
-    objects.apply(
-        teams.b,
+    as_team_b(
+        cluster,
+        teams,
         _route(teams, "open", {"method": "GET", "path": "/teams/b/public", "response": "x"}),
     )
     objects.wait_condition("Route", teams.b, "open", "Accepted", "False", "AuthRequired")
@@ -573,7 +632,7 @@ def test_explain_names_the_rule_that_admitted_or_refused_a_path(
 
 
 def test_an_inline_authorizer_on_a_route_is_refused_at_admission(
-    teams: Teams, objects: Objects
+    cluster: KubeCluster, teams: Teams, objects: Objects
 ) -> None:
     """A Route names Authorizers of the Gateway's namespace; it cannot bring its own (nor
     its own secret reference)."""
@@ -589,7 +648,7 @@ def test_an_inline_authorizer_on_a_route_is_refused_at_admission(
     )
     refusal = ""
     try:
-        objects.apply(teams.b, inline)
+        as_team_b(cluster, teams, inline)
     except KubectlError as exc:
         refusal = str(exc.stderr)
     if refusal:  # where the schema can tell, admission refuses it
@@ -605,12 +664,13 @@ def test_an_inline_authorizer_on_a_route_is_refused_at_admission(
 
 
 def test_a_tenant_gets_the_path_once_the_platform_delegates_it(
-    teams: Teams, objects: Objects
+    cluster: KubeCluster, teams: Teams, objects: Objects
 ) -> None:
     """Squatting is over: `/invoices/*` claimed by team B before anyone owned it stays
     refused until the platform delegates it, and then the Route is admitted unchanged."""
-    objects.apply(
-        teams.b,
+    as_team_b(
+        cluster,
+        teams,
         _route(
             teams,
             "invoices",
