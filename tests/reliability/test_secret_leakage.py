@@ -7,6 +7,11 @@ and the admin `/config`, `/metrics`, `/readyz` and `/healthz`. Zero hits.
 Searched: the HMAC secrets of two authorizers (from the secrets directory), the bearer
 tokens sent (whole, and their signatures), a Basic password, a cookie and a query-string
 credential.
+
+A second run sends requests the HTTP parser refuses (folded, invalid and oversized headers
+carrying a valid token), at the `debug` log level, several times over: no byte of the
+token (whole, header, payload or signature segment) in any output, no traceback, and the
+refusals logged one line each, rate-limited.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Any
 
 import aiohttp
 from support import results
-from support.gateway import AUDIENCE, ISSUER, CountingUpstream, seed_document
+from support.gateway import AUDIENCE, ISSUER, CountingUpstream, raw_exchange, seed_document
+from support.malformed import malformed_corpus, token_fragments
 from support.processes import GatewayProcess, kill_all, launch_gateway
 from support.tokens import claims, ec_key, hs_token, json_bytes, raw_token, rsa_key
 from yarl import URL
@@ -167,4 +173,50 @@ async def test_no_secret_reaches_logs_bodies_or_the_admin_port(tmp_path: Path) -
     results.record(SUITE, "secret values searched", len(secrets))
     results.record(SUITE, "requests sent with secrets", len(sent))
     results.record(SUITE, "bytes of output searched", len(text.encode()))
+    results.record(SUITE, "hits", len(hits))
+
+
+async def test_malformed_requests_leak_no_token_at_debug(tmp_path: Path) -> None:
+    upstream = await CountingUpstream().start()
+    processes: list[GatewayProcess] = []
+    token = hs_token(claims(iss=ISSUER, aud=AUDIENCE, marker="leak-check-claim"), JWT_SECRET)
+    corpus = malformed_corpus(token)
+    rounds = 5
+    try:
+        gateway = await launch_gateway(
+            gateway_config(upstream),
+            {"JWT_SECRET": JWT_SECRET, "SB_SECRET": SB_SECRET},
+            tmp_path,
+            "--access-log",
+            "-",
+            "--log-level",
+            "debug",
+        )
+        processes.append(gateway)
+        async with aiohttp.ClientSession() as session:
+            await gateway.ready(session)
+        answers = []
+        for _ in range(rounds):
+            for data in corpus.values():
+                answers.append(await raw_exchange(gateway.port, data))
+        gateway.process.send_signal(signal.SIGTERM)
+        assert await gateway.wait() == 0
+    finally:
+        await kill_all(processes)
+        await upstream.stop()
+    assert all(a.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4")) for a in answers)
+    output = gateway.output()
+    fragments = [*token_fragments(token), JWT_SECRET]
+    hits = [f[:12] for f in fragments if f in output]
+    assert hits == []
+    assert "Traceback" not in output
+    assert "Error handling request" not in output
+    refused = [
+        line
+        for line in gateway.stdout
+        if '"malformed_request"' in line or '"header_too_large"' in line
+    ]
+    assert 0 < len(refused) <= len(answers)
+    results.record(SUITE, "malformed requests sent at debug", len(answers))
+    results.record(SUITE, "token fragments searched", len(fragments))
     results.record(SUITE, "hits", len(hits))

@@ -28,6 +28,7 @@ from support.gateway import (
     seed_document,
     status_of,
 )
+from support.malformed import malformed_corpus, request, token_fragments
 from support.tokens import claims, hs_token, json_bytes, raw_token
 
 from wardgate.gateway.authorizers import scopes_of
@@ -75,11 +76,6 @@ def forwarding_document(upstream_url: str) -> dict[str, Any]:
 @pytest.fixture
 async def gateway(upstream: CountingUpstream, gateway_factory: StartGateway) -> RunningGateway:
     return await gateway_factory(forwarding_document(upstream.url))
-
-
-def request(path: str, *lines: str) -> bytes:
-    head = f"GET {path} HTTP/1.1\r\nHost: gw\r\n" + "".join(f"{line}\r\n" for line in lines)
-    return (head + "Connection: close\r\n\r\n").encode("latin-1")
 
 
 # --- one request, one credential ---------------------------------------------------
@@ -294,39 +290,6 @@ async def test_every_limit_refusal_is_a_catalogue_error(
 
 
 # --- malformed requests: one line, no token, no flood ----------------------------------
-
-
-def malformed_corpus(token: str) -> dict[str, bytes]:
-    auth = f"Authorization: Bearer {token}"
-    return {
-        "folded Authorization": request("/private/orders", "Authorization: Bearer", f" {token}"),
-        "Authorization then a folded line": request("/private/orders", auth, " continued"),
-        "bare LF": f"GET /private/orders HTTP/1.1\nHost: a\n{auth}\nX: \x01\n\n".encode(),
-        "NUL in a header": request("/private/orders", auth + "\x00"),
-        "space before colon": request("/private/orders", f"Authorization : Bearer {token}"),
-        "header without colon": request("/private/orders", auth, "NoColon"),
-        "oversized Authorization": request(
-            "/private/orders", "Authorization: Bearer " + token * 40
-        ),
-        "bad version": f"GET /private/orders HTTP/9.9\r\n{auth}\r\n\r\n".encode(),
-        "bad chunked": (
-            f"POST /private/orders HTTP/1.1\r\nHost: a\r\n{auth}\r\n"
-            "Transfer-Encoding: chunked\r\n\r\nzz\r\n"
-        ).encode(),
-        "CL and TE": (
-            f"POST /private/orders HTTP/1.1\r\nHost: a\r\n{auth}\r\nContent-Length: 3\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-        ).encode(),
-        "control char in target": (
-            f"GET /private/\x7forders HTTP/1.1\r\nHost: a\r\n{auth}\r\n\r\n"
-        ).encode("latin-1"),
-    }
-
-
-def token_fragments(token: str) -> list[str]:
-    """The token and each of its segments (any one would be a leak), and their starts."""
-    parts = [token, *token.split(".")]
-    return [p for p in parts if len(p) >= 8] + [p[:24] for p in parts if len(p) >= 24]
 
 
 async def test_malformed_requests_get_one_line_and_no_token_in_any_log(
