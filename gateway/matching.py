@@ -71,6 +71,7 @@ Nothing is cached per request. `match` expects a path returned by `normalise_pat
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import re
 from collections import deque
@@ -253,8 +254,8 @@ def pattern_covers(outer: str, inner: str) -> bool:
     segment, so no literal covers it); a wildcard of `inner` only by a wildcard of `outer`
     at the same or an earlier position; the trailing slash is a segment of its own.
     Raise `PatternError` for an invalid pattern."""
-    outer_segments = _compile_pattern(outer).segments
-    inner_segments = _compile_pattern(inner).segments
+    outer_segments = _segments_of(outer)
+    inner_segments = _segments_of(inner)
     for i, segment in enumerate(inner_segments):
         if i == len(outer_segments):
             return False  # `inner` goes on where `outer` has ended
@@ -272,10 +273,16 @@ def pattern_covers(outer: str, inner: str) -> bool:
     return not rest or rest[0].kind == _WILDCARD
 
 
+@functools.lru_cache(maxsize=8192)
+def _segments_of(pattern: str) -> tuple[_Segment, ...]:
+    # The operator asks about the same few delegated patterns for every path it renders.
+    return _compile_pattern(pattern).segments
+
+
 def patterns_overlap(first: str, second: str) -> bool:
     """Whether some normalised path is matched by both patterns (`PatternError` if invalid)."""
-    a = _compile_pattern(first).segments
-    b = _compile_pattern(second).segments
+    a = _segments_of(first)
+    b = _segments_of(second)
     for i in range(max(len(a), len(b))):
         if i == len(a) or i == len(b):
             # One has ended: the other matches the same path only with a wildcard here.
