@@ -51,6 +51,7 @@ from wardgate.gateway.authorizers import Authorizers, Check, Principal
 from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration
 from wardgate.gateway.connections import GatewayServer
 from wardgate.gateway.cors import CORS_RESPONSE_HEADERS, CorsRules, is_preflight
+from wardgate.gateway.credentials import Credential, CredentialSources, redact_target
 from wardgate.gateway.errors import (
     DUPLICATE_AUTHORIZATION,
     HEADER_TOO_LARGE,
@@ -95,6 +96,8 @@ class Route:
     authorizer: str | None
     integration: Integration
     cors: CorsRules | None
+    credentials: CredentialSources | None
+    """Where the route's token comes from (None: a public route)."""
     route_json: str
     authorizer_json: str
 
@@ -103,7 +106,7 @@ class Admission(Exchange):
     """One request as `Gateway.admit` decides it: the `Exchange` the integration receives,
     plus the raw request target and what the decision established."""
 
-    __slots__ = ("principal", "route", "target", "trusted_path")
+    __slots__ = ("credential", "principal", "route", "target", "trusted_path")
 
     def __init__(
         self, request_id: str, method: str, target: str, response_headers: dict[str, str]
@@ -124,6 +127,8 @@ class Admission(Exchange):
         """Whether `path` was returned by `normalise_path`."""
         self.route: Route | None = None
         self.principal: Principal | None = None
+        self.credential: Credential | None = None
+        """The token and where it came from, once found."""
 
 
 SESSION_KEY: Final = web.AppKey("wardgate_client_session", aiohttp.ClientSession)
@@ -160,14 +165,25 @@ class Gateway:
         """The gateway-level CORS policy: for answers given before a route is known."""
         claim_headers = authorizers.stripped_request_headers()
         default_authorizer = config.default_authorizer_name()
+        named_authorizers = config.named_authorizers()
+        max_token_bytes = config.limits.max_token_bytes
         entries: list[RouteEntry[Route]] = []
+        query_token_names: set[str] = set()
         for entry in config.paths:
             methods = entry.methods()
             any_method = "*" in methods
             route_auth = entry.route_auth()
+            cors = CorsRules.build(entry.cors) if entry.cors is not None else gateway_cors
             authorizer = None
+            credentials = None
             if route_auth is not None:
                 authorizer = route_auth.authorizer or default_authorizer
+                spec = named_authorizers.get(authorizer) if authorizer is not None else None
+                sources = route_auth.token_sources or (
+                    spec.token_sources if spec is not None else None
+                )
+                credentials = CredentialSources(sources, cors, max_token_bytes)
+                query_token_names |= credentials.query_names
             integration_config = entry.effective_integration()
             integration: Integration
             if isinstance(integration_config, StaticIntegration):
@@ -180,13 +196,16 @@ class Gateway:
                     upstreams=self.upstreams,
                     metrics=metrics,
                     claim_headers=claim_headers,
+                    # An `Authorization` header the route does not read is no credential
+                    # the gateway verified: it does not go upstream.
                     forward_authorization=(
                         authorizers.forwards_authorization(authorizer)
+                        and credentials is not None
+                        and credentials.reads_authorization
                         if authorizer is not None
                         else True
                     ),
                 )
-            cors = CorsRules.build(entry.cors) if entry.cors is not None else gateway_cors
             route = Route(
                 pattern=entry.path,
                 methods=None if any_method else methods,
@@ -194,6 +213,7 @@ class Gateway:
                 authorizer=authorizer,
                 integration=integration,
                 cors=cors,
+                credentials=credentials,
                 route_json=json_value(entry.path),
                 authorizer_json=json_value(authorizer),
             )
@@ -205,6 +225,8 @@ class Gateway:
         except RouteError as exc:
             where = f"paths.{exc.index}.path" if exc.index is not None else "paths"
             raise ConfigError([f"{where}: {exc.reason}"]) from None
+        self.query_token_names = frozenset(query_token_names)
+        """Query parameters that carry tokens on some route (redacted wherever shown)."""
         self._error_cache: dict[str, tuple[bytes, dict[str, str]]] = {}
         self._malformed_log = RateLimit(MALFORMED_LOG_PER_SECOND)
 
@@ -327,7 +349,8 @@ class Gateway:
                 raw = _absolute_form_path(raw)
             except GatewayError as exc:
                 if trace is not None:
-                    trace.append(Check("target", False, "a path", clip(raw), exc.detail["reason"]))
+                    shown = clip(redact_target(raw, self.query_token_names))
+                    trace.append(Check("target", False, "a path", shown, exc.detail["reason"]))
                 raise
         raw_path, _, admission.query = raw.partition("?")
         admission.path = raw_path
@@ -387,12 +410,21 @@ class Gateway:
             raise GatewayError(DUPLICATE_AUTHORIZATION, {"headers": len(authorizations)})
         if trace is not None:
             trace.append(self._auth_check(route))
-        if route_auth is None:
+        credentials = route.credentials
+        if route_auth is None or credentials is None:
             return None
+        # Whatever the decision, a query parameter that carries tokens never goes upstream.
+        query = admission.query
+        if credentials.query_names and query:
+            admission.query = credentials.upstream_query(query)
         try:
-            principal = await self.authorizers.authorize(
-                route_auth, headers.get("Authorization"), trace=trace
-            )
+            if credentials.default:
+                credential: str | Credential | None = headers.get("Authorization")
+            else:
+                credential = admission.credential = self._find_credential(
+                    credentials, route, method, headers, query, trace
+                )
+            principal = await self.authorizers.authorize(route_auth, credential, trace=trace)
         except GatewayError as exc:
             if self.metrics is not None:
                 self.metrics.denial(exc.error.code, route.authorizer or "")
@@ -400,6 +432,34 @@ class Gateway:
         admission.principal = principal
         admission.claim_headers = self.authorizers.forwarded_headers(principal)
         return None
+
+    @staticmethod
+    def _find_credential(
+        credentials: CredentialSources,
+        route: Route,
+        method: str,
+        headers: MultiMapping[str],
+        query: str,
+        trace: list[Check] | None,
+    ) -> Credential:
+        """The route's token from its `tokenSources` (a refusal traced as the authorizers
+        trace theirs)."""
+        try:
+            return credentials.find(method, headers, query)
+        except GatewayError as exc:
+            detail = exc.detail
+            detail.setdefault("authorizer", route.authorizer)
+            if trace is not None:
+                trace.append(
+                    Check(
+                        str(detail.get("check", "token")),
+                        False,
+                        credentials.where,
+                        detail.get("actual"),
+                        detail.get("note"),
+                    )
+                )
+            raise
 
     @staticmethod
     def _auth_check(route: Route) -> Check:

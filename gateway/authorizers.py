@@ -4,7 +4,8 @@ catalogued `GatewayError` whose `detail` says what was expected and what was fou
 Checks run in this order, always; the first failure decides the code:
 
  1. authorization  header present (`missing_token`), `Bearer` scheme with exactly one
-                   token (`invalid_auth_scheme`)
+                   token (`invalid_auth_scheme`); or the token the route's `tokenSources`
+                   found (`wardgate.gateway.credentials`: a cookie, a query parameter...)
  2. size           `limits.maxTokenBytes` (`token_too_large`)
  3. format         three base64url segments of UTF-8 JSON objects without duplicate names
                    (`opaque_token` when there is no `.` at all; `malformed_token`: JWE,
@@ -65,6 +66,7 @@ from wardgate.gateway.config import (
     authorizer_lints,
     is_scope_token,
 )
+from wardgate.gateway.credentials import Credential
 from wardgate.gateway.errors import (
     ALGORITHM_NOT_ALLOWED,
     AUDIENCE_MISMATCH,
@@ -820,27 +822,43 @@ class Authorizers:
     async def authorize(
         self,
         route_auth: RouteAuth,
-        authorization: str | None,
+        authorization: str | Credential | None,
         *,
         trace: list[Check] | None = None,
     ) -> Principal:
-        """The principal of a request to a route, or a `GatewayError` (see the module doc)."""
+        """The principal of a request to a route, or a `GatewayError` (see the module doc).
+
+        `authorization` is an `Authorization` header value, or a token already found by
+        the route's `CredentialSources` (a cookie, a query parameter...)."""
         name = route_auth.authorizer or self._default
         runtime = self._by_name.get(name) if name is not None else None
         if runtime is None:
             raise _error(INTERNAL_ERROR, "authorizer", f"no authorizer named {name!r}")
         try:
-            token = bearer_token(authorization, self._max_token_bytes)
-            if trace is not None:
-                trace.append(
-                    Check(
-                        "authorization",
-                        True,
-                        "Bearer <token>",
-                        f"Bearer, {len(token)} characters",
-                        f"limit {self._max_token_bytes} bytes",
+            if isinstance(authorization, Credential):
+                token = authorization.token
+                if trace is not None:
+                    trace.append(
+                        Check(
+                            "token",
+                            True,
+                            None,
+                            f"{authorization.where}, {len(token)} characters",
+                            f"limit {self._max_token_bytes} bytes",
+                        )
                     )
-                )
+            else:
+                token = bearer_token(authorization, self._max_token_bytes)
+                if trace is not None:
+                    trace.append(
+                        Check(
+                            "authorization",
+                            True,
+                            "Bearer <token>",
+                            f"Bearer, {len(token)} characters",
+                            f"limit {self._max_token_bytes} bytes",
+                        )
+                    )
             result = None
             if trace is None:
                 now = self._clock()

@@ -117,6 +117,75 @@ class ClaimHeader(Model):
     """Header name the upstream receives. Incoming headers with this name are removed."""
 
 
+# RFC 9110 section 5.6.2 `token` (WebSocket subprotocols are tokens).
+_HTTP_TOKEN: Final = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+# Cookie and query parameter names: unreserved characters only (RFC 3986 section 2.3, and
+# valid cookie names), so that a name has one spelling and needs no percent-decoding.
+_SOURCE_NAME: Final = r"^[A-Za-z0-9._~-]+$"
+
+
+class AuthorizationHeaderSource(Model):
+    """The `Authorization: Bearer <token>` header (the default source)."""
+
+    type: Literal["authorization"]
+
+
+class CookieSource(Model):
+    """A cookie whose value is the token (a session cookie set by the front end). Unsafe
+    methods and WebSocket upgrades must then come from an allowed `Origin` (CSRF)."""
+
+    type: Literal["cookie"]
+    name: str = Field(min_length=1, max_length=256, pattern=_SOURCE_NAME)
+    """The cookie's name."""
+
+
+class QuerySource(Model):
+    """A query parameter whose value is the token (for `WebSocket` and `EventSource`, which
+    cannot set headers). The parameter is removed from the URL sent upstream."""
+
+    type: Literal["query"]
+    name: str = Field(min_length=1, max_length=256, pattern=_SOURCE_NAME)
+    """The parameter's name."""
+
+
+class SubprotocolSource(Model):
+    """A `Sec-WebSocket-Protocol` entry `PREFIX<token>` (a browser's `WebSocket` can set
+    only this header)."""
+
+    type: Literal["subprotocol"]
+    prefix: str = Field(min_length=1, max_length=128, pattern=_HTTP_TOKEN)
+    """What the entry starts with, e.g. `bearer.` for `new WebSocket(url, ["chat",
+    "bearer." + token])`."""
+
+
+TokenSource = Annotated[
+    AuthorizationHeaderSource | CookieSource | QuerySource | SubprotocolSource,
+    Field(discriminator="type"),
+]
+
+
+def _check_token_sources(
+    sources: list[AuthorizationHeaderSource | CookieSource | QuerySource | SubprotocolSource],
+) -> list[AuthorizationHeaderSource | CookieSource | QuerySource | SubprotocolSource]:
+    seen: set[str] = set()
+    for source in sources:
+        key: str = source.type
+        if isinstance(source, CookieSource | QuerySource):
+            key = f"{source.type} {source.name}"
+        if key in seen:
+            raise ValueError(f"the source `{key}` is listed twice")
+        seen.add(key)
+    if len([s for s in sources if isinstance(s, SubprotocolSource)]) > 1:
+        raise ValueError("one `subprotocol` source at most")
+    return sources
+
+
+TokenSources = Annotated[
+    list[TokenSource], Field(min_length=1, max_length=8), AfterValidator(_check_token_sources)
+]
+"""Where a token is looked for, in this order; the first place that has one is used."""
+
+
 class AuthorizerCommon(Model):
     """Fields every authorizer type has."""
 
@@ -131,6 +200,9 @@ class AuthorizerCommon(Model):
     """Claims passed to the upstream as headers."""
     forward_authorization: bool = True
     """Whether the upstream receives the client's `Authorization` header."""
+    token_sources: TokenSources | None = None
+    """Where tokens are read, in order: `authorization` (the header), `cookie`, `query`,
+    `subprotocol`. The `Authorization` header only when absent."""
     jwks_uri: HttpUrl | None = None
     """URL of a JSON Web Key Set (for asymmetric algorithms)."""
     jwks_cache_seconds: float = Field(default=300.0, ge=1, le=86400)
@@ -323,6 +395,8 @@ class RouteAuth(Model):
     """Claims that must equal these values (a list value: the claim must contain each)."""
     allowed_api_key_roles: list[Literal["anon", "service_role"]] = Field(default_factory=list)
     """Supabase API key roles accepted on this route, besides user tokens."""
+    token_sources: TokenSources | None = None
+    """Where this route reads its token, replacing the authorizer's `tokenSources`."""
 
 
 class Server(Model):

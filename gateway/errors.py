@@ -68,6 +68,24 @@ DUPLICATE_AUTHORIZATION: Final = ErrorCode(
     "one and an upstream might read the other, so such requests are refused.",
     "invalid_request",
 )
+AMBIGUOUS_TOKEN: Final = ErrorCode(
+    "ambiguous_token",
+    400,
+    "The request carries different tokens, or its token more than once.",
+    "Send one token in one place: the gateway would verify one while an upstream could read "
+    "another. The sources are the authorizer's (or the route's) `tokenSources`; a token from "
+    "the query must appear there once, in its own `&`-separated parameter.",
+    "invalid_request",
+)
+CSRF_ORIGIN_REFUSED: Final = ErrorCode(
+    "csrf_origin_refused",
+    403,
+    "A request authenticated by a cookie comes from an origin the gateway does not allow.",
+    "With a `cookie` token source, unsafe methods and WebSocket upgrades must send an "
+    "`Origin` (or a `Referer`) that is listed in the CORS policy's `allowOrigins` or is the "
+    "request's own host. Add the page's origin to `allowOrigins`, or send the token in the "
+    "`Authorization` header (clients that are not browsers should).",
+)
 TOKEN_TOO_LARGE: Final = ErrorCode(
     "token_too_large",
     401,
@@ -241,6 +259,8 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
     MISSING_TOKEN,
     INVALID_AUTH_SCHEME,
     DUPLICATE_AUTHORIZATION,
+    AMBIGUOUS_TOKEN,
+    CSRF_ORIGIN_REFUSED,
     TOKEN_TOO_LARGE,
     OPAQUE_TOKEN,
     MALFORMED_TOKEN,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from wardgate.gateway.app import Admission, Gateway, Route
     from wardgate.gateway.authorizers import Check
+    from wardgate.gateway.credentials import Credential
     from wardgate.gateway.loading import LoadedConfig
     from wardgate.gateway.matching import Consideration
 
@@ -58,6 +59,10 @@ class Report:
     authorizer_type: str | None = None
     authorizer_why: str | None = None
     leeway: float | None = None
+    token_sources: list[str] | None = None
+    """Where the route reads its token, in order."""
+    token_source: str | None = None
+    """Where the token was found."""
     token: dict[str, Any] | None = None
     token_problem: str | None = None
     checks: list[Check] = field(default_factory=list)
@@ -117,6 +122,8 @@ class Report:
                 "type": self.authorizer_type,
                 "why": self.authorizer_why,
                 "leewaySeconds": self.leeway,
+                "tokenSources": self.token_sources,
+                "tokenSource": self.token_source,
             },
             "token": self._token_json(),
             "checks": [_check_json(c) for c in self.checks],
@@ -161,6 +168,7 @@ async def explain_request(
 
     from wardgate.gateway.app import Admission, Gateway
     from wardgate.gateway.authorizers import Authorizers
+    from wardgate.gateway.credentials import redact_target
     from wardgate.gateway.errors import GatewayError
     from wardgate.gateway.proxy import create_client_session
 
@@ -191,9 +199,21 @@ async def explain_request(
         if session is None:
             await client.close()
 
+    # A token sent in the query is never shown, as in the request log.
+    report.target = redact_target(target, gateway.query_token_names)
     _describe_path(report, gateway, admission)
-    _describe_token(report, loaded, request_headers.get("Authorization"))
+    credential = admission.credential
     route = admission.route
+    if credential is not None:
+        report.token_source = credential.where
+        _describe_token(report, loaded, credential)
+    elif route is None or route.credentials is None or route.credentials.default:
+        authorization = request_headers.get("Authorization")
+        if authorization is not None:
+            report.token_source = "the Authorization header"
+        _describe_token(report, loaded, authorization)
+    if route is not None and route.credentials is not None and not route.credentials.default:
+        report.token_sources = list(route.credentials.where)
     route_check = next((c for c in report.checks if c.name == "route"), None)
     if route is not None:
         report.route = route.pattern
@@ -287,15 +307,21 @@ def closest_first(considered: Iterable[Consideration], path: str) -> list[Consid
     return hits + misses
 
 
-def _describe_token(report: Report, loaded: LoadedConfig, authorization: str | None) -> None:
+def _describe_token(
+    report: Report, loaded: LoadedConfig, authorization: str | Credential | None
+) -> None:
     """The token's header and claims, decoded for display only (never trusted)."""
+    from wardgate.gateway.credentials import Credential
     from wardgate.gateway.errors import GatewayError
     from wardgate.gateway.tokens import bearer_token, parse_token
 
     if authorization is None:
         return
     try:
-        token = bearer_token(authorization, loaded.config.limits.max_token_bytes)
+        if isinstance(authorization, Credential):
+            token = authorization.token
+        else:
+            token = bearer_token(authorization, loaded.config.limits.max_token_bytes)
         parsed = parse_token(token)
     except GatewayError as exc:
         report.token_problem = f"{exc.error.code}: {exc.detail.get('note') or exc.error.message}"
@@ -483,6 +509,10 @@ def render_text(report: Report, source: str) -> str:
         if report.auth_required:
             kind = f" ({report.authorizer_type})" if report.authorizer_type else ""
             add("auth", f"{report.authorizer_why}{kind}")
+            if report.token_sources is not None:
+                read = ", then ".join(report.token_sources)
+                found = report.token_source or "nowhere: no token"
+                add("token in", f"{found} (read from {read})")
         else:
             add("auth", "not required: the route is public")
 

@@ -186,6 +186,15 @@ AFTER_VALIDATORS: Final[Mapping[Callable[..., Any], Schema]] = {
             )
         ],
     },
+    gateway_config._check_token_sources: {
+        VALIDATIONS: [
+            _rule(
+                "self.all(a, self.filter(b, b.type == a.type && (!has(a.name) || "
+                "(has(b.name) && b.name == a.name))).size() == 1)",
+                "a source is listed twice (one `authorization` and one `subprotocol` at most)",
+            )
+        ]
+    },
     gateway_config._check_method: {"pattern": _METHOD_PATTERN},
     gateway_config._check_scope_token: {"pattern": r"^[\x21\x23-\x5b\x5d-\x7e]+$"},
     # The matcher's full rules (dot segments, parameter names, wildcard placement) are checked

@@ -154,6 +154,17 @@ def corpus_config(servers: Servers, *, debug: bool = False) -> dict[str, Any]:
                 "path": "/slow",
                 "integration": {"type": "http_proxy", "server": "slow"},
             },
+            {
+                "method": ["GET", "POST"],
+                "path": "/browser",
+                "auth": {
+                    "tokenSources": [
+                        {"type": "cookie", "name": "session"},
+                        {"type": "query", "name": "access_token"},
+                    ]
+                },
+                "response": {"ok": 1},
+            },
         ],
         "servers": {
             "orders": servers.upstream,
@@ -206,8 +217,26 @@ def build_corpus() -> list[Case]:
             None,
         ),
         Case("rs256 via jwks", "GET", "/rs", bearer(rs.sign(good())), None),
+        Case("cookie token", "GET", "/browser", {"Cookie": f"session={hs_token(good())}"}, None),
+        Case("query token", "GET", f"/browser?access_token={hs_token(good())}", {}, None),
         # refused by the decision
         Case("no header", "GET", "/private/static", {}, "missing_token", "authorization"),
+        Case(
+            "cookie and query disagree",
+            "GET",
+            f"/browser?access_token={hs_token(good(sub='other'))}",
+            {"Cookie": f"session={hs_token(good())}"},
+            "ambiguous_token",
+            "token",
+        ),
+        Case(
+            "cross-site cookie post",
+            "POST",
+            "/browser",
+            {"Cookie": f"session={hs_token(good())}", "Origin": "https://evil.example.net"},
+            "csrf_origin_refused",
+            "origin",
+        ),
         Case(
             "basic",
             "GET",
