@@ -29,7 +29,7 @@ from wardgate.operator.crds import CRD_DIR
 from wardgate.operator.handlers import Controller, Options, registry
 from wardgate.operator.inputs import resource_from_body, secret_from_body
 from wardgate.operator.kube import KubeApi, load_configuration, object_path
-from wardgate.operator.manifests import Defaults, build_gateway_objects
+from wardgate.operator.manifests import Defaults, build_gateway_objects, config_map_text
 from wardgate.operator.render import render
 
 NAMESPACE = "bench"
@@ -195,7 +195,7 @@ def bench_cluster(cluster: KubeCluster, samples: int) -> dict[str, Any]:
         found = api.get_blocking("ConfigMap", NAMESPACE, "wardgate-api-config")
         if found is None:
             return []
-        return [p["path"] for p in json.loads(found["data"]["config.json"])["paths"]]
+        return [p["path"] for p in json.loads(config_map_text(found) or "{}")["paths"]]
 
     with _Operator(cluster.kubeconfig) as operator:
         cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump_all(seed))

@@ -757,15 +757,15 @@ def _load_from_cluster(
     from wardgate.gateway.cli import _print_problems, apply_server_overrides, check_runtime
     from wardgate.gateway.config import ConfigError, parse_config, secret_name
     from wardgate.gateway.loading import SecretSource, load_config
-    from wardgate.operator.manifests import CONFIG_FILE, child_name
+    from wardgate.operator.manifests import CONFIG_FILE, child_name, config_map_text
 
     namespace_args = ["-n", namespace] if namespace else []
     config_map = child_name(gateway, "-config")
     source = f"configmap/{config_map}" + (f" -n {namespace}" if namespace else "")
     try:
         document = _kubectl_json(["get", "configmap", config_map, *namespace_args])
-        text = (document.get("data") or {}).get(CONFIG_FILE)
-        if not isinstance(text, str):
+        text = config_map_text(document)
+        if text is None:
             raise ClusterError(f"{source} has no {CONFIG_FILE}: has the operator rendered it?")
         config_document = apply_server_overrides(json.loads(text), overrides)
         config = parse_config(config_document)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,14 +70,24 @@ def resolve_secrets(config: GatewayConfig, source: SecretSource) -> dict[str, Se
 
 
 def read_document(path: Path) -> object:
-    """Read a JSON or YAML file (YAML for `.yaml`/`.yml`)."""
-    text = path.read_text(encoding="utf-8")
+    """Read a JSON or YAML file (YAML for `.yaml`/`.yml`; gzip-compressed with `.gz` after
+    either, as the operator stores it)."""
+    return parse_document(path.read_bytes(), path.name)
+
+
+def parse_document(data: bytes, name: str) -> object:
+    """Decode a JSON or YAML document named `name` (its suffixes say the format)."""
+    inner = name
     try:
-        if path.suffix in (".yaml", ".yml"):
+        if name.endswith(".gz"):
+            inner = name[: -len(".gz")]
+            data = gzip.decompress(data)
+        text = data.decode("utf-8")
+        if inner.endswith((".yaml", ".yml")):
             return yaml.safe_load(text)
         return json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError([f"(document): cannot parse {path.name}: {exc}"]) from None
+    except (ValueError, yaml.YAMLError, OSError, EOFError, zlib.error) as exc:
+        raise ConfigError([f"(document): cannot parse {name}: {exc}"]) from None
 
 
 def load_config(data: object, source: SecretSource, origin: str = "<memory>") -> LoadedConfig:

@@ -101,7 +101,7 @@ def merge_conditions(
 
 
 def transitions(previous: Sequence[Mapping[str, Any]], desired: Sequence[Cond]) -> list[Cond]:
-    """Conditions whose status or reason changed (each one gets a Kubernetes Event)."""
+    """Conditions whose status or reason changed."""
     before = {c.get("type"): c for c in previous}
     out = []
     for condition in desired:
@@ -110,6 +110,26 @@ def transitions(previous: Sequence[Mapping[str, Any]], desired: Sequence[Cond]) 
             old is None
             or old.get("status") != condition.status
             or old.get("reason") != condition.reason
+        ):
+            out.append(condition)
+    return out
+
+
+def _settled_failure(status: object, reason: object) -> bool:
+    return status in ("False", "Unknown") and reason not in IN_PROGRESS
+
+
+def eventful(previous: Sequence[Mapping[str, Any]], desired: Sequence[Cond]) -> list[Cond]:
+    """The transitions worth a Kubernetes Event: into a failure that needs someone (not a
+    rollout's `Pending`/`Progressing`), or out of one. An object that is fine from the
+    start, or goes through a rollout, writes none: with thousands of Routes, an Event per
+    accepted Route is noise that hides the one that matters."""
+    before = {c.get("type"): c for c in previous}
+    out = []
+    for condition in transitions(previous, desired):
+        old = before.get(condition.type) or {}
+        if _settled_failure(condition.status, condition.reason) or _settled_failure(
+            old.get("status"), old.get("reason")
         ):
             out.append(condition)
     return out

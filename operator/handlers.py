@@ -48,7 +48,6 @@ IGNORED_SECRET_TYPES: Final = frozenset(
         "kubernetes.io/dockerconfigjson",
     }
 )
-RETRY_DELAY_SECONDS: Final = 2.0
 REPLACING_DELAY_SECONDS: Final = 0.5
 
 
@@ -350,13 +349,16 @@ async def _process(memo: kopf.Memo, key: WorkKey) -> None:
     try:
         await controller.reconciler.reconcile(key)
     except KubeError as exc:
-        raise kopf.TemporaryError(f"API call failed: {exc}", delay=RETRY_DELAY_SECONDS) from exc
+        # No fixed delay: the work queue backs off exponentially (1 s, 2 s, ... 60 s), so a
+        # call the API server keeps refusing is not sent again every 2 s.
+        raise kopf.TemporaryError(f"API call failed: {exc}") from exc
     except ReplacingError as exc:
         raise kopf.TemporaryError(str(exc), delay=REPLACING_DELAY_SECONDS) from exc
 
 
 def _retry_delay(exc: Exception) -> float | None:
-    if isinstance(exc, kopf.TemporaryError):
+    """A replacement's short fixed delay; None (exponential backoff) for everything else."""
+    if isinstance(exc, kopf.TemporaryError) and isinstance(exc.__cause__, ReplacingError):
         return exc.delay
     return None
 

@@ -1,7 +1,7 @@
 """The one layer that calls the Kubernetes API (besides kopf's own watches).
 
 The `kubernetes` client is blocking, so every call runs in a worker thread
-(`asyncio.to_thread`). Bodies are plain JSON dicts (no generated model classes). API failures
+(a pool of `CLIENT_THREADS`). Bodies are plain JSON dicts (no generated model classes). API failures
 become `KubeError`; every write goes through `_write`, which counts it (`writes` by what,
 `namespace_writes` by namespace), so tests can prove that a reconcile with nothing to change
 writes nothing.
@@ -10,10 +10,12 @@ writes nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,6 +30,8 @@ Body = dict[str, Any]
 
 FIELD_MANAGER: Final = "wardgate-operator"
 REQUEST_TIMEOUT: Final = 30.0
+CLIENT_THREADS: Final = 16
+"""Threads (and pooled connections) for the blocking client: the calls in flight at once."""
 
 # kind → (API prefix, plural)
 KINDS: Final[Mapping[str, tuple[str, str]]] = {
@@ -97,12 +101,22 @@ class KubeApi:
     writes: Counter[str]
     namespace_writes: Counter[str]
 
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(CLIENT_THREADS, thread_name_prefix="kube")
+    )
+
     @classmethod
     def from_configuration(cls, configuration: k8s_client.Configuration) -> KubeApi:
+        # As many pooled connections as threads: a thread never waits for a connection.
+        configuration.connection_pool_maxsize = CLIENT_THREADS
         return cls(k8s_client.ApiClient(configuration), Counter(), Counter())
 
     def close(self) -> None:
         self.api.close()  # type: ignore[no-untyped-call]
+        self.executor.shutdown(wait=False)
+
+    async def _in_thread(self, call: Callable[[], Body | None]) -> Body | None:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
     def _call(
         self,
@@ -149,12 +163,14 @@ class KubeApi:
         query: list[tuple[str, str]] | None = None,
         accept: str = "application/json",
     ) -> Body | None:
-        return await asyncio.to_thread(self._call, "GET", path, query=query, accept=accept)
+        return await self._in_thread(
+            functools.partial(self._call, "GET", path, query=query, accept=accept)
+        )
 
     async def _write(self, what: str, verb: str, path: str, **kwargs: Any) -> Body:
         self.writes[what] += 1
         self.namespace_writes[_namespace_of(path)] += 1
-        result = await asyncio.to_thread(self._call, verb, path, **kwargs)
+        result = await self._in_thread(functools.partial(self._call, verb, path, **kwargs))
         return result or {}
 
     def get_blocking(self, kind: str, namespace: str, name: str) -> Body | None:

@@ -8,8 +8,11 @@ reconcile with nothing changed writes nothing.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,7 +24,11 @@ Manifest = dict[str, Any]
 TRAFFIC_PORT: Final = 8080
 ADMIN_PORT: Final = 9901
 CONFIG_DIR: Final = "/etc/wardgate/config"
-CONFIG_FILE: Final = "config.json"
+CONFIG_FILE: Final = "config.json.gz"
+"""The rendered config in the ConfigMap's `binaryData`, gzip-compressed: JSON of 20,000
+paths is about 5 MB, compressed about 30 times less (docs/performance.md)."""
+CONFIG_MAP_LIMIT: Final = 1_048_576
+"""What the API server accepts in one ConfigMap (`data` and `binaryData` together)."""
 SECRETS_DIR: Final = "/etc/wardgate/secrets"
 PRESTOP_SECONDS: Final = 5
 DEFAULT_DRAIN_SECONDS: Final = 20.0
@@ -91,14 +98,39 @@ def with_applied_hash(manifest: Manifest) -> Manifest:
     return manifest
 
 
+def compress_config(config_json: str) -> bytes:
+    """The config as stored: gzip with no timestamp, so equal configs give equal bytes."""
+    return gzip.compress(config_json.encode("utf-8"), compresslevel=6, mtime=0)
+
+
+def config_map_size(manifest: Mapping[str, Any]) -> int:
+    """The size the API server checks against `CONFIG_MAP_LIMIT`: keys plus values, the
+    values of `binaryData` decoded."""
+    size = 0
+    for key, value in (manifest.get("data") or {}).items():
+        size += len(key) + len(value.encode("utf-8"))
+    for key, value in (manifest.get("binaryData") or {}).items():
+        size += len(key) + len(base64.b64decode(value))
+    return size
+
+
+def config_map_text(body: Mapping[str, Any]) -> str | None:
+    """The config JSON a ConfigMap built by `build_config_map` holds (None when it has none)."""
+    encoded = (body.get("binaryData") or {}).get(CONFIG_FILE)
+    if not isinstance(encoded, str):
+        return None
+    return gzip.decompress(base64.b64decode(encoded)).decode("utf-8")
+
+
 def build_config_map(meta: Meta, result: RenderResult) -> Manifest:
     assert result.config_json is not None
     assert result.config_hash is not None
+    compressed = base64.b64encode(compress_config(result.config_json)).decode("ascii")
     manifest: Manifest = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(meta, child_name(meta.name, "-config")),
-        "data": {CONFIG_FILE: result.config_json},
+        "binaryData": {CONFIG_FILE: compressed},
     }
     manifest["metadata"]["annotations"] = {CONFIG_HASH: result.config_hash}
     return manifest

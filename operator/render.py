@@ -20,6 +20,7 @@ Policy (see docs/operator.md):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -494,6 +495,26 @@ def _server_document(namespace: str, server: Any) -> dict[str, Any]:
     return document
 
 
+ROUTE_SPEC_CACHE_SIZE: Final = 32_768
+
+
+def parse_route_spec(spec: Mapping[str, Any]) -> RouteSpec | str:
+    """A Route's spec validated, or the problems as one message. Cached by content: a
+    Gateway with 10,000 Routes is rendered again for each change of one of them, and
+    validating every spec each time was three quarters of the render."""
+    return _parse_route_spec(json.dumps(spec, sort_keys=True, separators=(",", ":")))
+
+
+@functools.lru_cache(maxsize=ROUTE_SPEC_CACHE_SIZE)
+def _parse_route_spec(text: str) -> RouteSpec | str:
+    data = json.loads(text)
+    try:
+        parsed: RouteSpec = ROUTE_SPEC_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        return _problems(exc, data, "spec")
+    return parsed
+
+
 def _render_route(
     route: Resource,
     gateway: Meta,
@@ -506,11 +527,9 @@ def _render_route(
     not_ready: Mapping[str, str],
 ) -> tuple[ObjectStatus, list[PathEntry] | None, set[str]]:
     """One Route's status and, when accepted, its paths (claims recorded in `claimed`)."""
-    try:
-        route_spec: RouteSpec = ROUTE_SPEC_ADAPTER.validate_python(dict(route.spec))
-    except ValidationError as exc:
-        message = _problems(exc, dict(route.spec), "spec")
-        return _route_status(route, false("Accepted", "Invalid", message), {}), None, set()
+    route_spec = parse_route_spec(route.spec)
+    if isinstance(route_spec, str):
+        return _route_status(route, false("Accepted", "Invalid", route_spec), {}), None, set()
     paths = route_spec.paths
     shown = sorted({_authorizer_of(p, spec) or "default" for p in paths if p.auth is not None})
     fields: dict[str, Any] = {"paths": len(paths), "auth": ", ".join(shown) or "none"}

@@ -70,13 +70,17 @@ def gateway_status(
     deployment: Mapping[str, Any] | None,
     desired_hash: str | None,
     conflict: str | None = None,
+    blocked: Cond | None = None,
 ) -> tuple[tuple[Cond, ...], dict[str, Any]]:
     """The Gateway's conditions and fields: render's view plus the Deployment's (`conflict`:
-    why an object to apply could not be, when it belongs to someone else)."""
+    why an object to apply could not be, when it belongs to someone else; `blocked`: the
+    Programmed condition when the config could not be applied for another reason)."""
     accepted = next(c for c in rendered.conditions if c.type == "Accepted")
     others = [c for c in rendered.conditions if c.type not in ("Accepted", "Ready")]
     if conflict is not None:
         programmed = false("Programmed", "ObjectConflict", conflict)
+    elif blocked is not None:
+        programmed = blocked
     else:
         programmed = programmed_condition(accepted.ok, deployment, desired_hash)
     conditions = summarise((accepted, *others, programmed), programmed.message)
@@ -88,6 +92,17 @@ def gateway_status(
             (deployment.get("status") or {}).get("availableReplicas") or 0
         )
     return conditions, fields
+
+
+def config_too_large(size: int, limit: int, paths: int) -> Cond:
+    """Programmed=False: the compressed config does not fit in its ConfigMap."""
+    return false(
+        "Programmed",
+        "ConfigTooLarge",
+        f"the rendered config of {paths} paths is {size} bytes compressed, over the "
+        f"ConfigMap limit of {limit} bytes: split the Routes over more Gateways; the last "
+        "config that fitted keeps serving",
+    )
 
 
 def build_status(

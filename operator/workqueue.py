@@ -1,5 +1,10 @@
 """A keyed work queue: coalesces requests, never runs one key twice at once, retries with
-backoff. Level-triggered: a key says "look at this object again", not what changed."""
+backoff. Level-triggered: a key says "look at this object again", not what changed.
+
+Coalescing window: a key added while not queued waits `window` seconds (250 ms by default)
+before it is queued; every add in the meantime is the same request. A bulk change (a
+`kubectl apply` of thousands of Routes of one Gateway) therefore costs one render per window
+or per render, whichever is longer, not one per object."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 
 MAX_BACKOFF_SECONDS = 60.0
+COALESCE_SECONDS = 0.25
 log = logging.getLogger(__name__)
 
 
@@ -22,10 +28,13 @@ class WorkQueue(Generic[K]):
         process: Callable[[K], Awaitable[None]],
         retry_delay: Callable[[Exception], float | None],
         workers: int = 2,
+        window: float = COALESCE_SECONDS,
     ) -> None:
         self._process = process
         self._retry_delay = retry_delay
         self._workers = workers
+        self._window = window
+        self._waiting: dict[K, asyncio.TimerHandle] = {}
         self._queue: asyncio.Queue[K] = asyncio.Queue()
         self._queued: set[K] = set()
         self._active: set[K] = set()
@@ -36,7 +45,22 @@ class WorkQueue(Generic[K]):
         self.processed = 0
 
     def add(self, key: K) -> None:
-        """Ask for `key` to be processed (once, however often it is asked before it runs)."""
+        """Ask for `key` to be processed (once, however often it is asked before it runs),
+        after the coalescing window."""
+        if key in self._timers:
+            return  # a retry is due: it reads the latest state, after its backoff
+        if key in self._active:
+            self._again.add(key)
+        elif key not in self._queued and key not in self._waiting:
+            if self._window <= 0:
+                self._enqueue(key)
+            else:
+                self._waiting[key] = asyncio.get_running_loop().call_later(
+                    self._window, self._enqueue, key
+                )
+
+    def _enqueue(self, key: K) -> None:
+        self._waiting.pop(key, None)
         if key in self._active:
             self._again.add(key)
         elif key not in self._queued:
@@ -45,7 +69,7 @@ class WorkQueue(Generic[K]):
 
     @property
     def idle(self) -> bool:
-        return not (self._queued or self._active or self._timers)
+        return not (self._queued or self._active or self._timers or self._waiting)
 
     def start(self) -> None:
         self._tasks = [
@@ -54,9 +78,10 @@ class WorkQueue(Generic[K]):
         ]
 
     async def stop(self) -> None:
-        for timer in self._timers.values():
+        for timer in (*self._timers.values(), *self._waiting.values()):
             timer.cancel()
         self._timers.clear()
+        self._waiting.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -64,7 +89,7 @@ class WorkQueue(Generic[K]):
 
     def _retry(self, key: K) -> None:
         self._timers.pop(key, None)
-        self.add(key)
+        self._enqueue(key)
 
     async def _run(self) -> None:
         while True:
@@ -90,5 +115,6 @@ class WorkQueue(Generic[K]):
                 self.processed += 1
                 self._active.discard(key)
                 if key in self._again:
+                    # Changed while it ran: again, after the window.
                     self._again.discard(key)
                     self.add(key)

@@ -28,6 +28,7 @@ from aiohttp import web
 from integration.operator_support import Objects, RunningOperator, install_crds, seed_objects
 
 from wardgate.devcluster.cluster import KubeCluster
+from wardgate.operator.manifests import CONFIG_FILE
 
 pytestmark = pytest.mark.cluster
 
@@ -77,8 +78,8 @@ def _pod_files(objects: Objects, namespace: str, directory: Path) -> tuple[Path,
     deployment = objects.get("Deployment", namespace, "wardgate-api")
     assert config_map is not None
     assert deployment is not None
-    config = directory / "config.json"
-    config.write_text(config_map["data"]["config.json"], encoding="utf-8")
+    config = directory / CONFIG_FILE
+    config.write_bytes(base64.b64decode(config_map["binaryData"][CONFIG_FILE]))
     secrets_dir = directory / "secrets"
     secrets_dir.mkdir()
     volumes = deployment["spec"]["template"]["spec"]["volumes"]

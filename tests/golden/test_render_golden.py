@@ -17,7 +17,12 @@ import yaml
 
 from wardgate.operator.conditions import Cond
 from wardgate.operator.inputs import meta_from_body, resource_from_body, secret_from_body
-from wardgate.operator.manifests import Defaults, build_gateway_objects
+from wardgate.operator.manifests import (
+    CONFIG_FILE,
+    Defaults,
+    build_gateway_objects,
+    config_map_text,
+)
 from wardgate.operator.render import ObjectStatus, RenderResult, render
 
 CASES = Path(__file__).parent / "render"
@@ -73,8 +78,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         applied = [dict(o) for o in objects.apply]
         for manifest in applied:
             if manifest["kind"] == "ConfigMap":  # shown as `config` above
-                assert manifest["data"]["config.json"] == result.config_json
-                manifest["data"] = {"config.json": "(the config above, as JSON)"}
+                assert config_map_text(manifest) == result.config_json
+                manifest["binaryData"] = {CONFIG_FILE: "(the config above, gzip, base64)"}
         out["apply"] = applied
         out["absent"] = [f"{kind}/{name}" for kind, name in objects.absent]
     return out

@@ -22,7 +22,7 @@ from wardgate.devcluster.cluster import KubeCluster, wait_until
 from wardgate.operator.crds import CRD_DIR
 from wardgate.operator.handlers import Controller, Options, registry
 from wardgate.operator.kube import KubeApi, load_configuration, object_path
-from wardgate.operator.manifests import Defaults
+from wardgate.operator.manifests import Defaults, config_map_text
 
 TEST_IMAGE = "wardgate:test"
 RBAC_FILE = CRD_DIR.parent / "rbac.yaml"
@@ -280,7 +280,7 @@ class Objects:
         config_map = self.get("ConfigMap", namespace, f"wardgate-{gateway}-config")
         if config_map is None:
             return None
-        data: dict[str, Any] = json.loads(config_map["data"]["config.json"])
+        data: dict[str, Any] = json.loads(config_map_text(config_map) or "{}")
         return data
 
 

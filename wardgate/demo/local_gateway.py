@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wardgate.devcluster.cluster import KubeCluster
-from wardgate.operator.manifests import CONFIG_HASH, child_name
+from wardgate.operator.manifests import CONFIG_HASH, child_name, config_map_text
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -74,7 +74,8 @@ def read_snapshot(cluster: KubeCluster, namespace: str, gateway: str) -> Gateway
     config_hash = _annotation(template, CONFIG_HASH)
     pod = template["spec"]
     args: list[str] = pod["containers"][0].get("args", [])
-    config_file = Path(args[args.index("--config") + 1]).name
+    # Written uncompressed: the snapshot holds the config's text.
+    config_file = Path(args[args.index("--config") + 1]).name.removesuffix(".gz")
     config_map_name = None
     secret_files: dict[str, bytes] = {}
     for volume in pod.get("volumes", []):
@@ -97,9 +98,12 @@ def read_snapshot(cluster: KubeCluster, namespace: str, gateway: str) -> Gateway
     config_map = _get(cluster, namespace, f"configmap/{config_map_name}")
     if config_map is None or _annotation(config_map, CONFIG_HASH) != config_hash:
         return None
+    config = config_map_text(config_map)
+    if config is None:
+        return None
     return GatewaySnapshot(
         config_hash=config_hash,
-        config=config_map["data"][config_file],
+        config=config,
         config_file=config_file,
         secret_files=secret_files,
     )
