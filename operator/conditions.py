@@ -115,7 +115,11 @@ def transitions(previous: Sequence[Mapping[str, Any]], desired: Sequence[Cond]) 
     return out
 
 
-def _settled_failure(status: object, reason: object) -> bool:
+def needs_attention(type_: object, status: object, reason: object) -> bool:
+    """A condition someone must act on: a failure that the operator's own work will not
+    turn true, or configuration warnings (`LINT_CONDITION` while true)."""
+    if type_ == LINT_CONDITION:
+        return status == "True"
     return status in ("False", "Unknown") and reason not in IN_PROGRESS
 
 
@@ -128,8 +132,8 @@ def eventful(previous: Sequence[Mapping[str, Any]], desired: Sequence[Cond]) -> 
     out = []
     for condition in transitions(previous, desired):
         old = before.get(condition.type) or {}
-        if _settled_failure(condition.status, condition.reason) or _settled_failure(
-            old.get("status"), old.get("reason")
+        if needs_attention(condition.type, condition.status, condition.reason) or (
+            needs_attention(old.get("type"), old.get("status"), old.get("reason"))
         ):
             out.append(condition)
     return out

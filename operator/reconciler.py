@@ -251,7 +251,7 @@ class Reconciler:
         self.written[cache_key] = desired
         now = self.clock()
         for condition in eventful(previous.get("conditions") or [], conditions):
-            if condition.type in DERIVED and not (condition.type == "Ready" and kind == "Gateway"):
+            if condition.type in DERIVED:
                 continue  # the same as the one it is derived from
             event = build_event(kind, API_VERSION, meta, condition, now, self.instance)
             try:

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from wardgate.operator.conditions import (
-    LINT_CONDITION,
     Cond,
     false,
     merge_conditions,
+    needs_attention,
     summarise,
     true,
 )
@@ -152,11 +152,10 @@ def build_event(
         },
         "reason": condition.reason,
         "message": message[:EVENT_MESSAGE_LIMIT],
-        "type": (
-            "Normal"
-            if condition.status == "True" and condition.type != LINT_CONDITION
-            else "Warning"
-        ),
+        # Leaving a failure (for a rollout, too) is good news.
+        "type": "Warning"
+        if needs_attention(condition.type, condition.status, condition.reason)
+        else "Normal",
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
         "reportingInstance": instance,

@@ -1,0 +1,127 @@
+"""The operator's behaviour at scale, at a small scale against the real control plane: a
+config over the ConfigMap limit is reported once and never sent again and again, and
+Events are written only for the transitions that need someone.
+
+The figures at 1,000 to 10,000 Routes are measured by `bench/bench_scale.py`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from integration.operator_support import Objects, RunningOperator, service_account_kubeconfig
+
+from wardgate.devcluster.cluster import KubeCluster
+from wardgate.operator.manifests import CONFIG_MAP_LIMIT
+
+pytestmark = pytest.mark.cluster
+
+API = "wardgate.io/v1alpha1"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: KubeCluster, objects: Objects, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
+    kubeconfig = service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator"))
+    running = RunningOperator(kubeconfig).start()
+    yield running
+    running.stop()
+
+
+def route(name: str, path: str, response: Any = None) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "Route",
+        "metadata": {"name": name},
+        "spec": {
+            "gatewayRef": {"name": "api"},
+            "paths": [{"method": "GET", "path": path, "response": response or {"path": path}}],
+        },
+    }
+
+
+GATEWAY = {"apiVersion": API, "kind": "Gateway", "metadata": {"name": "api"}, "spec": {}}
+
+
+def events(objects: Objects, namespace: str, kind: str, reason: str | None = None) -> list[Any]:
+    return [
+        e
+        for e in objects.list("Event", namespace)
+        if e["involvedObject"]["kind"] == kind and reason in (None, e["reason"])
+    ]
+
+
+def test_a_config_over_the_limit_is_reported_once_and_not_retried(
+    operator: RunningOperator, objects: Objects, namespace: str
+) -> None:
+    objects.apply(namespace, GATEWAY, route("small", "/small"))
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    good = objects.config(namespace, "api")
+    assert good is not None
+
+    # Random bodies do not compress: 48 Routes of 32 KiB of base64 make about 1.2 MB.
+    big = [
+        route(f"big-{i}", f"/big/{i}", base64.b64encode(os.urandom(24 * 1024)).decode())
+        for i in range(48)
+    ]
+    objects.apply(namespace, *big)
+    condition = objects.wait_condition(
+        "Gateway", namespace, "api", "Programmed", "False", "ConfigTooLarge", timeout=90
+    )
+    assert f"over the ConfigMap limit of {CONFIG_MAP_LIMIT} bytes" in condition["message"]
+    size = int(condition["message"].split(" bytes compressed")[0].rsplit(" ", 1)[1])
+    assert size > CONFIG_MAP_LIMIT
+    assert objects.condition("Gateway", namespace, "api", "Ready")["reason"] == "ConfigTooLarge"
+    # Nothing is retried: once every change has been reconciled, no retry is pending.
+    objects.wait("the operator to settle", operator.idle)
+    assert objects.config(namespace, "api") == good  # the last config that fitted serves
+    assert len(events(objects, namespace, "Gateway", "ConfigTooLarge")) == 1
+    writes = operator.writes(namespace)
+    operator.reconcile_everything()
+    assert operator.writes(namespace) == writes
+    assert len(events(objects, namespace, "Gateway", "ConfigTooLarge")) == 1
+
+    for item in big[1:]:
+        objects.delete("Route", namespace, item["metadata"]["name"])
+    objects.wait_condition("Gateway", namespace, "api", "Programmed", "True", timeout=90)
+    objects.wait(
+        "the remaining paths", lambda: len((objects.config(namespace, "api") or {})["paths"]) == 2
+    )
+    recovered = [
+        e for e in events(objects, namespace, "Gateway") if e["reason"] != "ConfigTooLarge"
+    ]
+    assert [e["type"] for e in recovered] == ["Normal"]
+
+
+def test_events_only_for_failures_and_recoveries(
+    operator: RunningOperator, objects: Objects, namespace: str
+) -> None:
+    objects.apply(namespace, GATEWAY, *(route(f"r{i}", f"/r/{i}") for i in range(20)))
+    for i in range(20):
+        objects.wait_condition("Route", namespace, f"r{i}", "Accepted", "True")
+    objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    objects.wait("the operator to settle", operator.idle)
+    # Twenty accepted Routes and a Gateway rolled out: no Event at all.
+    assert events(objects, namespace, "Route") == []
+    assert events(objects, namespace, "Gateway") == []
+
+    # One Route turns invalid: one Warning for it; fixed: one Normal.
+    objects.apply(namespace, route("r3", "no-slash"))
+    objects.wait_condition("Route", namespace, "r3", "Accepted", "False", "Invalid")
+    objects.wait("the operator to settle", operator.idle)
+    written = events(objects, namespace, "Route")
+    assert [(e["involvedObject"]["name"], e["type"], e["reason"]) for e in written] == [
+        ("r3", "Warning", "Invalid")
+    ]
+    objects.apply(namespace, route("r3", "/r/3"))
+    objects.wait_condition("Route", namespace, "r3", "Accepted", "True")
+    objects.wait("the operator to settle", operator.idle)
+    assert sorted((e["type"], e["reason"]) for e in events(objects, namespace, "Route")) == [
+        ("Normal", "Accepted"),
+        ("Warning", "Invalid"),
+    ]
