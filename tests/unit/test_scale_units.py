@@ -23,17 +23,15 @@ from wardgate.operator.status import config_too_large
 from wardgate.operator.workqueue import WorkQueue
 
 
-async def _drained(queue: WorkQueue[Any]) -> None:
-    async with asyncio.timeout(5):
-        while not queue.idle:
-            await asyncio.sleep(0.01)
+async def _next(processed: asyncio.Queue[str]) -> str:
+    return await asyncio.wait_for(processed.get(), 5)
 
 
 async def test_changes_within_the_window_are_processed_once() -> None:
-    seen: list[str] = []
+    processed: asyncio.Queue[str] = asyncio.Queue()
 
     async def process(key: str) -> None:
-        seen.append(key)
+        processed.put_nowait(key)
 
     queue: WorkQueue[str] = WorkQueue(process, lambda exc: None, workers=2, window=0.2)
     queue.start()
@@ -41,37 +39,38 @@ async def test_changes_within_the_window_are_processed_once() -> None:
         for _ in range(5000):  # a bulk edit: every Route event names the same Gateway
             queue.add("gateway")
         queue.add("other")
-        await _drained(queue)
-        assert sorted(seen) == ["gateway", "other"]
-        queue.add("gateway")  # a later change: processed again
-        await _drained(queue)
-        assert seen.count("gateway") == 2
+        assert sorted([await _next(processed), await _next(processed)]) == ["gateway", "other"]
+        queue.add("later")  # processed after the window: nothing else came meanwhile
+        assert await _next(processed) == "later"
+        queue.add("gateway")  # a later change is processed again
+        assert await _next(processed) == "gateway"
     finally:
         await queue.stop()
 
 
 async def test_events_during_a_backoff_do_not_cut_it_short() -> None:
-    attempts: list[float] = []
     loop = asyncio.get_running_loop()
+    attempts: list[float] = []
+    processed: asyncio.Queue[str] = asyncio.Queue()
 
     async def process(key: str) -> None:
         attempts.append(loop.time())
-        if len(attempts) < 2:
+        processed.put_nowait(key)
+        if len(attempts) == 1:
             raise RuntimeError("refused")
 
     queue: WorkQueue[str] = WorkQueue(process, lambda exc: 0.5, workers=1, window=0.0)
     queue.start()
     try:
         queue.add("gateway")
-        async with asyncio.timeout(5):
-            while not attempts:
-                await asyncio.sleep(0.005)
+        assert await _next(processed) == "gateway"  # refused: retried in 0.5 s
         for _ in range(20):  # e.g. the watch delivering the operator's own status writes
             queue.add("gateway")
-            await asyncio.sleep(0.01)
-        await _drained(queue)
-        assert len(attempts) == 2
+        assert await _next(processed) == "gateway"
         assert attempts[1] - attempts[0] >= 0.5
+        queue.add("sentinel")
+        assert await _next(processed) == "sentinel"  # no third attempt came before it
+        assert len(attempts) == 3
     finally:
         await queue.stop()
 
