@@ -4,10 +4,13 @@
 - `/readyz`: 200 once the config is loaded and the gateway serves; 503 before, and from
   the moment a SIGTERM starts the drain.
 - `/metrics`: Prometheus text format (see `wardgate.gateway.metrics`).
-- `/config`: the effective config as JSON, with every default filled in. Secrets appear
-  only as their `$secret.NAME` references (a config never holds values); the names of the
-  resolved secrets are listed, never their values. Also the authorizers' key sources and
-  JWKS health (last fetch, last error, key IDs) and their configuration warnings.
+- `/config/hash`: `{"hash": ...}`, the hash of the config served now (the Gateway's
+  `status.configHash` once the operator's latest config is served; also the metric
+  `wardgate_config_info`).
+- `/config`: the effective config as JSON, with every default filled in, and its hash.
+  Secrets appear only as their `$secret.NAME` references (a config never holds values);
+  the names of the resolved secrets are listed, never their values. Also the authorizers'
+  key sources and JWKS health (last fetch, last error, key IDs) and their configuration warnings.
 
 With `--workers N` (N > 1) the supervising parent serves this port for all workers.
 """
@@ -21,6 +24,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from wardgate.gateway.app import GatewayHolder
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.metrics import GatewayMetrics, render_metrics
@@ -37,19 +41,29 @@ class AdminSource:
     metrics: GatewayMetrics | None = None
     authorizers: Authorizers | None = None
     extra: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    holder: GatewayHolder | None = None
+    """The serving config, when it is swapped in place (then `loaded` and `authorizers`
+    are read from it)."""
+
+    def serving(self) -> tuple[LoadedConfig, Authorizers | None, str]:
+        if self.holder is not None:
+            current = self.holder.current
+            return current.loaded, current.authorizers, self.holder.config_hash
+        return self.loaded, self.authorizers, self.loaded.config_hash
 
 
 def render_effective_config(source: AdminSource) -> dict[str, Any]:
     """The `/config` document."""
-    loaded = source.loaded
+    loaded, authorizers, config_hash = source.serving()
     document: dict[str, Any] = {
         "source": loaded.source,
+        "hash": config_hash,
         "config": loaded.config.model_dump(mode="json", by_alias=True),
         "secrets": sorted(loaded.secrets),
     }
-    if source.authorizers is not None:
-        document["authorizers"] = source.authorizers.health()
-        document["warnings"] = source.authorizers.warnings()
+    if authorizers is not None:
+        document["authorizers"] = authorizers.health()
+        document["warnings"] = authorizers.warnings()
     document.update(source.extra())
     return document
 
@@ -79,9 +93,13 @@ def build_admin_app(source: AdminSource) -> web.Application:
     async def config(request: web.Request) -> web.Response:
         return _json(render_effective_config(source))
 
+    async def config_hash(request: web.Request) -> web.Response:
+        return _json({"hash": source.serving()[2]})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/config", config)
+    app.router.add_get("/config/hash", config_hash)
     return app

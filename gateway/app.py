@@ -33,6 +33,7 @@ authorizers) and typed `AppKey`s; `GatewayRunner` serves it.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -73,6 +74,7 @@ from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upst
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry, json_value
 from wardgate.gateway.static import StaticResponse
 from wardgate.gateway.tokens import clip
+from wardgate.gateway.upstream import UpstreamPools
 
 logger = logging.getLogger("wardgate.gateway")
 
@@ -146,6 +148,7 @@ class Gateway:
         *,
         metrics: GatewayMetrics | None = None,
         request_log: RequestLog | None = None,
+        upstreams: UpstreamPools | None = None,
     ) -> None:
         config = loaded.config
         self.loaded = loaded
@@ -158,8 +161,9 @@ class Gateway:
         self.in_flight = 0
         self._id_prefix = os.urandom(4).hex() + "-"
         self._ids = itertools.count(1)
-        # The proxy's keep-alive pools, closed by `build_app`'s cleanup.
-        self.upstreams = create_upstream_pools()
+        # The proxy's keep-alive pools (shared by the configs a `GatewayHolder` swaps),
+        # closed by `build_app`'s cleanup.
+        self.upstreams = upstreams if upstreams is not None else create_upstream_pools()
         gateway_cors = CorsRules.build(config.cors) if config.cors is not None else None
         self.cors = gateway_cors
         """The gateway-level CORS policy: for answers given before a route is known."""
@@ -584,7 +588,117 @@ def _error_parts(entry: ErrorCode) -> tuple[bytes, dict[str, str]]:
     return prefix, headers
 
 
+RETIRE_POLL_SECONDS: Final = 0.05
+
+
+class GatewayHolder:
+    """The serving `Gateway` and the hash of its config, replaced whole between requests.
+
+    What a server calls for each request (`handle`, or `current` for a server that drives
+    `Gateway.admit` itself). A new config is compiled into a new `Gateway` (`build`: a
+    config that fails raises `ConfigError` and changes nothing, the last good one keeps
+    serving), its authorizers' keys are fetched, and only then does `current` change: one
+    assignment on the event loop, so a request runs entirely on the old config or entirely
+    on the new one, and none is refused meanwhile. The upstream connection pools are the
+    process's, shared by every config; a replaced config's authorizers are closed once its
+    last request is done."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        config_hash: str,
+        session: Callable[[], aiohttp.ClientSession],
+        *,
+        metrics: GatewayMetrics | None = None,
+        request_log: RequestLog | None = None,
+    ) -> None:
+        self.current = gateway
+        self.config_hash = config_hash
+        self._session = session
+        self._metrics = metrics
+        self._request_log = request_log
+        self._retired: set[Gateway] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        if metrics is not None:
+            metrics.serving(config_hash)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one request with the config serving when it arrived."""
+        return await self.current.handle(request)
+
+    def refuse_malformed(self, reason: str, peer: str | None) -> web.Response:
+        """`Gateway.refuse_malformed` of the serving config."""
+        return self.current.refuse_malformed(reason, peer)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight on every config, the replaced ones included."""
+        return self.current.in_flight + sum(g.in_flight for g in self._retired)
+
+    def build(self, loaded: LoadedConfig) -> Gateway:
+        """A `Gateway` for `loaded`, sharing this process's upstream pools (raises
+        `ConfigError` as `Gateway` does; starts nothing)."""
+        authorizers = Authorizers.build(loaded, self._session, self._metrics)
+        return Gateway(
+            loaded,
+            authorizers,
+            self._session,
+            metrics=self._metrics,
+            request_log=self._request_log,
+            upstreams=self.current.upstreams,
+        )
+
+    async def swap(self, gateway: Gateway, config_hash: str) -> None:
+        """Serve `gateway` from the next request on (its keys fetched first)."""
+        await gateway.authorizers.prefetch()
+        gateway.ready = self.current.ready
+        gateway.draining = self.current.draining
+        old, self.current = self.current, gateway
+        self.config_hash = config_hash
+        if self._metrics is not None:
+            self._metrics.serving(config_hash)
+            self._metrics.reload(ok=True)
+        logger.info(
+            "serving config %s (%d paths) in place", config_hash, len(gateway.loaded.config.paths)
+        )
+        self._retired.add(old)
+        task = asyncio.create_task(self._retire(old), name="wardgate-retire-config")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def refused(self, config_hash: str, problems: list[str]) -> None:
+        """A new config failed validation: say so; the current one keeps serving."""
+        if self._metrics is not None:
+            self._metrics.reload(ok=False)
+        logger.error(
+            "config %s refused, config %s keeps serving (%d problem(s)):\n  %s",
+            config_hash,
+            self.config_hash,
+            len(problems),
+            "\n  ".join(problems),
+        )
+
+    async def _retire(self, old: Gateway) -> None:
+        # The request counter has no event of its own; this runs once per config change.
+        while old.in_flight:  # noqa: ASYNC110
+            await asyncio.sleep(RETIRE_POLL_SECONDS)
+        self._retired.discard(old)
+        await old.authorizers.close()
+
+    async def close(self) -> None:
+        """Close every config's authorizers and the shared upstream pools."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for gateway in (*self._retired, self.current):
+            await gateway.authorizers.close()
+        self._retired.clear()
+        self.current.upstreams.close()
+
+
+HOLDER_KEY: Final = web.AppKey("wardgate_gateway_holder", GatewayHolder)
 GATEWAY_KEY: Final = web.AppKey("wardgate_gateway", Gateway)
+"""The app's first `Gateway` (`HOLDER_KEY` has the serving one)."""
 
 
 def build_app(
@@ -593,10 +707,11 @@ def build_app(
     metrics: GatewayMetrics | None = None,
     request_log: RequestLog | None = None,
     authorizers: Authorizers | None = None,
+    config_hash: str | None = None,
 ) -> web.Application:
-    """The gateway application: its `Gateway` under `GATEWAY_KEY`, the shared client session
-    and the authorizers set up and torn down by `cleanup_ctx`. Serve it with
-    `GatewayRunner`."""
+    """The gateway application: its `GatewayHolder` under `HOLDER_KEY` (and the first
+    `Gateway` under `GATEWAY_KEY`), the shared client session and the authorizers set up and
+    torn down by `cleanup_ctx`. Serve it with `GatewayRunner`."""
     app = web.Application()
     holder: list[aiohttp.ClientSession] = []
 
@@ -606,8 +721,14 @@ def build_app(
     if authorizers is None:
         authorizers = Authorizers.build(loaded, session, metrics)
     app[AUTHORIZERS_KEY] = authorizers
-    app[GATEWAY_KEY] = Gateway(
-        loaded, authorizers, session, metrics=metrics, request_log=request_log
+    gateway = Gateway(loaded, authorizers, session, metrics=metrics, request_log=request_log)
+    app[GATEWAY_KEY] = gateway
+    app[HOLDER_KEY] = GatewayHolder(
+        gateway,
+        config_hash or loaded.config_hash,
+        session,
+        metrics=metrics,
+        request_log=request_log,
     )
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
@@ -617,7 +738,7 @@ def build_app(
         try:
             yield
         finally:
-            app[GATEWAY_KEY].upstreams.close()
+            await app[HOLDER_KEY].close()
             await client.close()
 
     async def authorizer_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -629,8 +750,7 @@ def build_app(
         try:
             yield
         finally:
-            gateway.ready = False
-            await app[AUTHORIZERS_KEY].close()
+            app[HOLDER_KEY].current.ready = False
 
     app.cleanup_ctx.append(client_session)
     app.cleanup_ctx.append(authorizer_lifecycle)
@@ -670,8 +790,13 @@ class GatewayRunner(web.BaseRunner):
         return self._app
 
     @property
+    def holder(self) -> GatewayHolder:
+        return self._app[HOLDER_KEY]
+
+    @property
     def gateway(self) -> Gateway:
-        return self._app[GATEWAY_KEY]
+        """The serving `Gateway` (the latest config)."""
+        return self._app[HOLDER_KEY].current
 
     async def shutdown(self) -> None:
         await self._app.shutdown()
@@ -680,8 +805,8 @@ class GatewayRunner(web.BaseRunner):
         self._app.on_startup.freeze()
         await self._app.startup()
         self._app.freeze()
-        gateway = self.gateway
-        return GatewayServer(gateway.handle, malformed=gateway.refuse_malformed, **self._kwargs)
+        holder = self.holder
+        return GatewayServer(holder.handle, malformed=holder.refuse_malformed, **self._kwargs)
 
     async def _cleanup_server(self) -> None:
         await self._app.cleanup()

@@ -30,7 +30,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Run the API gateway. Without --config it serves an embedded demo: the "
         "seed example with a built-in `orders` upstream and a demo secret.",
     )
-    gateway.add_argument("--config", type=Path, help="config file (JSON, or YAML by suffix)")
+    gateway.add_argument(
+        "--config", type=Path, help="config file (JSON, or YAML by suffix; .gz: compressed)"
+    )
+    gateway.add_argument(
+        "--watch-config",
+        metavar="NAMESPACE/NAME",
+        help="read the config from this ConfigMap (the operator's) and apply each change in "
+        "place, between requests; secret values are read from the Secrets it lists",
+    )
+    gateway.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="for --watch-config: kubeconfig (default: the pod's ServiceAccount, then "
+        "~/.kube/config)",
+    )
     _secrets_dir(gateway)
     gateway.add_argument("--host", default="127.0.0.1", help="traffic address (127.0.0.1)")
     gateway.add_argument("--port", type=int, default=8080, help="traffic port (8080)")
@@ -212,6 +226,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
+    if args.watch_config is not None and (args.workers > 1 or args.config is not None):
+        print("--watch-config serves one process from the ConfigMap: drop --workers and "
+              "--config", file=sys.stderr)  # fmt: skip
+        return 2
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Before prometheus-client is first imported: it picks its value store then.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wardgate-metrics-")
@@ -220,7 +238,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     configure_logging(log_level)
     banner = None
     demo_socket = None
-    if args.config is None:
+    watch = None
+    if args.watch_config is not None:
+        loaded, watch, code = _watched(args.watch_config, args.kubeconfig, args.server)
+    elif args.config is None:
         loaded, demo_socket, secret, code = _demo(args.secrets_dir, args.server)
         if loaded is not None:
             from functools import partial
@@ -244,8 +265,57 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         listen_fd=args.listen_fd,
         log_level=log_level,
+        watch=watch,
     )
     return run(loaded, options)
+
+
+WATCH_START_SECONDS: Final = 60.0
+
+
+def _watched(
+    target: str, kubeconfig: Path | None, overrides: list[str]
+) -> tuple[LoadedConfig | None, Any, int]:
+    """The first config of a watched ConfigMap, and the watch to follow it with."""
+    from functools import partial
+
+    from wardgate.gateway.config import ConfigError
+    from wardgate.gateway.kubesource import (
+        ConfigMapSource,
+        ConfigObject,
+        ConfigWatch,
+        SourceError,
+        load_client_configuration,
+        wait_for_snapshot,
+    )
+    from wardgate.gateway.loading import SecretSource, load_config
+
+    try:
+        where = ConfigObject.parse(target)
+        source = ConfigMapSource(where, load_client_configuration(kubeconfig))
+    except ValueError as exc:  # a bad argument, or an unusable kubeconfig
+        print(str(exc), file=sys.stderr)
+        return None, None, 2
+    prepare = partial(apply_server_overrides, overrides=overrides)
+    try:
+        snapshot = wait_for_snapshot(source, WATCH_START_SECONDS)
+        loaded = load_config(
+            prepare(snapshot.document),
+            SecretSource(directory=None, environ=snapshot.secrets),
+            origin=snapshot.origin,
+            config_hash=snapshot.config_hash or None,
+        )
+        check_runtime(loaded)
+    except SourceError as exc:
+        print(str(exc), file=sys.stderr)
+        return None, None, 2
+    except ConfigError as exc:
+        _print_problems(target, exc.problems)
+        return None, None, 1
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return None, None, 1
+    return loaded, ConfigWatch(source, snapshot.resource_version, prepare), 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

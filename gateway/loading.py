@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import zlib
@@ -23,6 +24,8 @@ class LoadedConfig:
     config: GatewayConfig
     secrets: Mapping[str, SecretStr] = field(default_factory=dict)
     source: str = "<memory>"
+    config_hash: str = ""
+    """What the config is served under: the operator's hash of it, else `document_hash`."""
 
     def secret(self, reference: str) -> str:
         """The value of a `$secret.NAME` reference (resolved at load time)."""
@@ -90,10 +93,17 @@ def parse_document(data: bytes, name: str) -> object:
         raise ConfigError([f"(document): cannot parse {name}: {exc}"]) from None
 
 
-def load_config(data: object, source: SecretSource, origin: str = "<memory>") -> LoadedConfig:
+def load_config(
+    data: object, source: SecretSource, origin: str = "<memory>", config_hash: str | None = None
+) -> LoadedConfig:
     """Validate a decoded document and resolve its secrets."""
     config = parse_config(data)
-    return LoadedConfig(config=config, secrets=resolve_secrets(config, source), source=origin)
+    return LoadedConfig(
+        config=config,
+        secrets=resolve_secrets(config, source),
+        source=origin,
+        config_hash=config_hash or document_hash(data),
+    )
 
 
 def load_config_file(path: Path, source: SecretSource) -> LoadedConfig:
@@ -103,3 +113,9 @@ def load_config_file(path: Path, source: SecretSource) -> LoadedConfig:
     except OSError as exc:
         raise ConfigError([f"(document): cannot read {path}: {exc.strerror}"]) from None
     return load_config(data, source, origin=str(path))
+
+
+def document_hash(document: object) -> str:
+    """The hash a config file is served under (the operator's hash when it has one)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

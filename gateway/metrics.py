@@ -20,6 +20,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -81,7 +82,32 @@ class GatewayMetrics:
             ("authorizer", "result"),
             registry=self.registry,
         )
+        self._config = Gauge(
+            "wardgate_config_info",
+            "1 for the hash of the config this process serves (the Gateway's status.configHash "
+            "once the operator's latest config is served).",
+            ("hash",),
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        self._reloads = Counter(
+            "wardgate_config_reloads",
+            "Configs applied in place (`ok`) or refused, the previous one serving on (`error`).",
+            ("result",),
+            registry=self.registry,
+        )
+        self._served_hash: str | None = None
         self._request_children: dict[tuple[str, int, str], Counter] = {}
+
+    def serving(self, config_hash: str) -> None:
+        """The config this process serves from now on."""
+        if self._served_hash is not None and self._served_hash != config_hash:
+            self._config.remove(self._served_hash)
+        self._served_hash = config_hash
+        self._config.labels(config_hash).set(1)
+
+    def reload(self, ok: bool) -> None:
+        self._reloads.labels("ok" if ok else "error").inc()
 
     def request(self, route: str | None, status: int, code: str | None) -> None:
         key = (route or NO_ROUTE_LABEL, status, code or OK_CODE)

@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,9 +38,11 @@ from typing import Any, BinaryIO, Final
 from aiohttp import web
 
 from wardgate.gateway.admin import AdminSource, build_admin_app
-from wardgate.gateway.app import GatewayRunner, build_app, server_options
+from wardgate.gateway.app import Gateway, GatewayHolder, GatewayRunner, build_app, server_options
 from wardgate.gateway.authorizers import Authorizers
-from wardgate.gateway.loading import LoadedConfig
+from wardgate.gateway.config import ConfigError
+from wardgate.gateway.kubesource import ConfigWatch, Snapshot
+from wardgate.gateway.loading import LoadedConfig, SecretSource, load_config
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.proxy import create_client_session
 from wardgate.gateway.requestlog import RequestLog
@@ -78,6 +81,8 @@ class ServeOptions:
     its own queue, and closing one resets what waits in it)."""
     log_level: str = "info"
     """Of the diagnostic log on stderr (workers configure theirs with it)."""
+    watch: ConfigWatch | None = field(default=None, compare=False)
+    """Follow the config's ConfigMap and apply each new version in place."""
 
 
 def configure_logging(level: str) -> None:
@@ -147,8 +152,12 @@ async def serve(
     app = build_app(loaded, metrics=metrics, request_log=request_log)
     runner = GatewayRunner(app, shutdown_timeout=1.0, **server_options(loaded))
     await runner.setup()
-    gateway = runner.gateway
     admin_runner: web.AppRunner | None = None
+    following: asyncio.Task[None] | None = None
+    if options.watch is not None:
+        following = asyncio.create_task(
+            follow_config(runner.holder, options.watch), name="wardgate-follow-config"
+        )
     try:
         site: web.BaseSite
         if options.listen_fd is not None:
@@ -163,9 +172,9 @@ async def serve(
         if options.admin_port is not None:
             source = AdminSource(
                 loaded,
-                ready=lambda: gateway.ready and not gateway.draining,
+                ready=lambda: runner.gateway.ready and not runner.gateway.draining,
                 metrics=metrics,
-                authorizers=gateway.authorizers,
+                holder=runner.holder,
             )
             admin_runner = web.AppRunner(build_admin_app(source), access_log=None)
             await admin_runner.setup()
@@ -176,8 +185,12 @@ async def serve(
             ready.send("ready")
         await stop.wait()
         logger.info("draining (up to %ss)", loaded.config.drain_seconds)
-        await drain(runner, site, loaded.config.drain_seconds)
+        await drain(runner, site, runner.gateway.loaded.config.drain_seconds)
     finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         await runner.cleanup()
         request_log.flush()
         if admin_runner is not None:
@@ -186,6 +199,57 @@ async def serve(
             await demo.cleanup()
     logger.info("stopped")
     return 0
+
+
+async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
+    """Apply each new snapshot of the watched ConfigMap in place, until cancelled.
+
+    The watch runs in a thread (the `kubernetes` client blocks); snapshots that arrive while
+    one is being compiled are coalesced to the latest. Validation and compilation run in a
+    thread too, so that a large config does not hold up requests for its whole build."""
+    loop = asyncio.get_running_loop()
+    latest: list[Snapshot] = []
+    changed = asyncio.Event()
+
+    def offer(snapshot: Snapshot) -> None:
+        latest[:] = [snapshot]
+        changed.set()
+
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=watch.source.follow,
+        args=(lambda s: loop.call_soon_threadsafe(offer, s), stop, watch.since),
+        name="wardgate-config-watch",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        while True:
+            await changed.wait()
+            changed.clear()
+            snapshot = latest.pop()
+            if snapshot.config_hash and snapshot.config_hash == holder.config_hash:
+                continue
+            try:
+                gateway = await asyncio.to_thread(_build_snapshot, holder, watch, snapshot)
+            except ConfigError as exc:
+                holder.refused(snapshot.config_hash, exc.problems)
+                continue
+            await holder.swap(gateway, gateway.loaded.config_hash)
+    finally:
+        stop.set()
+        watch.source.close()
+
+
+def _build_snapshot(holder: GatewayHolder, watch: ConfigWatch, snapshot: Snapshot) -> Gateway:
+    """Validate a snapshot and compile it (raises `ConfigError`)."""
+    loaded = load_config(
+        watch.prepare(snapshot.document),
+        SecretSource(directory=None, environ=snapshot.secrets),
+        origin=snapshot.origin,
+        config_hash=snapshot.config_hash or None,
+    )
+    return holder.build(loaded)
 
 
 MIGRATE_REQUESTS_SYSCTL = Path("/proc/sys/net/ipv4/tcp_migrate_req")
@@ -215,13 +279,14 @@ async def drain(runner: GatewayRunner, site: web.BaseSite, seconds: float) -> No
     gateway = runner.gateway
     gateway.draining = True
     await site.stop()
+    holder = runner.holder
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     quiet_since: float | None = None
     while (now := loop.time()) < deadline:
         server = runner.server
         connections = len(server.connections) if server is not None else 0
-        if gateway.in_flight == 0:
+        if holder.in_flight == 0:
             if connections == 0:
                 break
             if quiet_since is None:
