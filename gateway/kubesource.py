@@ -16,8 +16,7 @@ the config needs (`SECRET_ITEMS_KEY`), and the replica reads those keys itself.
 The same code runs in a pod (its ServiceAccount) and in a process elsewhere (a kubeconfig).
 The blocking `kubernetes` client runs in one thread; snapshots are handed to the event loop.
 
-The layout of the ConfigMap is defined here, with the config it carries; the operator
-writes it (`wardgate.operator.manifests`).
+The layout of the ConfigMap is `wardgate.gateway.delivery`'s.
 """
 
 from __future__ import annotations
@@ -39,16 +38,11 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from wardgate.gateway.config import ConfigError
+from wardgate.gateway.delivery import CONFIG_HASH_ANNOTATION, CONFIG_KEY, SECRET_ITEMS_KEY
 from wardgate.gateway.loading import parse_document
 
 logger = logging.getLogger("wardgate.gateway")
 
-CONFIG_KEY: Final = "config.json.gz"
-"""The rendered config in the ConfigMap's `binaryData`, gzip-compressed."""
-SECRET_ITEMS_KEY: Final = "secrets.json"
-"""In `data`: the Secret keys the config's `$secret.NAME` references name, as a JSON list of
-`{"secret", "key", "path"}` (`path` is NAME). Names only, never values."""
-CONFIG_HASH_ANNOTATION: Final = "wardgate.io/config-hash"
 WATCH_SECONDS: Final = 240
 RETRY_SECONDS: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 

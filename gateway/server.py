@@ -231,7 +231,7 @@ async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
             if snapshot.config_hash and snapshot.config_hash == holder.config_hash:
                 continue
             try:
-                gateway = await asyncio.to_thread(_build_snapshot, holder, watch, snapshot)
+                gateway = await asyncio.to_thread(build_snapshot, holder, watch.prepare, snapshot)
             except ConfigError as exc:
                 holder.refused(snapshot.config_hash, exc.problems)
                 continue
@@ -241,10 +241,13 @@ async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
         watch.source.close()
 
 
-def _build_snapshot(holder: GatewayHolder, watch: ConfigWatch, snapshot: Snapshot) -> Gateway:
-    """Validate a snapshot and compile it (raises `ConfigError`)."""
+def build_snapshot(
+    holder: GatewayHolder, prepare: Callable[[object], object], snapshot: Snapshot
+) -> Gateway:
+    """Validate a snapshot (its document passed through `prepare`) and compile it for
+    `holder` (raises `ConfigError`; swaps nothing)."""
     loaded = load_config(
-        watch.prepare(snapshot.document),
+        prepare(snapshot.document),
         SecretSource(directory=None, environ=snapshot.secrets),
         origin=snapshot.origin,
         config_hash=snapshot.config_hash or None,

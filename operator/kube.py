@@ -47,6 +47,9 @@ KINDS: Final[Mapping[str, tuple[str, str]]] = {
     "Route": (f"apis/{GROUP}/{VERSION}", "routes"),
     "Authorizer": (f"apis/{GROUP}/{VERSION}", "authorizers"),
     "Namespace": ("api/v1", "namespaces"),
+    "ServiceAccount": ("api/v1", "serviceaccounts"),
+    "Role": ("apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings"),
 }
 CLUSTER_SCOPED: Final = frozenset({"Namespace"})
 # Objects' metadata only (no spec, no Secret values), as `kubectl get` lists them.

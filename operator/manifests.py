@@ -1,5 +1,12 @@
 """The objects the operator applies for a Gateway, built from a render result. Pure.
 
+A config change writes the ConfigMap (and the Deployment's `config-hash` annotation) and
+nothing in the pod template: the gateways follow their ConfigMap through the API
+(`wardgate gateway --watch-config`, `wardgate.gateway.kubesource`) and swap the config in
+place, so pods roll only when the pod spec itself changes (image, resources, replicas'
+template). Each Gateway's pods run as its own ServiceAccount, whose Role may read that one
+ConfigMap and the Secrets its authorizers use, by name, and nothing else.
+
 Every object carries an owner reference to its Gateway (deleting the Gateway deletes them)
 and the annotation `wardgate.io/applied-hash`, a hash of the object as built here: the
 operator writes an object only when that hash differs from the one on the cluster, so a
@@ -16,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from wardgate.gateway.delivery import CONFIG_HASH_ANNOTATION, CONFIG_KEY, SECRET_ITEMS_KEY
 from wardgate.operator.models import API_VERSION, GatewaySpec
 from wardgate.operator.render import Meta, RenderResult, SecretItem
 
@@ -23,17 +31,13 @@ Manifest = dict[str, Any]
 
 TRAFFIC_PORT: Final = 8080
 ADMIN_PORT: Final = 9901
-CONFIG_DIR: Final = "/etc/wardgate/config"
-CONFIG_FILE: Final = "config.json.gz"
-"""The rendered config in the ConfigMap's `binaryData`, gzip-compressed: JSON of 20,000
-paths is about 5 MB, compressed about 30 times less (docs/performance.md)."""
+CONFIG_FILE: Final = CONFIG_KEY
 CONFIG_MAP_LIMIT: Final = 1_048_576
 """What the API server accepts in one ConfigMap (`data` and `binaryData` together)."""
-SECRETS_DIR: Final = "/etc/wardgate/secrets"
 PRESTOP_SECONDS: Final = 5
 DEFAULT_DRAIN_SECONDS: Final = 20.0
 APPLIED_HASH: Final = "wardgate.io/applied-hash"
-CONFIG_HASH: Final = "wardgate.io/config-hash"
+CONFIG_HASH: Final = CONFIG_HASH_ANNOTATION
 GATEWAY_LABEL: Final = "wardgate.io/gateway"
 MANAGED_BY: Final = "wardgate-operator"
 RUN_AS: Final = 65532
@@ -122,6 +126,64 @@ def config_map_text(body: Mapping[str, Any]) -> str | None:
     return gzip.decompress(base64.b64decode(encoded)).decode("utf-8")
 
 
+def secret_items_text(items: tuple[SecretItem, ...]) -> str:
+    """The Secret keys a config needs (names, never values), as the gateway reads them."""
+    return json.dumps(
+        [{"secret": i.secret, "key": i.key, "path": i.path} for i in items],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def build_service_account(meta: Meta) -> Manifest:
+    """The identity of the Gateway's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(meta, child_name(meta.name)),
+    }
+
+
+def build_role(meta: Meta, result: RenderResult) -> Manifest:
+    """What the Gateway's pods may read: their ConfigMap and their Secrets, by name (a list
+    or watch is authorised by name when it selects `metadata.name`)."""
+    rules: list[dict[str, Any]] = [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [child_name(meta.name, "-config")],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    secrets = sorted({item.secret for item in result.secret_items})
+    if secrets:
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": secrets,
+                "verbs": ["get"],
+            }
+        )
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(meta, child_name(meta.name)),
+        "rules": rules,
+    }
+
+
+def build_role_binding(meta: Meta) -> Manifest:
+    name = child_name(meta.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(meta, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta.namespace}],
+    }
+
+
 def build_config_map(meta: Meta, result: RenderResult) -> Manifest:
     assert result.config_json is not None
     assert result.config_hash is not None
@@ -131,25 +193,10 @@ def build_config_map(meta: Meta, result: RenderResult) -> Manifest:
         "kind": "ConfigMap",
         "metadata": _metadata(meta, child_name(meta.name, "-config")),
         "binaryData": {CONFIG_FILE: compressed},
+        "data": {SECRET_ITEMS_KEY: secret_items_text(result.secret_items)},
     }
     manifest["metadata"]["annotations"] = {CONFIG_HASH: result.config_hash}
     return manifest
-
-
-def _secrets_volume(items: tuple[SecretItem, ...]) -> dict[str, Any]:
-    sources: dict[str, list[dict[str, str]]] = {}
-    for item in items:
-        sources.setdefault(item.secret, []).append({"key": item.key, "path": item.path})
-    return {
-        "name": "secrets",
-        "projected": {
-            "defaultMode": 0o440,
-            "sources": [
-                {"secret": {"name": secret, "items": entries}}
-                for secret, entries in sorted(sources.items())
-            ],
-        },
-    }
 
 
 def build_deployment(
@@ -159,8 +206,8 @@ def build_deployment(
     drain = spec.drain_seconds if spec.drain_seconds is not None else DEFAULT_DRAIN_SECONDS
     args = [
         "gateway",
-        "--config",
-        f"{CONFIG_DIR}/{CONFIG_FILE}",
+        "--watch-config",
+        f"{meta.namespace}/{child_name(meta.name, '-config')}",
         "--host",
         "0.0.0.0",
         "--port",
@@ -170,18 +217,12 @@ def build_deployment(
         "--admin-port",
         str(ADMIN_PORT),
     ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
+    # No config or secrets volume: the kubelet refreshes those a minute or more after a
+    # change, and the gateway reads both through the API as they change.
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": child_name(meta.name, "-config")}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
     ]
-    if result.secret_items:
-        args += ["--secrets-dir", SECRETS_DIR]
-        mounts.append({"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True})
-        volumes.append(_secrets_volume(result.secret_items))
     container: dict[str, Any] = {
         "name": "gateway",
         "image": spec.image or defaults.image,
@@ -215,7 +256,8 @@ def build_deployment(
     if spec.resources is not None:
         container["resources"] = spec.resources.model_dump(mode="json", exclude_defaults=True)
     pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
+        "serviceAccountName": child_name(meta.name),
+        "automountServiceAccountToken": True,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": int(drain) + PRESTOP_SECONDS + 10,
         "securityContext": {
@@ -247,7 +289,8 @@ def build_deployment(
         "template": {
             "metadata": {
                 "labels": {**pod.labels, **_labels(meta.name)},
-                "annotations": {**pod.annotations, CONFIG_HASH: result.config_hash},
+                # No config hash here: a config change must not replace the pods.
+                **({"annotations": dict(pod.annotations)} if pod.annotations else {}),
             },
             "spec": pod_spec,
         },
@@ -338,6 +381,9 @@ def build_gateway_objects(
     """Every owned object for a valid render result, in apply order (config first)."""
     objects = [
         build_config_map(meta, result),
+        build_service_account(meta),
+        build_role(meta, result),
+        build_role_binding(meta),
         build_deployment(meta, spec, result, defaults),
         build_service(meta, spec),
     ]

@@ -1,7 +1,8 @@
 """The whole product, once: the seed example applied as Kubernetes objects, the operator
-renders it, and a real `wardgate gateway` started from the rendered ConfigMap (with the
-Secret's keys laid out as the pod's projected volume would have them) answers real requests
-in front of a real upstream.
+renders it, and a real `wardgate gateway` following the rendered ConfigMap through the API
+as the Gateway's own ServiceAccount (exactly what its pods run with) answers real requests
+in front of a real upstream; then a new Route and a rotated Secret are applied in place,
+under load, with no request failing and no pod replaced.
 
 The kubelet of the local cluster is fake (kwok), so the gateway runs here instead of in the
 pod; the `orders` Service's DNS name does not resolve here either, so `--server` points the
@@ -11,7 +12,6 @@ rendered `orders` server at the local upstream.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import socket
 import subprocess
@@ -25,10 +25,15 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
-from integration.operator_support import Objects, RunningOperator, install_crds, seed_objects
+from integration.operator_support import (
+    Objects,
+    RunningOperator,
+    account_kubeconfig,
+    install_crds,
+    seed_objects,
+)
 
 from wardgate.devcluster.cluster import KubeCluster
-from wardgate.operator.manifests import CONFIG_FILE
 
 pytestmark = pytest.mark.cluster
 
@@ -38,8 +43,8 @@ AUDIENCE = "api-audience"
 
 
 @pytest.fixture(scope="module")
-def rendered(cluster: KubeCluster) -> Iterator[tuple[Objects, str]]:
-    """The seed example applied, the Gateway Ready; yields (objects, namespace)."""
+def rendered(cluster: KubeCluster) -> Iterator[tuple[Objects, str, RunningOperator]]:
+    """The seed example applied, the Gateway Ready; yields (objects, namespace, operator)."""
     install_crds(cluster)
     objects = Objects(cluster)
     namespace = "e2e-seed"
@@ -57,7 +62,7 @@ def rendered(cluster: KubeCluster) -> Iterator[tuple[Objects, str]]:
         }
         objects.apply(namespace, orders_service, *seed_objects(SECRET))
         objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
-        yield objects, namespace
+        yield objects, namespace, operator
     finally:
         operator.stop()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false")
@@ -69,27 +74,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _pod_files(objects: Objects, namespace: str, directory: Path) -> tuple[Path, Path]:
-    """Write what the pod would mount: the ConfigMap's config, and each projected Secret key
-    under the path the Deployment's projected volume gives it."""
-    config_map = objects.get("ConfigMap", namespace, "wardgate-api-config")
-    deployment = objects.get("Deployment", namespace, "wardgate-api")
-    assert config_map is not None
-    assert deployment is not None
-    config = directory / CONFIG_FILE
-    config.write_bytes(base64.b64decode(config_map["binaryData"][CONFIG_FILE]))
-    secrets_dir = directory / "secrets"
-    secrets_dir.mkdir()
-    volumes = deployment["spec"]["template"]["spec"]["volumes"]
-    projected = next(v for v in volumes if v["name"] == "secrets")["projected"]
-    for source in projected["sources"]:
-        secret = objects.get("Secret", namespace, source["secret"]["name"])
-        assert secret is not None
-        for item in source["secret"]["items"]:
-            (secrets_dir / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
-    return config, secrets_dir
 
 
 @pytest.fixture
@@ -118,17 +102,19 @@ async def upstream() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
 
 @pytest.fixture
 def gateway_process(
-    rendered: tuple[Objects, str], upstream: tuple[str, list[dict[str, str]]], tmp_path: Path
+    rendered: tuple[Objects, str, RunningOperator],
+    upstream: tuple[str, list[dict[str, str]]],
+    tmp_path: Path,
 ) -> Iterator[tuple[str, str]]:
     """`wardgate gateway` on the rendered config; yields (traffic URL, admin URL)."""
-    objects, namespace = rendered
-    config, secrets_dir = _pod_files(objects, namespace, tmp_path)
+    objects, namespace, _ = rendered
+    kubeconfig = account_kubeconfig(objects.cluster, namespace, "wardgate-api", tmp_path)
     port, admin_port = _free_port(), _free_port()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "wardgate", "gateway",
-            "--config", str(config),
-            "--secrets-dir", str(secrets_dir),
+            "--watch-config", f"{namespace}/wardgate-api-config",
+            "--kubeconfig", str(kubeconfig),
             "--port", str(port),
             "--admin-port", str(admin_port),
             "--server", f"orders={upstream[0]}",
@@ -189,3 +175,94 @@ async def test_seed_example_end_to_end(
             assert response.status == 200
             assert await response.json() == {"orders": [{"id": 1}]}
         assert [s["path"] for s in seen] == ["/private/orders"]
+
+
+async def test_changes_are_applied_in_place_under_load(
+    rendered: tuple[Objects, str, RunningOperator],
+    gateway_process: tuple[str, str],
+    upstream: tuple[str, list[dict[str, str]]],
+) -> None:
+    """A new Route, then a rotated Secret: each served by the running gateway within
+    seconds, no request failing meanwhile, no pod replaced."""
+    objects, namespace, _ = rendered
+    url, admin = gateway_process
+    replica_sets = {rs["metadata"]["uid"] for rs in objects.list("ReplicaSet", namespace)}
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def load(session: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+        while not stop.is_set():
+            try:
+                async with session.get(f"{url}/private/orders", headers=headers) as response:
+                    statuses.append(response.status)
+            except aiohttp.ClientError:
+                statuses.append(0)
+
+    async with aiohttp.ClientSession() as session:
+        await _wait_ready(session, admin)
+        first = await _served_hash(session, admin)
+        assert first == (objects.get("Gateway", namespace, "api") or {})["status"]["configHash"]
+        clients = [
+            asyncio.create_task(load(session, {"Authorization": f"Bearer {_token(SECRET)}"}))
+            for _ in range(4)
+        ]
+        try:
+            route = {
+                "apiVersion": "wardgate.io/v1alpha1",
+                "kind": "Route",
+                "metadata": {"name": "hello"},
+                "spec": {
+                    "gatewayRef": {"name": "api"},
+                    "paths": [{"method": "GET", "path": "/hello", "response": {"hi": 1}}],
+                },
+            }
+            started = time.monotonic()
+            objects.apply(namespace, route)
+            await _until(lambda: _status(session, f"{url}/hello"), 200)
+            route_seconds = time.monotonic() - started
+            assert route_seconds < 10
+            second = await _served_hash(session, admin)
+            assert second != first
+        finally:
+            stop.set()
+            await asyncio.gather(*clients)
+        assert statuses
+        assert set(statuses) == {200}, sorted(set(statuses))
+
+        # The Secret rotated: the new key signs valid tokens within seconds.
+        objects.apply(namespace, seed_objects(ROTATED)[0])
+        rotated = {"Authorization": f"Bearer {_token(ROTATED)}"}
+        await _until(lambda: _status(session, f"{url}/private/orders", rotated), 200)
+        assert await _status(session, f"{url}/private/orders", rotated) == 200
+        assert await _served_hash(session, admin) not in (first, second)
+    assert {rs["metadata"]["uid"] for rs in objects.list("ReplicaSet", namespace)} == replica_sets
+
+
+ROTATED = "e2e-rotated-0123456789-abcdefghijklmnop"
+
+
+def _token(secret: str) -> str:
+    return jwt.encode(
+        {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "exp": int(time.time()) + 300},
+        secret,
+        algorithm="HS256",
+    )
+
+
+async def _status(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> int:
+    async with session.get(url, headers=headers) as response:
+        return response.status
+
+
+async def _served_hash(session: aiohttp.ClientSession, admin: str) -> str:
+    async with session.get(f"{admin}/config/hash") as response:
+        body: dict[str, str] = await response.json()
+        return body["hash"]
+
+
+async def _until(probe: Any, expected: int) -> None:
+    async with asyncio.timeout(30):
+        while await probe() != expected:
+            await _next_attempt()

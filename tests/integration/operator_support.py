@@ -188,6 +188,15 @@ def service_account_kubeconfig(
     return path
 
 
+def account_kubeconfig(cluster: KubeCluster, namespace: str, account: str, directory: Path) -> Path:
+    """A kubeconfig of ServiceAccount `namespace/account`, once it exists (a Gateway's
+    account is created by the operator)."""
+    cluster.kubectl(
+        "wait", "--for=create", f"serviceaccount/{account}", "-n", namespace, "--timeout=60s"
+    )
+    return service_account_kubeconfig(cluster, directory, account, namespace)
+
+
 class Objects:
     """Blocking reads and `kubectl apply` for tests."""
 

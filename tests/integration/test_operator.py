@@ -7,6 +7,7 @@ test also proves those permissions are enough.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -59,12 +60,16 @@ def static(path: str, method: str = "GET", **extra: Any) -> dict[str, Any]:
 
 
 def pod_hash(objects: Objects, namespace: str, name: str = "api") -> str | None:
+    """The config hash the Deployment was last given (its pods follow the ConfigMap)."""
     deployment = objects.get("Deployment", namespace, f"wardgate-{name}")
     if deployment is None:
         return None
-    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
-    value = annotations.get("wardgate.io/config-hash")
+    value = deployment["metadata"].get("annotations", {}).get("wardgate.io/config-hash")
     return str(value) if value else None
+
+
+def replica_sets(objects: Objects, namespace: str) -> set[str]:
+    return {rs["metadata"]["uid"] for rs in objects.list("ReplicaSet", namespace)}
 
 
 def test_seed_example_becomes_ready(
@@ -87,7 +92,10 @@ def test_seed_example_becomes_ready(
     deployment = objects.get("Deployment", namespace, "wardgate-api")
     assert deployment is not None
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is False
+    # The pods read their ConfigMap and Secrets through the API, as their own account.
+    assert pod["serviceAccountName"] == "wardgate-api"
+    assert pod["automountServiceAccountToken"] is True
+    assert "annotations" not in deployment["spec"]["template"]["metadata"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     container = pod["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -98,14 +106,37 @@ def test_seed_example_becomes_ready(
     }
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["terminationGracePeriodSeconds"] > 20  # the default drainSeconds
-    secrets = next(v for v in pod["volumes"] if v["name"] == "secrets")
-    assert secrets["projected"]["sources"] == [
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert container["args"][:3] == [
+        "gateway",
+        "--watch-config",
+        f"{namespace}/wardgate-api-config",
+    ]
+    config_map = objects.get("ConfigMap", namespace, "wardgate-api-config")
+    assert config_map is not None
+    assert json.loads(config_map["data"]["secrets.json"]) == [
+        {"key": "JWT_SECRET", "path": "jwt-keys.JWT_SECRET", "secret": "jwt-keys"}
+    ]
+    role = objects.get("Role", namespace, "wardgate-api")
+    assert role is not None
+    assert role["rules"] == [
         {
-            "secret": {
-                "name": "jwt-keys",
-                "items": [{"key": "JWT_SECRET", "path": "jwt-keys.JWT_SECRET"}],
-            }
-        }
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["wardgate-api-config"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["jwt-keys"],
+            "verbs": ["get"],
+        },
+    ]
+    binding = objects.get("RoleBinding", namespace, "wardgate-api")
+    assert binding is not None
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "wardgate-api", "namespace": namespace}
     ]
     gateway_body = objects.get("Gateway", namespace, "api")
     assert gateway_body is not None
@@ -300,18 +331,19 @@ def test_a_bad_authorizer_takes_out_only_the_routes_that_use_it(
     assert "/partner" in [p["path"] for p in config["paths"]]
 
 
-def test_secret_rotation_rolls_and_a_deleted_key_takes_out_its_routes(
+def test_secret_rotation_applies_in_place_and_a_deleted_key_takes_out_its_routes(
     operator: RunningOperator, objects: Objects, namespace: str
 ) -> None:
     objects.apply(namespace, *seed_objects(SECRET))
     objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
     before = pod_hash(objects, namespace)
     config = objects.config(namespace, "api")
+    sets = replica_sets(objects, namespace)
 
     started = time.monotonic()
     objects.apply(namespace, seed_objects(ROTATED)[0])
     objects.wait(
-        "a new pod-template hash",
+        "a new config hash",
         lambda: pod_hash(objects, namespace) not in (None, before),
         timeout=10,
     )
@@ -319,6 +351,7 @@ def test_secret_rotation_rolls_and_a_deleted_key_takes_out_its_routes(
     assert rolled_after < 10
     assert objects.config(namespace, "api") == config  # references, not values
     objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+    assert replica_sets(objects, namespace) == sets  # applied in place: no rollout
 
     objects.merge_patch("Secret", namespace, "jwt-keys", {"data": {"JWT_SECRET": None}})
     objects.wait_condition("Authorizer", namespace, "jwt", "ResolvedRefs", "False", "KeyNotFound")

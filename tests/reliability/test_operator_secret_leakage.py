@@ -72,8 +72,11 @@ def forms(value: str) -> dict[str, str]:
 
 def config_hashes(objects: Objects, namespace: str) -> set[str]:
     deployment = objects.get("Deployment", namespace, "wardgate-api") or {}
-    pod = deployment["spec"]["template"]["metadata"]
-    return {deployment["metadata"]["annotations"][CONFIG_HASH], pod["annotations"][CONFIG_HASH]}
+    config_map = objects.get("ConfigMap", namespace, "wardgate-api-config") or {}
+    return {
+        deployment["metadata"]["annotations"][CONFIG_HASH],
+        config_map["metadata"]["annotations"][CONFIG_HASH],
+    }
 
 
 def test_no_secret_value_reaches_the_operators_output(

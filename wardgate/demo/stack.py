@@ -23,17 +23,11 @@ from typing import Any, Final, TextIO
 import jwt
 import yaml
 
-from wardgate.demo.local_gateway import (
-    GatewaySnapshot,
-    GatewayStartError,
-    LocalGateway,
-    free_port,
-    read_snapshot,
-)
+from wardgate.demo.local_gateway import LocalGateway, free_port
 from wardgate.demo.upstream import OrdersUpstream
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster, wait_until
 from wardgate.gateway.errors import code_of_body
-from wardgate.operator.manifests import CONFIG_HASH, child_name
+from wardgate.operator.manifests import child_name
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 CHART: Final = ROOT / "deploy" / "helm" / "wardgate"
@@ -108,8 +102,6 @@ class Demo:
     operator: subprocess.Popen[bytes] | None = None
     upstream: OrdersUpstream | None = None
     gateway: LocalGateway | None = None
-    _follower: subprocess.Popen[str] | None = None
-    _reloaded: threading.Condition = field(default_factory=threading.Condition)
     _started: float = field(default_factory=time.monotonic)
 
     # -- output ----------------------------------------------------------------------
@@ -151,17 +143,23 @@ class Demo:
             self._start_operator()
         with self.step(f"seed example (examples/seed) in namespace {NAMESPACE}, Gateway Ready"):
             self._apply_seed()
-        with self.step("gateway on localhost from the operator's ConfigMap and Secret keys"):
+        with self.step("gateway on localhost following the operator's ConfigMap"):
             self.upstream = OrdersUpstream().start()
             port = self.port if self.port is not None else free_port()
+            # The account the Gateway's pods run as: it may read their ConfigMap and Secrets.
+            account = child_name(GATEWAY)
+            self.kube.kubectl(
+                "wait", "--for=create", f"serviceaccount/{account}", "-n", NAMESPACE,
+                f"--timeout={WAIT_SECONDS:.0f}s",
+            )  # fmt: skip
             self.gateway = LocalGateway(
-                self.workdir / "gateway",
                 port,
                 {UPSTREAM_SERVER: self.upstream.url},
                 self.workdir / "gateway.log",
+                self._service_account_kubeconfig(NAMESPACE, account),
+                f"{NAMESPACE}/{child_name(GATEWAY, '-config')}",
             )
-            self.gateway.start(self._snapshot())
-        self._follow()
+            self.gateway.start()
         self.say(f"  ready in {time.monotonic() - self._started:.1f} s\n")
 
     def _helm(self, *args: str) -> None:
@@ -182,11 +180,13 @@ class Demo:
             "--create-namespace", "--wait", "--timeout", f"{WAIT_SECONDS:.0f}s",
         )  # fmt: skip
 
-    def _service_account_kubeconfig(self) -> Path:
-        """A kubeconfig for the chart's ServiceAccount: the operator gets exactly the
-        chart's RBAC, as in a cluster."""
+    def _service_account_kubeconfig(
+        self, namespace: str = RELEASE_NAMESPACE, account: str = RELEASE
+    ) -> Path:
+        """A kubeconfig for a ServiceAccount (the chart's, for the operator: it gets exactly
+        the chart's RBAC, as in a cluster)."""
         token = self.kube.kubectl(
-            "create", "token", RELEASE, "-n", RELEASE_NAMESPACE, "--duration=24h"
+            "create", "token", account, "-n", namespace, "--duration=24h"
         ).stdout.strip()
         admin = yaml.safe_load(self.kube.kubeconfig.read_text())
         config = {
@@ -202,7 +202,7 @@ class Demo:
             ],
             "current-context": RELEASE,
         }
-        path = self.workdir / "operator.kubeconfig"
+        path = self.workdir / f"{namespace}.{account}.kubeconfig"
         path.touch(mode=0o600)
         path.write_text(yaml.safe_dump(config))
         return path
@@ -256,83 +256,28 @@ class Demo:
                 f"operator log:\n{_tail(self.workdir / 'operator.log')}"
             )
 
-    def _snapshot(self, config_hash: str | None = None) -> GatewaySnapshot:
-        """The Deployment's config and secrets (of `config_hash` when given)."""
-        found: list[GatewaySnapshot] = []
+    def wait_for_config(self, previous: str | None, timeout: float = WAIT_SECONDS) -> str:
+        """Block until the local gateway serves a config other than `previous`."""
+        gateway = self.gateway
+        if gateway is None:
+            raise DemoError("the gateway is not running")
+        served: list[str] = []
 
-        def consistent() -> bool:
-            snapshot = read_snapshot(self.kube, NAMESPACE, GATEWAY)
-            if snapshot is None or config_hash not in (None, snapshot.config_hash):
+        def changed() -> bool:
+            current = gateway.served_hash()
+            if current is None or current == previous:
                 return False
-            found.append(snapshot)
+            served.append(current)
             return True
 
-        self._wait(consistent, "the operator's ConfigMap and Deployment", None)
-        return found[-1]
+        self._wait(changed, "the local gateway to serve the new config", gateway.log_path)
+        return served[-1]
 
     def _wait(self, condition: Callable[[], bool], what: str, log: Path | None) -> None:
         try:
             wait_until(condition, what=what, timeout=WAIT_SECONDS, interval=0.1)
         except TimeoutError as e:
             raise DemoError(f"{e}\n{_tail(log) if log else ''}") from None
-
-    # -- following the config --------------------------------------------------------
-
-    def _follow(self) -> None:
-        """Watch the Deployment's config hash; restart the local gateway when it changes."""
-        jsonpath = "{.spec.template.metadata.annotations." + CONFIG_HASH.replace(".", r"\.")
-        self._follower = subprocess.Popen(
-            [
-                str(self.kube.bin_dir / "kubectl"), "get", f"deployment/{child_name(GATEWAY)}",
-                "-n", NAMESPACE, "--watch", "-o", f"jsonpath={jsonpath}}}{{\"\\n\"}}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=self.kube.env,
-            text=True,
-            start_new_session=True,
-        )  # fmt: skip
-        threading.Thread(target=self._follow_lines, name="demo-follow", daemon=True).start()
-
-    def _follow_lines(self) -> None:
-        follower = self._follower
-        if follower is None or follower.stdout is None:
-            return
-        for line in follower.stdout:
-            config_hash = line.strip()
-            gateway = self.gateway
-            if not config_hash or gateway is None or gateway.snapshot is None:
-                continue
-            if config_hash == gateway.snapshot.config_hash:
-                continue
-            old = gateway.snapshot.config_hash
-            try:
-                gateway.start(self._snapshot(config_hash))
-            except (GatewayStartError, DemoError) as e:
-                self.say(f"config {config_hash}: the local gateway kept config {old}: {e}")
-                continue
-            self.say(
-                f"config {old} → {config_hash}: local gateway restarted on the new config "
-                f"({_path_count(gateway.snapshot)} paths; no request refused meanwhile)"
-            )
-            with self._reloaded:
-                self._reloaded.notify_all()
-
-    def wait_for_config(self, previous: str, timeout: float = WAIT_SECONDS) -> str:
-        """Block until the local gateway runs a config other than `previous`."""
-        gateway = self.gateway
-        if gateway is None:
-            raise DemoError("the gateway is not running")
-
-        def changed() -> bool:
-            return gateway.snapshot is not None and gateway.snapshot.config_hash != previous
-
-        with self._reloaded:
-            if not self._reloaded.wait_for(changed, timeout):
-                raise DemoError(f"the local gateway did not follow a new config in {timeout} s")
-        assert gateway.snapshot is not None
-        return gateway.snapshot.config_hash
 
     # -- the answers -----------------------------------------------------------------
 
@@ -404,11 +349,11 @@ class Demo:
 
     def check_following(self) -> list[Answer]:
         """Apply a new Route; the local gateway's answer on its path, and on `/health` all
-        along the restart (every request answered 200)."""
+        along the change (every request answered 200): the config is swapped in place."""
         gateway = self.gateway
-        if gateway is None or gateway.snapshot is None:
+        if gateway is None:
             raise DemoError("the gateway is not running")
-        previous = gateway.snapshot.config_hash
+        previous = gateway.served_hash()
         during: list[int] = []
         done = threading.Event()
 
@@ -419,7 +364,7 @@ class Demo:
                 except OSError:
                     during.append(0)
 
-        asker = threading.Thread(target=keep_asking, name="demo-during-restart")
+        asker = threading.Thread(target=keep_asking, name="demo-during-change")
         asker.start()
         try:
             self.kube.kubectl(
@@ -443,7 +388,7 @@ class Demo:
                 200,
             ),
             Answer(
-                f"/health during the restart: {len(during)} requests, {len(refused)} not 200",
+                f"/health during the change: {len(during)} requests, {len(refused)} not 200",
                 f"curl -i {gateway.url}/health  # in a loop",
                 200 if during and not refused else (refused or [0])[0],
                 "OK" if during and not refused else "not all 200",
@@ -463,8 +408,6 @@ class Demo:
 
     def close(self) -> None:
         """Stop everything in reverse order and remove the demo's files."""
-        if self._follower is not None:
-            _terminate(self._follower)
         if self.gateway is not None:
             self.gateway.stop()
         if self.upstream is not None:
@@ -508,10 +451,3 @@ def _compact(body: str) -> str:
         return json.dumps(json.loads(body), separators=(", ", ": "))
     except ValueError:
         return body.strip()
-
-
-def _path_count(snapshot: GatewaySnapshot | None) -> int:
-    if snapshot is None:
-        return 0
-    paths = json.loads(snapshot.config).get("paths") or []
-    return len(paths)
