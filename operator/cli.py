@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="append",
         dest="namespaces",
         metavar="NS",
-        help="watch this namespace (repeatable; globs such as team-* work)",
+        help="watch this namespace (repeatable); every namespace when none is given",
     )
     scope.add_argument(
         "--all-namespaces",
@@ -86,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     from wardgate.operator.handlers import Options, registry
     from wardgate.operator.manifests import Defaults
 
+    for namespace in args.namespaces or ():
+        if any(c in namespace for c in "*?["):
+            print(f"--namespace {namespace}: name each namespace (no patterns)", file=sys.stderr)
+            return 2
     kopf.configure(verbose=args.verbose)
     options = Options(
         kubeconfig=args.kubeconfig,
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         probe_seconds=args.jwks_probe_seconds or None,
         resync_seconds=args.resync_seconds or None,
+        namespaces=list(args.namespaces) if args.namespaces else None,
     )
     kopf.run(
         registry=registry,
