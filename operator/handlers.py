@@ -52,6 +52,7 @@ IGNORED_SECRET_TYPES: Final = frozenset(
     }
 )
 REPLACING_DELAY_SECONDS: Final = 0.5
+IDLE_POLL_SECONDS: Final = 0.2
 
 
 @dataclass
@@ -445,8 +446,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def _start_when_synced(memo: kopf.Memo, informers: Informers, options: Options) -> None:
     """Reconcile once every resource has been listed: never from a partial state."""
     controller: Controller = memo["controller"]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     await informers.synced()
-    log.info("listed %d objects; reconciling", informers.listed())
+    log.info("listed %d objects in %.1f s; reconciling", informers.listed(), loop.time() - started)
     controller.queue.start()
     if options.probe_seconds:
         memo["probes"] = start_probes(
@@ -456,6 +459,14 @@ async def _start_when_synced(memo: kopf.Memo, informers: Informers, options: Opt
         memo["resync"] = asyncio.create_task(
             run_resync(controller, options.resync_seconds), name="wardgate-resync"
         )
+    # The queue has no idle event: this runs once, at start-up.
+    while not controller.queue.idle:  # noqa: ASYNC110
+        await asyncio.sleep(IDLE_POLL_SECONDS)
+    log.info(
+        "everything listed reconciled %.1f s after start-up (%d keys)",
+        loop.time() - started,
+        controller.queue.processed,
+    )
 
 
 @kopf.on.cleanup(registry=registry)

@@ -101,6 +101,8 @@ class Reconciler:
     written: dict[tuple[str, str, str], Body] = field(default_factory=dict)
     probes: JwksProber | None = None
     """Identity-provider health for the Authorizers' status, when probing is on."""
+    renders: int = 0
+    """Gateways rendered so far (what the coalescing window saves)."""
 
     async def reconcile(self, key: WorkKey) -> None:
         kind, namespace, name = key
@@ -135,6 +137,7 @@ class Reconciler:
         gateway = self.state.gateway(key)
         routes = self.state.routes_for(key)
         authorizers = self.state.authorizers_in(namespace)
+        self.renders += 1
         result = render(
             key,
             gateway.resource if gateway else None,
