@@ -61,8 +61,7 @@ def test_a_config_over_the_limit_is_reported_once_and_not_retried(
 ) -> None:
     objects.apply(namespace, GATEWAY, route("small", "/small"))
     objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
-    good = objects.config(namespace, "api")
-    assert good is not None
+    assert objects.config(namespace, "api") is not None
 
     # Random bodies do not compress: 48 Routes of 32 KiB of base64 make about 1.2 MB.
     big = [
@@ -79,7 +78,11 @@ def test_a_config_over_the_limit_is_reported_once_and_not_retried(
     assert objects.condition("Gateway", namespace, "api", "Ready")["reason"] == "ConfigTooLarge"
     # Nothing is retried: once every change has been reconciled, no retry is pending.
     objects.wait("the operator to settle", operator.idle)
-    assert objects.config(namespace, "api") == good  # the last config that fitted serves
+    # The last config that fitted keeps serving (the Routes arrive one by one, so it may
+    # hold some of the big ones already).
+    served = [p["path"] for p in (objects.config(namespace, "api") or {})["paths"]]
+    assert "/small" in served
+    assert len(served) < 1 + len(big)
     assert len(events(objects, namespace, "Gateway", "ConfigTooLarge")) == 1
     writes = operator.writes(namespace)
     operator.reconcile_everything()
