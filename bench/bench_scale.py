@@ -38,6 +38,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -301,11 +302,8 @@ class Bench:
                 self.cluster.kubectl(
                     "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(route)
                 )
-                wait(
-                    lambda i=index: all(r.status(f"/probe/{i}") == 200 for r in replicas),
-                    timeout=120,
-                    interval=0.01,
-                )
+                probe = f"/probe/{index}"
+                wait(partial(served_by_all, replicas, probe), timeout=120, interval=0.01)
                 latencies.append(time.monotonic() - started)
                 index += 1
         finally:
@@ -517,6 +515,10 @@ def wait(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> N
         if time.monotonic() > deadline:
             raise TimeoutError(f"not reached in {timeout} s")
         time.sleep(interval)
+
+
+def served_by_all(replicas: list[Replica], path: str) -> bool:
+    return all(r.status(path) == 200 for r in replicas)
 
 
 def percentile(ordered: list[float], fraction: float) -> float:

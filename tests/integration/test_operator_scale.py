@@ -114,7 +114,9 @@ def test_events_only_for_failures_and_recoveries(
     assert events(objects, namespace, "Gateway") == []
 
     # One Route turns invalid: one Warning for it; fixed: one Normal.
-    objects.apply(namespace, route("r3", "no-slash"))
+    invalid = route("r3", "/r/3")
+    invalid["spec"]["paths"][0]["auth"] = {"scopes": "read"}  # a list, says the operator
+    objects.apply(namespace, invalid)
     objects.wait_condition("Route", namespace, "r3", "Accepted", "False", "Invalid")
     objects.wait("the operator to settle", operator.idle)
     written = events(objects, namespace, "Route")
