@@ -68,6 +68,7 @@ from wardgate.gateway.errors import (
 from wardgate.gateway.exchange import NO_HEADERS, SERVER_HEADER, Exchange, Integration
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.matching import Match, MethodNotAllowed, RouteEntry, RouteError, Router
+from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upstream_pools
@@ -638,15 +639,16 @@ class GatewayHolder:
     def build(self, loaded: LoadedConfig) -> Gateway:
         """A `Gateway` for `loaded`, sharing this process's upstream pools (raises
         `ConfigError` as `Gateway` does; starts nothing)."""
-        authorizers = Authorizers.build(loaded, self._session, self._metrics)
-        return Gateway(
-            loaded,
-            authorizers,
-            self._session,
-            metrics=self._metrics,
-            request_log=self._request_log,
-            upstreams=self.current.upstreams,
-        )
+        with collection_paused():
+            authorizers = Authorizers.build(loaded, self._session, self._metrics)
+            return Gateway(
+                loaded,
+                authorizers,
+                self._session,
+                metrics=self._metrics,
+                request_log=self._request_log,
+                upstreams=self.current.upstreams,
+            )
 
     async def swap(self, gateway: Gateway, config_hash: str) -> None:
         """Serve `gateway` from the next request on (its keys fetched first)."""

@@ -299,7 +299,10 @@ def patterns_overlap(first: str, second: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=65_536)
 def _compile_pattern(pattern: str) -> _Pattern:
+    # Cached: a config is validated, then compiled into a router, and compiled again on each
+    # change of a large config, where nearly every pattern is one seen before.
     def fail(reason: str) -> PatternError:
         return PatternError(reason, pattern=pattern)
 

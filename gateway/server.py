@@ -43,6 +43,7 @@ from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import ConfigError
 from wardgate.gateway.kubesource import ConfigWatch, Snapshot
 from wardgate.gateway.loading import LoadedConfig, SecretSource, load_config
+from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.proxy import create_client_session
 from wardgate.gateway.requestlog import RequestLog
@@ -246,13 +247,14 @@ def build_snapshot(
 ) -> Gateway:
     """Validate a snapshot (its document passed through `prepare`) and compile it for
     `holder` (raises `ConfigError`; swaps nothing)."""
-    loaded = load_config(
-        prepare(snapshot.document),
-        SecretSource(directory=None, environ=snapshot.secrets),
-        origin=snapshot.origin,
-        config_hash=snapshot.config_hash or None,
-    )
-    return holder.build(loaded)
+    with collection_paused():
+        loaded = load_config(
+            prepare(snapshot.document),
+            SecretSource(directory=None, environ=snapshot.secrets),
+            origin=snapshot.origin,
+            config_hash=snapshot.config_hash or None,
+        )
+        return holder.build(loaded)
 
 
 MIGRATE_REQUESTS_SYSCTL = Path("/proc/sys/net/ipv4/tcp_migrate_req")

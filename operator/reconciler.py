@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+from wardgate.gateway.memory import collection_paused
 from wardgate.operator.conditions import DERIVED, Cond, eventful
 from wardgate.operator.kube import Body, KubeApi, KubeError
 from wardgate.operator.manifests import (
@@ -138,15 +139,16 @@ class Reconciler:
         routes = self.state.routes_for(key)
         authorizers = self.state.authorizers_in(namespace)
         self.renders += 1
-        result = render(
-            key,
-            gateway.resource if gateway else None,
-            [r.resource for r in routes],
-            [a.resource for a in authorizers],
-            self.state.secrets_in(namespace),
-            self.state.namespace_labels(),
-            self.state.services_in(namespace),
-        )
+        with collection_paused():
+            result = render(
+                key,
+                gateway.resource if gateway else None,
+                [r.resource for r in routes],
+                [a.resource for a in authorizers],
+                self.state.secrets_in(namespace),
+                self.state.namespace_labels(),
+                self.state.services_in(namespace),
+            )
         if gateway is not None and gateway.resource.meta.deleting:
             # The garbage collector is removing what it owns; re-applying would fight it.
             self.written.pop(("Gateway", namespace, name), None)
