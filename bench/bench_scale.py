@@ -55,6 +55,7 @@ API = "wardgate.io/v1alpha1"
 RESULTS = Path(__file__).resolve().parent / "results"
 SECRET_VALUE = "bench-secret-0123456789-abcdefghijklmnop"
 CREATE_THREADS = 16
+IMAGE = "wardgate:bench"
 
 
 def route_body(index: int, gateway: str = "api", tag: str = "") -> dict[str, Any]:
@@ -358,7 +359,7 @@ class Bench:
                 [
                     sys.executable, "-m", "wardgate", "operator",
                     "--kubeconfig", str(self.cluster.kubeconfig), "--all-namespaces",
-                    "--standalone", "--jwks-probe-seconds", "0",
+                    "--standalone", "--jwks-probe-seconds", "0", "--gateway-image", IMAGE,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -396,6 +397,8 @@ class Bench:
                 process.wait()
         after = self.versions(namespaces)
         written = sorted(k for k in before if after.get(k) != before[k])
+        if written:
+            print(f"restart wrote: {written[:10]}", file=sys.stderr)
         return {
             "objects_listed": int(listed_match.group(1)) if listed_match else None,
             "listed_seconds": round(listed, 1),
@@ -468,7 +471,7 @@ class InProcessOperator:
     def __init__(self, kubeconfig: Path) -> None:
         self.memo = kopf.Memo(
             options=Options(
-                kubeconfig=kubeconfig, defaults=Defaults(image="wardgate:bench"), probe_seconds=None
+                kubeconfig=kubeconfig, defaults=Defaults(image=IMAGE), probe_seconds=None
             )
         )
         self.ready, self.stop_flag = threading.Event(), threading.Event()
@@ -504,6 +507,19 @@ class InProcessOperator:
 
     def writes(self) -> int:
         return sum(self.controller.kube.writes.values())
+
+    def settle(self, bench: Bench, namespaces: list[str]) -> None:
+        """Until every Gateway is Ready (its kwok pods available) and nothing is queued."""
+
+        def ready() -> bool:
+            for namespace in namespaces:
+                for item in bench.items("Gateway", namespace):
+                    conditions = (item.get("status") or {}).get("conditions") or []
+                    if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                        return False
+            return self.controller.queue.idle
+
+        wait(ready, timeout=600, interval=0.5)
 
     def renders(self) -> int:
         return self.controller.reconciler.renders
@@ -556,11 +572,13 @@ def run(cluster: KubeCluster, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"points": []}
     with InProcessOperator(cluster.kubeconfig) as operator:
         results["gateways"] = bench.many_gateways(operator)
+        operator.settle(bench, ["bench-gateways"])
         print(json.dumps(results["gateways"]), file=sys.stderr, flush=True)
     results["restart_gateways_only"] = bench.restart(["bench-gateways"])
     for routes in args.routes:
         with InProcessOperator(cluster.kubeconfig) as operator:
             point = bench.scale_point(routes, operator)
+            operator.settle(bench, ["bench-gateways", f"bench-{routes}"])
         point["restart"] = bench.restart(["bench-gateways", f"bench-{routes}"])
         print(json.dumps(point), file=sys.stderr, flush=True)
         results["points"].append(point)

@@ -300,10 +300,8 @@ def build_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            **_metadata(meta, child_name(meta.name)),
-            "annotations": {CONFIG_HASH: result.config_hash},
-        },
+        # No config hash here either: the Deployment changes only when the pods must.
+        "metadata": _metadata(meta, child_name(meta.name)),
         "spec": deployment_spec,
     }
 

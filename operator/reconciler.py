@@ -20,6 +20,7 @@ from wardgate.operator.conditions import DERIVED, Cond, eventful
 from wardgate.operator.kube import Body, KubeApi, KubeError
 from wardgate.operator.manifests import (
     APPLIED_HASH,
+    CONFIG_HASH,
     CONFIG_MAP_LIMIT,
     Defaults,
     GatewayObjects,
@@ -155,6 +156,7 @@ class Reconciler:
         elif gateway is not None and result.gateway is not None:
             meta = gateway.resource.meta
             deployment: Body | None = None
+            config_map: Body | None = None
             conflict: str | None = None
             blocked: Cond | None = None
             if result.config is not None and result.spec is not None:
@@ -165,15 +167,20 @@ class Reconciler:
                     blocked = config_too_large(size, CONFIG_MAP_LIMIT, len(result.config.paths))
                 else:
                     try:
-                        deployment = await self.apply_objects(meta, objects)
+                        applied = await self.apply_objects(meta, objects)
                     except ObjectConflictError as exc:
                         conflict = str(exc)
+                    else:
+                        deployment = applied.get("Deployment")
+                        config_map = applied.get("ConfigMap")
             if deployment is None:
-                deployment = await self.kube.get("Deployment", namespace, child_name(name))
-                if deployment is not None and not _controlled_by(deployment, meta.uid):
-                    deployment = None
+                deployment, config_map = await asyncio.gather(
+                    self._owned(meta, "Deployment", child_name(name)),
+                    self._owned(meta, "ConfigMap", child_name(name, "-config")),
+                )
+            running = _annotation(config_map, CONFIG_HASH) if config_map is not None else None
             conditions, fields = gateway_status(
-                result.gateway, deployment, result.config_hash, conflict, blocked
+                result.gateway, deployment, result.config_hash, running, conflict, blocked
             )
             await self.write_status("Gateway", gateway, conditions, fields)
         else:
@@ -191,13 +198,26 @@ class Reconciler:
 
         await asyncio.gather(*(write_route(s) for s in result.routes))
 
-    async def apply_objects(self, meta: Meta, objects: GatewayObjects) -> Body | None:
-        """Apply what differs; return the Deployment as the cluster has it."""
-        deployment: Body | None = None
-        for manifest in objects.apply:
+    async def _owned(self, meta: Meta, kind: str, name: str) -> Body | None:
+        """The object, when it exists and this Gateway controls it."""
+        found = await self.kube.get(kind, meta.namespace, name)
+        return found if found is not None and _controlled_by(found, meta.uid) else None
+
+    async def apply_objects(self, meta: Meta, objects: GatewayObjects) -> dict[str, Body]:
+        """Apply what differs; return the applied objects (kind → the object as the cluster
+        has it)."""
+        applied: dict[str, Body] = {}
+        # Read concurrently (one reconcile reads up to ten objects), write in order.
+        wanted_names = [(m["kind"], m["metadata"]["name"]) for m in objects.apply]
+        found = await asyncio.gather(
+            *(
+                self.kube.get(kind, meta.namespace, name)
+                for kind, name in (*wanted_names, *objects.absent)
+            )
+        )
+        for manifest, current in zip(objects.apply, found, strict=False):
             kind = manifest["kind"]
             name = manifest["metadata"]["name"]
-            current = await self.kube.get(kind, meta.namespace, name)
             if current is not None and not _controlled_by(current, meta.uid):
                 raise ObjectConflictError(
                     f"{kind} {meta.namespace}/{name} exists and is not owned by this Gateway"
@@ -208,14 +228,12 @@ class Reconciler:
             if current is None or _annotation(current, APPLIED_HASH) != wanted:
                 log.info("applying %s %s/%s", kind, meta.namespace, name)
                 current = await self.kube.apply(manifest)
-            if kind == "Deployment":
-                deployment = current
-        for kind, name in objects.absent:
-            current = await self.kube.get(kind, meta.namespace, name)
+            applied[kind] = current
+        for (kind, name), current in zip(objects.absent, found[len(objects.apply) :], strict=True):
             if current is not None and _controlled_by(current, meta.uid):
                 log.info("deleting %s %s/%s", kind, meta.namespace, name)
                 await self.kube.delete(kind, meta.namespace, name)
-        return deployment
+        return applied
 
     async def _replace_if_immutable_changed(self, current: Body, manifest: Body) -> None:
         """A Deployment's selector cannot change (it did once, from `instance` to

@@ -13,7 +13,6 @@ from wardgate.operator.conditions import (
     summarise,
     true,
 )
-from wardgate.operator.manifests import CONFIG_HASH
 from wardgate.operator.render import Meta, ObjectStatus
 
 Body = dict[str, Any]
@@ -36,14 +35,17 @@ def _annotations(body: Mapping[str, Any] | None) -> Mapping[str, str]:
 
 
 def programmed_condition(
-    accepted: bool, deployment: Mapping[str, Any] | None, desired_hash: str | None
+    accepted: bool,
+    deployment: Mapping[str, Any] | None,
+    desired_hash: str | None,
+    running: str | None,
 ) -> Cond:
-    """Whether the Deployment's available replicas all run the latest valid config."""
+    """Whether the Deployment's replicas are all available and the latest valid config is
+    in their ConfigMap (`running`: its hash), which they follow."""
     if deployment is None:
         if not accepted:
             return false("Programmed", "Pending", "no valid config has been rendered yet")
         return false("Programmed", "Pending", "the gateway Deployment does not exist yet")
-    running = _annotations(deployment).get(CONFIG_HASH)
     if desired_hash is not None and running != desired_hash:
         return false("Programmed", "Progressing", f"config {desired_hash} is not applied yet")
     spec = deployment.get("spec") or {}
@@ -69,6 +71,7 @@ def gateway_status(
     rendered: ObjectStatus,
     deployment: Mapping[str, Any] | None,
     desired_hash: str | None,
+    running: str | None,
     conflict: str | None = None,
     blocked: Cond | None = None,
 ) -> tuple[tuple[Cond, ...], dict[str, Any]]:
@@ -82,11 +85,11 @@ def gateway_status(
     elif blocked is not None:
         programmed = blocked
     else:
-        programmed = programmed_condition(accepted.ok, deployment, desired_hash)
+        programmed = programmed_condition(accepted.ok, deployment, desired_hash, running)
     conditions = summarise((accepted, *others, programmed), programmed.message)
     fields = {k: v for k, v in rendered.fields.items() if k != "configHash"}
     if deployment is not None:
-        fields["configHash"] = _annotations(deployment).get(CONFIG_HASH)
+        fields["configHash"] = running
         fields["replicas"] = int((deployment.get("spec") or {}).get("replicas", 1))
         fields["availableReplicas"] = int(
             (deployment.get("status") or {}).get("availableReplicas") or 0

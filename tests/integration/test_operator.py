@@ -60,11 +60,11 @@ def static(path: str, method: str = "GET", **extra: Any) -> dict[str, Any]:
 
 
 def pod_hash(objects: Objects, namespace: str, name: str = "api") -> str | None:
-    """The config hash the Deployment was last given (its pods follow the ConfigMap)."""
-    deployment = objects.get("Deployment", namespace, f"wardgate-{name}")
-    if deployment is None:
+    """The hash of the config in the Gateway's ConfigMap (which its pods follow)."""
+    config_map = objects.get("ConfigMap", namespace, f"wardgate-{name}-config")
+    if config_map is None:
         return None
-    value = deployment["metadata"].get("annotations", {}).get("wardgate.io/config-hash")
+    value = config_map["metadata"].get("annotations", {}).get("wardgate.io/config-hash")
     return str(value) if value else None
 
 

@@ -71,12 +71,12 @@ def forms(value: str) -> dict[str, str]:
 
 
 def config_hashes(objects: Objects, namespace: str) -> set[str]:
-    deployment = objects.get("Deployment", namespace, "wardgate-api") or {}
     config_map = objects.get("ConfigMap", namespace, "wardgate-api-config") or {}
+    gateway = objects.get("Gateway", namespace, "api") or {}
     return {
-        deployment["metadata"]["annotations"][CONFIG_HASH],
         config_map["metadata"]["annotations"][CONFIG_HASH],
-    }
+        (gateway.get("status") or {}).get("configHash") or "",
+    } - {""}
 
 
 def test_no_secret_value_reaches_the_operators_output(

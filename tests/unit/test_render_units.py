@@ -19,7 +19,7 @@ from wardgate.operator.conditions import (
     true,
 )
 from wardgate.operator.inputs import key_info, secret_from_body
-from wardgate.operator.manifests import CONFIG_HASH, child_name
+from wardgate.operator.manifests import child_name
 from wardgate.operator.render import Meta, ObjectStatus
 from wardgate.operator.status import (
     build_event,
@@ -65,7 +65,7 @@ def test_summary_names_the_first_failing_condition() -> None:
 
 def _deployment(**status: int) -> dict[str, object]:
     return {
-        "metadata": {"generation": 2, "annotations": {CONFIG_HASH: "h1"}},
+        "metadata": {"generation": 2},
         "spec": {"replicas": 2},
         "status": {"observedGeneration": 2, **status},
     }
@@ -73,13 +73,13 @@ def _deployment(**status: int) -> dict[str, object]:
 
 def test_programmed_only_when_available_replicas_run_the_latest_config() -> None:
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
-    assert programmed_condition(True, done, "h1").ok
-    assert programmed_condition(True, done, "h2").reason == "Progressing"  # not applied yet
+    assert programmed_condition(True, done, "h1", "h1").ok
+    assert programmed_condition(True, done, "h2", "h1").reason == "Progressing"  # not applied yet
     rolling = _deployment(replicas=3, updatedReplicas=1, availableReplicas=2)
-    assert programmed_condition(True, rolling, "h1").reason == "Progressing"
-    assert programmed_condition(True, None, "h1").reason == "Pending"
+    assert programmed_condition(True, rolling, "h1", "h1").reason == "Progressing"
+    assert programmed_condition(True, None, "h1", None).reason == "Pending"
     stale = {**done, "status": {"observedGeneration": 1}}
-    assert not programmed_condition(True, stale, "h1").ok
+    assert not programmed_condition(True, stale, "h1", "h1").ok
 
 
 def test_a_blocked_gateway_reports_the_running_config() -> None:
@@ -90,7 +90,7 @@ def test_a_blocked_gateway_reports_the_running_config() -> None:
         {"routes": 1},
     )
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
-    conditions, fields = gateway_status(rendered, done, None)
+    conditions, fields = gateway_status(rendered, done, None, "h1")
     assert [c.type for c in conditions] == [
         "Accepted",
         "ResolvedRefs",
@@ -115,16 +115,19 @@ def test_kstatus_reconciling_during_a_rollout_and_nothing_when_done() -> None:
         {"routes": 1},
     )
     rolling = _deployment(replicas=2, updatedReplicas=1, availableReplicas=2)
-    conditions, _ = gateway_status(accepted, rolling, "h1")
+    conditions, _ = gateway_status(accepted, rolling, "h1", "h1")
     assert _derived(conditions) == {
         "Ready": ("False", "Progressing"),
         "Reconciling": ("True", "Progressing"),
     }
-    assert _derived(gateway_status(accepted, None, "h1")[0])["Reconciling"] == ("True", "Pending")
+    assert _derived(gateway_status(accepted, None, "h1", None)[0])["Reconciling"] == (
+        "True",
+        "Pending",
+    )
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
-    conditions, _ = gateway_status(accepted, done, "h1")
+    conditions, _ = gateway_status(accepted, done, "h1", "h1")
     assert [c.type for c in conditions][-1] == "Ready"  # no Reconciling, no Stalled
-    conflict, _ = gateway_status(accepted, None, "h1", "ConfigMap x is not ours")
+    conflict, _ = gateway_status(accepted, None, "h1", None, "ConfigMap x is not ours")
     assert _derived(conflict) == {
         "Ready": ("False", "ObjectConflict"),
         "Stalled": ("True", "ObjectConflict"),
