@@ -26,7 +26,12 @@ from typing import Any, Final
 
 import pytest
 import yaml
-from integration.operator_support import Objects, RunningOperator, install_crds
+from integration.operator_support import (
+    Objects,
+    RunningOperator,
+    account_kubeconfig,
+    install_crds,
+)
 from support.argocd import assess_all
 from support.flux import (
     KUSTOMIZE_API,
@@ -40,7 +45,7 @@ from support.git_server import GitRepo, GitServer, git_server
 from support.key_set_server import KeySetServer
 from support.tokens import jwks, rsa_key
 
-from wardgate.demo.local_gateway import LocalGateway, free_port, read_snapshot
+from wardgate.demo.local_gateway import LocalGateway, free_port
 from wardgate.demo.upstream import OrdersUpstream
 from wardgate.devcluster.cluster import KubeCluster, wait_until
 from wardgate.operator.models import API_VERSION
@@ -113,7 +118,9 @@ class GitOps:
     server: GitServer
     repo: GitRepo
     upstream: OrdersUpstream
-    gateway: LocalGateway
+    workdir: Path
+    port: int
+    gateway: LocalGateway | None = None
     operator: RunningOperator | None = None
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Statuses met along the way, by what they show (for the Argo CD check)."""
@@ -172,27 +179,33 @@ class GitOps:
             self.seen[f"{label}: {body['kind']}/{body['metadata']['name']}"] = body
 
     def follow_config(self) -> str:
-        """Restart the local gateway on the Deployment's current config (once the operator
-        wrote a consistent ConfigMap and Deployment); return the config hash."""
-        config_map = self.objects.get("ConfigMap", NAMESPACE, f"wardgate-{GATEWAY}-config")
-        assert config_map is not None
-        snapshots = []
+        """Wait until the local gateway (started the first time, following the ConfigMap as
+        the Gateway's pods do) serves the ConfigMap's current config; its hash."""
+        if self.gateway is None:
+            account = f"wardgate-{GATEWAY}"
+            kubeconfig = account_kubeconfig(self.cluster, NAMESPACE, account, self.workdir)
+            self.gateway = LocalGateway(
+                self.port,
+                {"orders": self.upstream.url},
+                self.workdir / "gateway.log",
+                kubeconfig,
+                f"{NAMESPACE}/wardgate-{GATEWAY}-config",
+            )
+            self.gateway.start()
+        gateway = self.gateway
+        hashes: list[str] = []
 
-        def consistent() -> bool:
-            snapshot = read_snapshot(self.cluster, NAMESPACE, GATEWAY)
-            if snapshot is not None:
-                snapshots.append(snapshot)
-            return snapshot is not None
+        def current() -> bool:
+            config_map = self.objects.get("ConfigMap", NAMESPACE, f"wardgate-{GATEWAY}-config")
+            wanted = ((config_map or {}).get("metadata") or {}).get("annotations", {})
+            hashes.append(str(wanted.get("wardgate.io/config-hash")))
+            return gateway.served_hash() == hashes[-1]
 
-        wait_until(consistent, what="the operator's ConfigMap and Deployment", timeout=60)
-        snapshot = snapshots[-1]
-        if self.gateway.snapshot is None or self.gateway.snapshot.config_hash != (
-            snapshot.config_hash
-        ):
-            self.gateway.start(snapshot)
-        return snapshot.config_hash
+        wait_until(current, what="the local gateway on the ConfigMap's config", timeout=60)
+        return hashes[-1]
 
     def get(self, path: str) -> tuple[int, Any]:
+        assert self.gateway is not None
         try:
             with urllib.request.urlopen(self.gateway.url + path, timeout=10) as answer:
                 return answer.status, json.loads(answer.read())
@@ -209,23 +222,17 @@ def gitops(cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> It
     cluster.kubectl("create", "namespace", NAMESPACE)
     objects = Objects(cluster)
     upstream = OrdersUpstream().start()
-    gateway = LocalGateway(
-        workdir / "gateway",
-        free_port(),
-        {"orders": upstream.url},
-        workdir / "gateway.log",
-    )
-    (workdir / "gateway").mkdir()
     (workdir / "git").mkdir()
     files = {str(path.relative_to(EXAMPLES)): path.read_text() for path in EXAMPLES.rglob("*.yaml")}
     state: GitOps | None = None
     try:
         with flux_controllers(cluster, workdir) as flux, git_server(workdir / "git") as server:
             repo = server.repository("wardgate-examples", files)
-            state = GitOps(cluster, objects, flux, server, repo, upstream, gateway)
+            state = GitOps(cluster, objects, flux, server, repo, upstream, workdir, free_port())
             yield state
     finally:
-        gateway.stop()
+        if state is not None and state.gateway is not None:
+            state.gateway.stop()
         if state is not None and state.operator is not None:
             state.operator.stop()
         upstream.stop()
