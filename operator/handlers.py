@@ -361,6 +361,10 @@ async def _process(memo: kopf.Memo, key: WorkKey) -> None:
     try:
         await controller.reconciler.reconcile(key)
     except KubeError as exc:
+        if exc.namespace_gone:
+            # Its watch events are on their way; retrying would only repeat the 404.
+            log.info("%s %s/%s: its namespace is gone", *key)
+            return
         # No fixed delay: the work queue backs off exponentially (1 s, 2 s, ... 60 s), so a
         # call the API server keeps refusing is not sent again every 2 s.
         raise kopf.TemporaryError(f"API call failed: {exc}") from exc

@@ -68,6 +68,11 @@ class KubeError(Exception):
     def conflict(self) -> bool:
         return self.status == 409
 
+    @property
+    def namespace_gone(self) -> bool:
+        """A write refused because the namespace no longer exists."""
+        return self.status == 404 and self.reason.startswith("namespaces ")
+
 
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = KINDS[kind]
