@@ -493,8 +493,8 @@ class PathEntry(Model):
     path: RoutePattern
     """`/exact/segments`, `{param}` segments, and a trailing `/*` prefix wildcard."""
     auth: Annotated[RouteAuth | None, BeforeValidator(_auth_shorthand)] = None
-    """`true`: the default authorizer; `false` or absent: public; an object: authorizer and
-    checks."""
+    """`true`: the default authorizer; `false` or absent: public; an object: `authorizer`,
+    `scopes` (all of), `anyScopes` (one of), `claims`, `allowedApiKeyRoles`."""
     response: JsonValue = None
     """Shorthand for a static 200 whose JSON body is this value."""
     integration: Integration | None = None

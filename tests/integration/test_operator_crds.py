@@ -78,6 +78,8 @@ ROUTES = [
     Case("status-out-of-range", _path(integration={"type": "static", "status": 700}), False),
     Case("lowercase-method", _path(method="get", response=1), False, operator=True),
     Case("scopes-not-a-list", _path(auth={"scopes": "read"}, response=1), False, operator=True),
+    Case("auth-field-typo", _path(auth={"scope": ["read"]}, response=1), False),
+    Case("any-scopes", _path(auth={"anyScopes": ["read", "admin"]}, response=1), True),
     Case("empty-parameter", _path(path="/a/{}", response=1), False, operator=True),
 ]
 
@@ -283,6 +285,26 @@ def test_admission_and_models_agree(
                 f"operator-checked={case.operator}"
             )
     assert not disagreements, "\n".join(disagreements)
+
+
+def test_a_typo_in_a_route_auth_is_refused_at_apply(objects: Objects, namespace: str) -> None:
+    """The admission policy of deploy/crds: `auth` has no CRD type (it may be `true`)."""
+    typo = Case("typo", _path(auth={"authorizer": "a", "scope": ["read"]}, response=1), False)
+    reasons: list[str] = []
+
+    def refused() -> bool:
+        admitted, reason = _admitted(objects, namespace, "Route", typo)
+        reasons.append(reason)
+        return not admitted
+
+    objects.wait("the admission policy to refuse the typo", refused, timeout=30)
+    assert "unknown field scope" in reasons[-1]
+    assert "`scopes`" in reasons[-1]
+    for auth in (True, False, {"scopes": ["read"], "anyScopes": ["a"], "claims": {"x": 1}}):
+        admitted, reason = _admitted(
+            objects, namespace, "Route", Case("ok", _path(auth=auth, response=1), True)
+        )
+        assert admitted, (auth, reason)
 
 
 @pytest.mark.parametrize(
