@@ -1,19 +1,19 @@
 # The two commands of the README: `make run` and `make test`. Every target installs
 # what it needs on a fresh machine (Debian packages, Python packages, the Kubernetes
-# binaries and the GitOps tools built from Go modules) and does nothing more when it is
-# already there.
+# binaries and the GitOps tools built from Go modules, the container image) and does
+# nothing more when it is already there.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps k8s gitops lint typecheck pytest clean
+.PHONY: run test deps k8s gitops image lint typecheck pytest clean
 
-run: deps k8s
+run: deps k8s image
 	$(BIN)/wardgate demo
 
-test: deps k8s gitops lint typecheck pytest
+test: deps k8s gitops image lint typecheck pytest
 
 deps: $(STAMP)
 
@@ -31,6 +31,11 @@ k8s:
 gitops:
 	bash hack/gitops-binaries.sh
 
+# The image the local cluster's pods run (and its pause image): rebuilt only when the
+# build context changes.
+image: deps k8s
+	bash hack/build-image.sh > /dev/null
+
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -38,7 +43,7 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
-pytest: deps k8s gitops
+pytest: deps k8s gitops image
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

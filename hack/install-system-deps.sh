@@ -4,6 +4,10 @@
 # installs only what is missing.
 set -euo pipefail
 packages=(openssl curl jq wrk nginx haproxy git chromium chromium-driver)
+# The local cluster's real node: container runtime, pod network, kube-proxy's tools.
+packages+=(containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux)
+# The image: a Debian base (mmdebstrap), the Dockerfile (podman), the pause binary (gcc).
+packages+=(mmdebstrap podman gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,9 @@
 # Builds the local control plane's binaries from Go modules, once, into
 #   ${WARDGATE_K8S_CACHE:-$HOME/.cache/wardgate/k8s}/<kubernetes version>/bin
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (k8s.io/kubernetes),
-# etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok) and helm (helm.sh/helm/v4).
+# etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok) and helm (helm.sh/helm/v4);
+# for the local node: kubelet and kube-proxy (k8s.io/kubernetes, a component of their own)
+# and CoreDNS (github.com/coredns/coredns).
 # The versions are pinned in wardgate/devcluster/versions.json, which the Python side
 # reads too. Each component leaves a stamp with its version next to its binaries, so a
 # second run does nothing and a version bump rebuilds only that component.
@@ -35,6 +37,7 @@ KUBERNETES_VERSION="$(read_version kubernetes)"
 ETCD_VERSION="$(read_version etcd)"
 KWOK_VERSION="$(read_version kwok)"
 HELM_VERSION="$(read_version helm)"
+COREDNS_VERSION="$(read_version coredns)"
 
 cache_root="${WARDGATE_K8S_CACHE:-${HOME}/.cache/wardgate/k8s}"
 version_dir="${cache_root}/${KUBERNETES_VERSION}"
@@ -69,6 +72,8 @@ is_built etcd "${ETCD_VERSION}" etcd || todo+=(etcd)
 is_built kwok "${KWOK_VERSION}" kwok || todo+=(kwok)
 is_built kubernetes "${KUBERNETES_VERSION}" "${k8s_bins[@]}" || todo+=(kubernetes)
 is_built helm "${HELM_VERSION}" helm || todo+=(helm)
+is_built kubernetes-node "${KUBERNETES_VERSION}" kubelet kube-proxy || todo+=(kubernetes-node)
+is_built coredns "${COREDNS_VERSION}" coredns || todo+=(coredns)
 if [[ ${#todo[@]} -eq 0 ]]; then
   echo "Kubernetes binaries up to date in ${bin_dir}" >&2
   exit 0
@@ -173,6 +178,20 @@ build_component() { # component version upstream-module replace-version ldflags 
   log "[${component} ${version}] done in $((SECONDS - started)) s"
 }
 
+# The node's agents report their release like the control plane's (see `kubernetes`).
+kubernetes_ldflags() {
+  local minor="${KUBERNETES_VERSION#v*.}" major="${KUBERNETES_VERSION#v}" build_date flags="" pkg
+  minor="${minor%%.*}"
+  major="${major%%.*}"
+  build_date="$(module_time "k8s.io/kubernetes@${KUBERNETES_VERSION}")"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X ${pkg}.gitVersion=${KUBERNETES_VERSION}"
+    flags+=" -X ${pkg}.gitMajor=${major} -X ${pkg}.gitMinor=${minor}"
+    flags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
+  done
+  echo "${flags}"
+}
+
 for component in "${todo[@]}"; do
   case "${component}" in
     kubernetes)
@@ -196,6 +215,18 @@ for component in "${todo[@]}"; do
         k8s.io/kubernetes/cmd/kube-controller-manager \
         k8s.io/kubernetes/cmd/kube-scheduler \
         k8s.io/kubernetes/cmd/kubectl
+      ;;
+    kubernetes-node)
+      # The local node's agents: the same module and flags as the control plane's, a
+      # stamp of their own so that adding them does not rebuild the others.
+      build_component kubernetes-node "${KUBERNETES_VERSION}" k8s.io/kubernetes \
+        "v0.${KUBERNETES_VERSION#v*.}" "$(kubernetes_ldflags)" - \
+        k8s.io/kubernetes/cmd/kubelet \
+        k8s.io/kubernetes/cmd/kube-proxy
+      ;;
+    coredns)
+      build_component coredns "${COREDNS_VERSION}" github.com/coredns/coredns \
+        "${COREDNS_VERSION}" "" coredns github.com/coredns/coredns
       ;;
     etcd)
       # etcd's version is a constant in its api module; nothing to inject.

@@ -15,9 +15,10 @@ from support.cluster_fixtures import (  # noqa: E402
     cluster,
     namespace,
     pytest_terminal_summary,
+    wardgate_image,
 )
 
-__all__ = ["cluster", "namespace", "pytest_terminal_summary"]
+__all__ = ["cluster", "namespace", "pytest_terminal_summary", "wardgate_image"]
 
 # --- long-running variants and the reliability figures ---------------------------------
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import pytest
 
+from support.images import BuiltImage, build_image
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
 
 # Session-wide facts about the local cluster, printed in the terminal summary.
@@ -76,6 +77,17 @@ def cluster() -> Iterator[KubeCluster]:
         _REPORT.append(f"local cluster memory at end: {_describe_rss(local)}")
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="session")
+def wardgate_image() -> BuiltImage:
+    """The project's image and the pause image, built by hack/build-image.sh unless up
+    to date (`make test` builds them before pytest starts)."""
+    image = build_image()
+    size = image.podman("image", "inspect", "--format", "{{.Size}}", image.ref)
+    if size.returncode == 0:
+        _REPORT.append(f"image {image.ref}: {int(size.stdout) / 2**20:.0f} MiB")
+    return image
 
 
 def _describe_rss(local: LocalCluster) -> str:

@@ -33,6 +33,39 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "port; any free port with --once)",
     )
     parser.set_defaults(func=run)
+    orders = subparsers.add_parser(
+        "demo-orders",
+        help="serve the seed example's orders upstream (the same JSON on every path)",
+        description="The `orders` upstream of examples/seed: answers every request with the "
+        "demo orders as JSON, until stopped.",
+    )
+    orders.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    orders.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    orders.set_defaults(func=serve_orders)
+
+
+def serve_orders(args: argparse.Namespace) -> int:
+    """Serve the demo orders until SIGTERM or Ctrl-C."""
+    import signal
+
+    from wardgate.demo.upstream import OrdersUpstream
+
+    upstream = OrdersUpstream(host=args.host, port=args.port).start()
+    print(f"orders upstream on {upstream.url}", flush=True)
+    stopped = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopped:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    upstream.stop()
+    return 0
 
 
 def _port_is_free(port: int) -> bool:

@@ -1,5 +1,5 @@
-"""The demo's `orders` upstream on a loopback port: the Service the seed's Gateway points at
-stands in for it, since pods on the fake node run no containers."""
+"""The demo's `orders` upstream: a threaded HTTP server answering the demo orders. The seed
+example's `orders` Deployment runs it (`wardgate demo-orders`); tests run it on loopback."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ class _Handler(BaseHTTPRequestHandler):
 class OrdersUpstream:
     """A threaded HTTP server answering the demo orders as JSON on every path."""
 
-    def __init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="demo-orders", daemon=True

@@ -35,7 +35,7 @@ from typing import IO, Any, Protocol
 
 import yaml
 
-from wardgate.devcluster import binaries, pki
+from wardgate.devcluster import binaries, node, pki, watchdog
 
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.96.0.0/12"
@@ -53,6 +53,18 @@ _CLIENTS: dict[str, tuple[str, ...]] = {
     "system:kube-scheduler": (),
     "kwok-controller": ("system:masters",),
 }
+
+
+# The real node's clients: kubelet as a node (the Node authorizer), kube-proxy with the
+# bootstrap policy's binding, CoreDNS and the API server's client to kubelets (kubelet
+# asks the API server whether a client may; masters may).
+_NODE_CLIENTS: dict[str, tuple[str, ...]] = {
+    f"system:node:{node.NODE_NAME}": ("system:nodes",),
+    "system:kube-proxy": (),
+    "wardgate:coredns": ("system:masters",),
+    "wardgate:apiserver-kubelet-client": ("system:masters",),
+}
+REAL_NODE_STARTUP_TIMEOUT = 180.0
 
 
 class ClusterError(RuntimeError):
@@ -328,15 +340,34 @@ class LocalCluster:
         *,
         bin_dir: Path | None = None,
         node_names: tuple[str, ...] = ("kwok-node-0",),
+        real_node: bool = False,
+        image_archives: tuple[Path, ...] = (),
         keep_dir: bool = False,
-        startup_timeout: float = 90.0,
+        startup_timeout: float | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         # Resolved now so that missing binaries fail before anything is started.
         self.bin_dir: Path = bin_dir or binaries.find_bin_dir()
         self._directory = directory
-        self.node_names = node_names
+        self.real_node = real_node
+        self.node_names = (node.NODE_NAME,) if real_node else node_names
+        if real_node:
+            missing = node.missing_host_commands()
+            if missing:
+                raise ClusterError(
+                    f"the real node needs {', '.join(missing)}: install them with "
+                    "`make deps` (hack/install-system-deps.sh)"
+                )
+            pause = node.pause_archive()
+            if not pause.is_file():
+                raise ClusterError(
+                    f"no pause image at {pause}: build it with `make image` (hack/build-image.sh)"
+                )
+            image_archives = (pause, *image_archives)
+        self.image_archives = image_archives
         self.keep_dir = keep_dir
+        if startup_timeout is None:
+            startup_timeout = REAL_NODE_STARTUP_TIMEOUT if real_node else 90.0
         self.startup_timeout = startup_timeout
         self.log = log
         self.times = StartupTimes()
@@ -346,6 +377,9 @@ class LocalCluster:
         self._cluster: Cluster | None = None
         self._api: _Api | None = None
         self._etcd_url: str | None = None
+        self._slot: node.Slot | None = None
+        self._node_holder: int | None = None
+        self._node_procs: Path | None = None
 
     @property
     def directory(self) -> Path:
@@ -436,8 +470,14 @@ class LocalCluster:
             _RUNNING.add(self)
         _install_signal_handlers()
         try:
+            if self.real_node:
+                self._slot = node.Slot.take()
             self._start_watchdog()
-            self._start(self.bin_dir, directory, started)
+            if self._slot is not None:
+                self._tell_watchdog(f"node {self._slot.number}")
+                self._start_real(self.bin_dir, directory, started)
+            else:
+                self._start(self.bin_dir, directory, started)
         except BaseException:
             self.stop()
             raise
@@ -451,6 +491,8 @@ class LocalCluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            # The watchdog holds the node's slot too, until it has cleaned up after it.
+            pass_fds=(self._slot.lock.fileno(),) if self._slot is not None else (),
         )
         if self._created_dir and not self.keep_dir:
             self._tell_watchdog(f"remove {self.directory}")
@@ -482,6 +524,13 @@ class LocalCluster:
             )
         self._tell_watchdog(f"group {process.pid}")
         return process
+
+    @property
+    def addresses(self) -> node.NodeAddresses:
+        """The real node's names and address ranges (only with `real_node`)."""
+        if self._slot is None:
+            raise ClusterError("cluster has no real node running")
+        return self._slot.addresses
 
     @property
     def etcd_url(self) -> str:
@@ -690,6 +739,214 @@ class LocalCluster:
         self.times.controllers_ready = time.monotonic() - started
         self._say(f"cluster ready after {self.times.controllers_ready:.1f} s")
 
+    def _start_real(self, bin_dir: Path, directory: Path, started: float) -> None:
+        """A control plane and a real node, all in the node's namespaces but the
+        controller manager and the scheduler (see `wardgate.devcluster.node`)."""
+        assert self._slot is not None
+        a = self._slot.addresses
+        self.logs_dir().mkdir(parents=True, exist_ok=True)
+        node_dir = directory / "node"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        procs = node.create_cgroups(a)
+        holder = node.start_namespaces(a, procs, self.logs_dir() / "namespaces.log")
+        self._components.append(
+            _Component("namespaces", holder, self.logs_dir() / "namespaces.log", [])
+        )
+        self._tell_watchdog(f"group {holder.pid}")
+        own_net = os.readlink("/proc/self/ns/net")
+
+        def holder_inside() -> bool:
+            try:
+                return os.readlink(f"/proc/{holder.pid}/ns/net") != own_net
+            except OSError:
+                return False
+
+        self._wait("the node's namespaces", holder_inside)
+        self._node_holder = holder.pid
+        self._node_procs = procs
+        node.set_up_network(a, holder.pid, node_dir)
+
+        etcd_port, peer_port, api_port = 2379, 2380, 6443
+        server = f"https://{a.node_ip}:{api_port}"
+        clients = {**_CLIENTS, **_NODE_CLIENTS}
+        clients.pop("kwok-controller")
+        certs = pki.build_pki(
+            directory / "pki", service_ip=a.service_ip, clients=clients, server_ips=(a.node_ip,)
+        )
+        kubeconfig = directory / "kubeconfig"
+        _write_kubeconfig(kubeconfig, server, certs.ca.cert, ADMIN_USER, certs.clients[ADMIN_USER])
+        configs: dict[str, Path] = {}
+        for user in clients:
+            if user == ADMIN_USER:
+                continue
+            path = directory / f"{user.rpartition(':')[2]}.kubeconfig"
+            _write_kubeconfig(path, server, certs.ca.cert, user, certs.clients[user])
+            configs[user] = path
+        (node_dir / "kube-proxy.kubeconfig").write_bytes(configs["system:kube-proxy"].read_bytes())
+        (node_dir / "coredns.kubeconfig").write_bytes(configs["wardgate:coredns"].read_bytes())
+        self._cluster = Cluster(
+            kubeconfig=kubeconfig,
+            server=server,
+            bin_dir=bin_dir,
+            kube_cache_dir=directory / "kube-cache",
+        )
+
+        def inside(argv: list[str]) -> list[str]:
+            return node.enter(holder.pid, procs, argv)
+
+        etcd_url = f"http://{a.node_ip}:{etcd_port}"
+        self._etcd_url = etcd_url
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        self._say(f"starting etcd and kube-apiserver on {server} (node slot {a.slot})")
+        self._spawn(
+            "etcd",
+            inside(
+                [
+                    str(bin_dir / "etcd"),
+                    "--name=default",
+                    f"--data-dir={directory / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls={peer_url}",
+                    f"--initial-advertise-peer-urls={peer_url}",
+                    f"--initial-cluster=default={peer_url}",
+                    "--unsafe-no-fsync",
+                    "--log-level=warn",
+                ]
+            ),
+        )
+        kubelet_client = certs.clients["wardgate:apiserver-kubelet-client"]
+        self._spawn(
+            "kube-apiserver",
+            inside(
+                [
+                    str(bin_dir / "kube-apiserver"),
+                    f"--etcd-servers={etcd_url}",
+                    f"--bind-address={a.node_ip}",
+                    # Pods reach it through the `kubernetes` Service, whose endpoint
+                    # this is.
+                    f"--advertise-address={a.node_ip}",
+                    f"--secure-port={api_port}",
+                    f"--cert-dir={directory / 'pki'}",
+                    f"--tls-cert-file={certs.apiserver.cert}",
+                    f"--tls-private-key-file={certs.apiserver.key}",
+                    f"--client-ca-file={certs.ca.cert}",
+                    f"--kubelet-client-certificate={kubelet_client.cert}",
+                    f"--kubelet-client-key={kubelet_client.key}",
+                    "--kubelet-preferred-address-types=InternalIP",
+                    "--authorization-mode=Node,RBAC",
+                    f"--service-account-issuer={server}",
+                    f"--service-account-key-file={certs.service_account_pub}",
+                    f"--service-account-signing-key-file={certs.service_account_key}",
+                    f"--service-cluster-ip-range={a.service_cidr}",
+                    "--allow-privileged=true",
+                    "--profiling=false",
+                    "--v=1",
+                ]
+            ),
+        )
+        configs_node = node.write_configs(
+            a,
+            node_dir,
+            ca=certs.ca.cert,
+            kubelet_kubeconfig=configs[f"system:node:{node.NODE_NAME}"],
+            pause_image=node.pause_image(),
+        )
+        self._spawn(
+            "containerd",
+            inside(["containerd", f"--config={configs_node['containerd']}", "--log-level=warn"]),
+        )
+        api = _Api(server, certs.ca.cert, certs.clients[ADMIN_USER])
+        self._api = api
+        self._wait("the API server to be ready", lambda: api.request("GET", "/readyz")[0] == 200)
+        self.times.api_ready = time.monotonic() - started
+        self._say(f"API server ready after {self.times.api_ready:.1f} s")
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={configs['system:kube-controller-manager']}",
+                "--controllers=*",
+                "--node-monitor-period=1s",
+                "--node-monitor-grace-period=2m",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={certs.service_account_key}",
+                f"--root-ca-file={certs.ca.cert}",
+                f"--cluster-signing-cert-file={certs.ca.cert}",
+                f"--cluster-signing-key-file={certs.ca.key}",
+                f"--service-cluster-ip-range={a.service_cidr}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bin_dir / "kube-scheduler"),
+                f"--kubeconfig={configs['system:kube-scheduler']}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        socket = configs_node["socket"]
+        self._wait("containerd to listen", socket.exists)
+        node.import_images(holder.pid, socket, list(self.image_archives))
+        self._spawn(
+            "kubelet",
+            inside(
+                [
+                    str(bin_dir / "kubelet"),
+                    f"--config={configs_node['kubelet']}",
+                    f"--kubeconfig={configs_node['kubelet-kubeconfig']}",
+                    f"--root-dir={node_dir / 'kubelet'}",
+                    f"--hostname-override={node.NODE_NAME}",
+                    f"--node-ip={a.node_ip}",
+                    "--v=1",
+                ]
+            ),
+        )
+        self._spawn(
+            "kube-proxy",
+            inside(
+                [
+                    str(bin_dir / "kube-proxy"),
+                    f"--config={configs_node['kube-proxy']}",
+                    "--v=1",
+                ]
+            ),
+        )
+        self._spawn(
+            "coredns",
+            inside([str(bin_dir / "coredns"), "-conf", str(configs_node["corefile"])]),
+        )
+        for kind, collection, obj in node.dns_objects(a):
+            status, body = api.request("POST", collection, obj)
+            if status not in (201, 409):
+                raise ClusterError(f"creating the cluster DNS's {kind} failed: {status} {body}")
+        nodes = [f"/api/v1/nodes/{name}" for name in self.node_names]
+        self._wait(
+            "the node to be Ready (kubelet)",
+            lambda: all(_node_ready(api.request("GET", path)[1]) for path in nodes),
+        )
+        self.times.node_ready = time.monotonic() - started
+        self._say(f"node Ready after {self.times.node_ready:.1f} s")
+        self._wait(
+            "the controller manager to make the node schedulable",
+            lambda: all(_node_schedulable(api.request("GET", path)[1]) for path in nodes),
+        )
+        self._wait(
+            "the controller manager to create the default service account",
+            lambda: (
+                api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
+            ),
+        )
+        self.times.controllers_ready = time.monotonic() - started
+        self._say(f"cluster ready after {self.times.controllers_ready:.1f} s")
+
     def _wait(self, what: str, condition: Callable[[], bool]) -> None:
         """Poll `condition` until true; fail with the logs if a component exits or time
         runs out."""
@@ -744,6 +1001,12 @@ class LocalCluster:
             if not c.stopped:
                 _terminate_group(c.process)
             self._components.pop()
+        if self._slot is not None:
+            # containerd's shims and the containers are in no component's group.
+            watchdog.cleanup_slot(self._slot.number)
+            self._slot.release()
+            self._slot = None
+            self._node_holder = None
         if self._created_dir and not self.keep_dir and self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
         if self._watchdog is not None:
@@ -774,14 +1037,15 @@ def _terminate_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE
 
 
 def _node_ready(node: Any) -> bool:
-    if not isinstance(node, dict):
+    # Before kubelet registers the node, the answer is a Status whose `status` is a string.
+    if not isinstance(node, dict) or node.get("kind") != "Node":
         return False
     conditions = node.get("status", {}).get("conditions", [])
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _node_schedulable(node: Any) -> bool:
-    if not isinstance(node, dict):
+    if not isinstance(node, dict) or node.get("kind") != "Node":
         return False
     taints = node.get("spec", {}).get("taints", [])
     return not node.get("spec", {}).get("unschedulable") and not any(

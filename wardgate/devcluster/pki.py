@@ -86,12 +86,17 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 
 
 def build_pki(
-    directory: Path, *, service_ip: str, clients: dict[str, tuple[str, ...]]
+    directory: Path,
+    *,
+    service_ip: str,
+    clients: dict[str, tuple[str, ...]],
+    server_ips: tuple[str, ...] = (),
 ) -> ClusterPKI:
     """Generate the cluster's PKI into `directory`.
 
     `clients` maps a user name (the certificate's CN) to its groups (O); each gets a
-    client certificate signed by the cluster CA.
+    client certificate signed by the cluster CA. The API server's certificate names
+    loopback, `service_ip` and `server_ips`.
     """
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -150,6 +155,7 @@ def build_pki(
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address("::1")),
                 x509.IPAddress(ipaddress.ip_address(service_ip)),
+                *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips),
             ]
         ),
     )

@@ -8,6 +8,7 @@ writes one command a line:
     group <pgid>    a component's process group, to terminate if the owner dies
     forget <pgid>   a group the owner stopped itself (a restarted component)
     remove <path>   a directory to delete if the owner dies
+    node <slot>     a real node's slot to clean up if the owner dies (see `cleanup_slot`)
     done            the owner cleaned up itself; exit without doing anything
 
 End of input without `done` means the owner is gone (killed, crashed): terminate every
@@ -21,8 +22,10 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 GRACE_SECONDS = 10.0
 
@@ -60,12 +63,58 @@ def terminate_groups(groups: list[int]) -> None:
             os.killpg(pgid, signal.SIGKILL)
 
 
+def node_cgroup(slot: int) -> str:
+    """The cgroup (in every hierarchy) of a real node's processes and containers."""
+    return f"wardgate-node-{slot}"
+
+
+def _cgroup_pids(root: Path) -> set[int]:
+    pids: set[int] = set()
+    for procs in root.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.update(int(line) for line in procs.read_text().split())
+    return pids
+
+
+def cleanup_slot(slot: int) -> None:
+    """End every process of a real node's slot (containerd's shims and the containers
+    leave their process groups, not their cgroup), remove its cgroups and its veth pair.
+
+    Its namespaces, and with them its firewall rules, routes, sysctls and mounts, go
+    with the last of its processes."""
+    name = node_cgroup(slot)
+    hierarchies = [p for p in Path("/sys/fs/cgroup").iterdir() if (p / name).is_dir()]
+    if (Path("/sys/fs/cgroup") / name / "cgroup.procs").exists():
+        hierarchies.append(Path("/sys/fs/cgroup"))
+    deadline = time.monotonic() + GRACE_SECONDS
+    while time.monotonic() < deadline:
+        pids = set().union(*(_cgroup_pids(h / name) for h in hierarchies if (h / name).is_dir()))
+        pids.discard(os.getpid())
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        # Killed processes leave their cgroup only once they are reaped by their parent.
+        time.sleep(0.05)
+    for hierarchy in hierarchies:
+        for directory in sorted((hierarchy / name).rglob("*/"), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        with contextlib.suppress(OSError):
+            (hierarchy / name).rmdir()
+    link = f"wgh{slot}"
+    if Path(f"/sys/class/net/{link}").exists():
+        subprocess.run(["ip", "link", "del", link], capture_output=True, check=False, timeout=30)
+
+
 def main() -> int:
     # Ctrl-C in the owner's terminal reaches this process too when it shares the
     # foreground process group; only end of input may start the cleanup.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     groups: list[int] = []
     directories: list[str] = []
+    slots: list[int] = []
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         if command == "group":
@@ -75,9 +124,13 @@ def main() -> int:
                 groups.remove(int(argument))
         elif command == "remove":
             directories.append(argument)
+        elif command == "node":
+            slots.append(int(argument))
         elif command == "done":
             return 0
     terminate_groups(groups)
+    for slot in slots:
+        cleanup_slot(slot)
     for directory in directories:
         shutil.rmtree(directory, ignore_errors=True)
     return 0
