@@ -14,11 +14,12 @@ if _TESTS not in sys.path:
 from support.cluster_fixtures import (  # noqa: E402
     cluster,
     namespace,
+    node_cluster,
     pytest_terminal_summary,
     wardgate_image,
 )
 
-__all__ = ["cluster", "namespace", "pytest_terminal_summary", "wardgate_image"]
+__all__ = ["cluster", "namespace", "node_cluster", "pytest_terminal_summary", "wardgate_image"]
 
 # --- long-running variants and the reliability figures ---------------------------------
 

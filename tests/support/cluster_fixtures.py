@@ -90,6 +90,38 @@ def wardgate_image() -> BuiltImage:
     return image
 
 
+@pytest.fixture(scope="session")
+def node_cluster(wardgate_image: BuiltImage) -> Iterator[LocalCluster]:
+    """A local cluster with a real node (containerd, kubelet, kube-proxy, CoreDNS) whose
+    containerd holds the image built here under its own name and the chart's default one,
+    so the chart and the operator's gateways run it as they are. Its Services' ClusterIPs
+    are routed from this machine."""
+    keep = os.environ.get("WARDGATE_KEEP_CLUSTER") == "1"
+    local = LocalCluster(
+        real_node=True,
+        image_archives=(wardgate_image.archive,),
+        keep_dir=keep,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    local.start()
+    try:
+        t = local.times
+        _REPORT.append(
+            f"real-node cluster ready: API {t.api_ready:.1f} s, node Ready {t.node_ready:.1f} s, "
+            f"controllers {t.controllers_ready:.1f} s (logs: {local.logs_dir()})"
+        )
+        _REPORT.append(f"real-node cluster memory at start: {_describe_rss(local)}")
+        yield local
+        _REPORT.append(f"real-node cluster memory at end: {_describe_rss(local)}")
+    finally:
+        local.stop()
+
+
+def report(line: str) -> None:
+    """Add a line to the figures printed at the end of the session."""
+    _REPORT.append(line)
+
+
 def _describe_rss(local: LocalCluster) -> str:
     sizes = local.rss_bytes()
     parts = ", ".join(f"{name} {size / 2**20:.0f}" for name, size in sizes.items())

@@ -15,6 +15,9 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd",),
     "kwok": ("kwok",),
     "helm": ("helm",),
+    # The real node's agents, from the same module and version as the control plane.
+    "kubernetes-node": ("kubelet", "kube-proxy"),
+    "coredns": ("coredns",),
 }
 
 
@@ -30,9 +33,12 @@ class Versions:
     etcd: str
     kwok: str
     helm: str
+    coredns: str
 
     def of(self, component: str) -> str:
         """The version of one component by its name in `COMPONENTS`."""
+        if component == "kubernetes-node":
+            return self.kubernetes
         version: str = getattr(self, component)
         return version
 
@@ -42,7 +48,11 @@ def load_versions() -> Versions:
     text = resources.files("wardgate.devcluster").joinpath("versions.json").read_text()
     data = json.loads(text)
     return Versions(
-        kubernetes=data["kubernetes"], etcd=data["etcd"], kwok=data["kwok"], helm=data["helm"]
+        kubernetes=data["kubernetes"],
+        etcd=data["etcd"],
+        kwok=data["kwok"],
+        helm=data["helm"],
+        coredns=data["coredns"],
     )
 
 

@@ -533,6 +533,13 @@ class LocalCluster:
         return self._slot.addresses
 
     @property
+    def node_holder_pid(self) -> int:
+        """The process holding the real node's namespaces (for `nsenter --target`)."""
+        if self._node_holder is None:
+            raise ClusterError("cluster has no real node running")
+        return self._node_holder
+
+    @property
     def etcd_url(self) -> str:
         """The client URL of the cluster's etcd (its store, behind the API server)."""
         if self._etcd_url is None:

@@ -1,0 +1,137 @@
+"""The real node's isolation: several clusters side by side, each in namespaces of its own,
+and nothing left on the host when one goes, even when its owner is killed (the watchdog
+ends the node's containers, cgroups and veth pair; the namespaces, with their firewall
+rules, sysctls and mounts, go with their last process)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wardgate.devcluster import node
+from wardgate.devcluster.cluster import LocalCluster, wait_until
+
+pytestmark = pytest.mark.cluster
+
+# Global kernel settings kubelet and kube-proxy would change if they could reach them.
+HOST_SYSCTLS = (
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "net/ipv4/ip_forward",
+)
+
+
+def _sysctls() -> dict[str, str]:
+    return {name: Path(f"/proc/sys/{name}").read_text().strip() for name in HOST_SYSCTLS}
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def _host_traces(slot: int) -> list[str]:
+    """What a node's slot could leave on the host: cgroups, its veth, routes, rules."""
+    addresses = node.NodeAddresses(slot)
+    traces = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{addresses.cgroup}")]
+    if Path(f"/sys/class/net/{addresses.host_link}").exists():
+        traces.append(f"link {addresses.host_link}")
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
+    traces.extend(line for line in routes.splitlines() if addresses.host_link in line)
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    traces.extend(
+        line for line in rules.splitlines() if "KUBE-" in line or addresses.pod_cidr in line
+    )
+    return traces
+
+
+def _slot_free(slot: int) -> bool:
+    with (node.SLOT_DIR / f"slot-{slot}.lock").open("wb") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def test_a_killed_owner_of_a_real_node_leaves_nothing_on_the_host(
+    node_cluster: LocalCluster,
+) -> None:
+    """A second real-node cluster beside the session's, with a running pod; its owner is
+    killed; the watchdog leaves the host as it was."""
+    sysctls = _sysctls()
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from wardgate.devcluster import node\n"
+            "from wardgate.devcluster.cluster import LocalCluster\n"
+            "c = LocalCluster(real_node=True)\n"
+            "c.start()\n"
+            "c.kubectl('run', 'sleeper', f'--image={node.pause_image()}', '--restart=Never')\n"
+            "c.kubectl('wait', '--for=condition=Ready', 'pod/sleeper', '--timeout=120s')\n"
+            "print(c.directory, c.addresses.slot, flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    try:
+        line = owner.stdout.readline().split()
+        assert line, "the owner failed to start its cluster"
+        directory, slot = line[0], int(line[1])
+        # Side by side with the session's cluster, on addresses of its own.
+        assert slot != node_cluster.addresses.slot
+        assert _host_traces(slot)  # its cgroups, veth pair and routes
+        assert _processes_mentioning(directory)
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        assert owner.stdin is not None
+        owner.stdin.close()
+        owner.stdout.close()
+    wait_until(
+        lambda: not _processes_mentioning(directory) and not Path(directory).exists(),
+        what="the watchdog to clean up",
+        timeout=60,
+    )
+    wait_until(lambda: _slot_free(slot), what="the slot to be released", timeout=30)
+    assert _host_traces(slot) == []
+    assert _sysctls() == sysctls
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert directory not in mounts
+    # The session's cluster is untouched.
+    node_cluster.kubectl("get", "--raw", "/readyz")
+
+
+def test_the_nodes_settings_stay_in_its_namespaces(node_cluster: LocalCluster) -> None:
+    """kube-proxy's rules are in the node's network namespace, none on the host."""
+    host_rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True)
+    assert "KUBE-SERVICES" not in host_rules.stdout
+    holder = node_cluster.node_holder_pid
+    node_rules = subprocess.run(
+        ["nsenter", f"--target={holder}", "--net", "iptables-save"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "KUBE-SERVICES" in node_rules.stdout
