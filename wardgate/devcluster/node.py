@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,7 +29,8 @@ from wardgate.devcluster import watchdog
 
 NODE_NAME = "wardgate-node"
 SLOTS = 64
-SLOT_DIR = Path(tempfile.gettempdir()) / "wardgate-node-slots"
+# Fixed, not under $TMPDIR: every cluster on the machine must see the same locks.
+SLOT_DIR = Path("/run/wardgate-node-slots")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # What the node needs from Debian (hack/install-system-deps.sh installs them).
 HOST_COMMANDS = ("containerd", "runc", "ctr", "iptables", "conntrack", "unshare", "nsenter", "ip")
