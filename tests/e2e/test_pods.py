@@ -259,8 +259,15 @@ def test_seed_example_answers_through_the_service(installed: Service) -> None:
     missing = installed.get("/private/orders")
     assert missing.status == 401
     assert missing.json()["error"]["code"] == "missing_token"
-    # Proxied to `orders` by its Service's DNS name (CoreDNS) and ClusterIP (kube-proxy).
-    orders = installed.get("/private/orders", token(SEED_SECRET))
+    # Proxied to `orders` by its Service's DNS name (CoreDNS) and ClusterIP (kube-proxy),
+    # once both have caught up with the Service created with the gateway.
+    bearer = token(SEED_SECRET)
+    wait_until(
+        lambda: installed.answers("/private/orders", 200, bearer),
+        what="orders through the gateway",
+        timeout=60,
+    )
+    orders = installed.get("/private/orders", bearer)
     assert orders.status == 200, orders.body
     assert orders.json()["orders"][0]["id"] == "ord_1001"
     # The README's Route, applied right after the seed example.
