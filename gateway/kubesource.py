@@ -109,12 +109,16 @@ class ConfigMapSource:
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
-    def _list(self) -> tuple[Any, str]:
-        found = self._core.list_namespaced_config_map(
-            self.target.namespace, field_selector=f"metadata.name={self.target.name}"
+    def _list(self) -> tuple[dict[str, Any] | None, str]:
+        # Plain JSON, as the watch below delivers it: no generated model classes.
+        response: Any = self._core.list_namespaced_config_map(
+            self.target.namespace,
+            field_selector=f"metadata.name={self.target.name}",
+            _preload_content=False,
         )
-        items = found.items or []
-        version = found.metadata.resource_version if found.metadata is not None else None
+        found = json.loads(response.data)
+        items = found.get("items") or []
+        version = (found.get("metadata") or {}).get("resourceVersion")
         return (items[0] if items else None), str(version or "")
 
     def read(self) -> Snapshot:
@@ -127,11 +131,12 @@ class ConfigMapSource:
             raise SourceError(f"{self._origin} does not exist (yet)")
         return self.snapshot(config_map, version)
 
-    def snapshot(self, config_map: Any, version: str) -> Snapshot:
-        """The snapshot a ConfigMap object gives, its Secret keys read now."""
-        binary = config_map.binary_data or {}
-        data = config_map.data or {}
-        annotations = config_map.metadata.annotations or {}
+    def snapshot(self, config_map: Mapping[str, Any], version: str) -> Snapshot:
+        """The snapshot a ConfigMap (as JSON) gives, its Secret keys read now."""
+        binary = config_map.get("binaryData") or {}
+        data = config_map.get("data") or {}
+        metadata = config_map.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
         encoded = binary.get(CONFIG_KEY)
         if not isinstance(encoded, str):
             raise SourceError(f"{self._origin} has no binaryData.{CONFIG_KEY}")
@@ -146,7 +151,7 @@ class ConfigMapSource:
             config_hash,
             document,
             secrets,
-            config_map.metadata.resource_version or version,
+            str(metadata.get("resourceVersion") or version),
             self._origin,
         )
 
@@ -201,13 +206,14 @@ class ConfigMapSource:
                     resource_version=version,
                     timeout_seconds=WATCH_SECONDS,
                     allow_watch_bookmarks=True,
+                    deserialize=False,
                 ):
                     if stop.is_set():
                         stream.stop()  # type: ignore[no-untyped-call]
                         break
-                    kind = event["type"]
-                    obj = event["object"]
-                    version = str(obj.metadata.resource_version or version)
+                    kind = event.get("type")
+                    obj = event.get("object") or {}
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if kind in ("ADDED", "MODIFIED"):
                         deliver(self.snapshot(obj, version))
                 failures = 0
@@ -218,6 +224,10 @@ class ConfigMapSource:
                 failures += 1
                 self._pause(stop, failures, exc)
             except (SourceError, HTTPError, OSError, ValueError) as exc:
+                failures += 1
+                self._pause(stop, failures, exc)
+            except Exception as exc:  # the watch must outlive any surprise: it is the config
+                logger.exception("%s: following failed", self._origin)
                 failures += 1
                 self._pause(stop, failures, exc)
 

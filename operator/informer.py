@@ -240,6 +240,14 @@ class Informer:
             except (HTTPError, OSError, ValueError) as exc:
                 failures += 1
                 self._pause(failures, str(exc) or type(exc).__name__)
+            except RuntimeError:
+                if self.loop.is_closed():
+                    return  # the operator has stopped
+                raise
+            except Exception as exc:  # the watch must outlive any surprise
+                log.exception("watching %s failed", self.watched.kind)
+                failures += 1
+                self._pause(failures, type(exc).__name__)
 
     def _replace(self, items: list[Body]) -> None:
         self.watched.replace(items)
