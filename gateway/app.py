@@ -1,7 +1,11 @@
 """The gateway's request pipeline, built once from a loaded config.
 
-Every request goes through `Gateway.handle`, one coroutine:
+Every request goes through `Gateway.respond`, one coroutine, then `Gateway.finish`
+(metrics and the log line) once the server has sent the reply:
 
+0. framing (`wardgate.gateway.framing`): `CONNECT`, transfer codings other than `chunked`,
+   `Transfer-Encoding` on HTTP/1.0 and heads over `limits.maxHeadBytes` are refused, and the
+   connection closes;
 1. request ID: a valid incoming `X-Request-Id`, else a new one; echoed in the response;
 2. the request target: origin form (`/a?b`), or absolute form (`http://host/a?b`), whose
    path is used (RFC 9112 section 3.2.2 requires servers to accept it); anything else, such
@@ -18,17 +22,17 @@ Every request goes through `Gateway.handle`, one coroutine:
 Steps 2-6 are the decision, `Gateway.admit`: `wardgate explain` runs the same function with
 a trace, so what it reports is what the gateway does.
 
-Errors are `GatewayError`s from the catalogue, turned into responses in one place
-(`Gateway.error_response`): `{"error": {"code", "message", "requestId"}}`, plus `detail`
-and `hint` in debug mode, an RFC 6750 `WWW-Authenticate: Bearer` challenge for 401s and
-scope/claim 403s, and `Allow` for 405s. Every request then gets one log line and its
-metrics.
+Errors are `GatewayError`s from the catalogue, turned into replies in one place
+(`Gateway.error_reply`, the status line and fixed headers encoded once per code):
+`{"error": {"code", "message", "requestId"}}`, plus `detail` and `hint` in debug mode, an
+RFC 6750 `WWW-Authenticate: Bearer` challenge for 401s and scope/claim 403s, and `Allow`
+for 405s. Every request then gets one log line and its metrics.
 
-The pipeline is one handler on aiohttp's low-level server rather than an `Application`
-route with middlewares: measured with wrk on one core, the application router and its
-middleware chain cost about a fifth of the CPU of a static response. The `Application`
-still carries the lifecycle (`cleanup_ctx` for the shared client session and the
-authorizers) and typed `AppKey`s; `GatewayRunner` serves it.
+The pipeline takes an `Incoming` request and returns a `Reply` (`wardgate.gateway.exchange`),
+so that it runs behind the traffic server (`wardgate.gateway.traffic`, llhttp on asyncio:
+`GatewayRunner`) and behind the aiohttp reference server the differential tests compare it
+with (`wardgate.gateway.reference`). The aiohttp `Application` still carries the lifecycle
+(`cleanup_ctx` for the shared client session and the authorizers) and typed `AppKey`s.
 """
 
 from __future__ import annotations
@@ -50,7 +54,6 @@ from multidict import MultiMapping
 
 from wardgate.gateway.authorizers import Authorizers, Check, Principal
 from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration
-from wardgate.gateway.connections import GatewayServer
 from wardgate.gateway.cors import CORS_RESPONSE_HEADERS, CorsRules, is_preflight
 from wardgate.gateway.credentials import Credential, CredentialSources, redact_target
 from wardgate.gateway.errors import (
@@ -61,11 +64,23 @@ from wardgate.gateway.errors import (
     MALFORMED_REQUEST,
     METHOD_NOT_ALLOWED,
     NO_ROUTE,
+    UNSUPPORTED_METHOD,
     ErrorCode,
     GatewayError,
     bearer_challenge,
 )
-from wardgate.gateway.exchange import NO_HEADERS, SERVER_HEADER, Exchange, Integration
+from wardgate.gateway.exchange import (
+    CLIENT_ABORT_STATUS,
+    NO_HEADERS,
+    SERVER_HEADER,
+    ClientAborted,
+    Exchange,
+    Incoming,
+    Integration,
+    Reply,
+    encode_head,
+)
+from wardgate.gateway.framing import CLOSING_ERRORS, check_framing
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.matching import Match, MethodNotAllowed, RouteEntry, RouteError, Router
 from wardgate.gateway.memory import collection_paused
@@ -75,6 +90,7 @@ from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upst
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry, json_value
 from wardgate.gateway.static import StaticResponse
 from wardgate.gateway.tokens import clip
+from wardgate.gateway.traffic import TrafficServer
 from wardgate.gateway.upstream import UpstreamPools
 
 logger = logging.getLogger("wardgate.gateway")
@@ -109,7 +125,17 @@ class Admission(Exchange):
     """One request as `Gateway.admit` decides it: the `Exchange` the integration receives,
     plus the raw request target and what the decision established."""
 
-    __slots__ = ("credential", "principal", "route", "target", "trusted_path")
+    __slots__ = (
+        "aborted",
+        "close",
+        "credential",
+        "detail",
+        "principal",
+        "route",
+        "started",
+        "target",
+        "trusted_path",
+    )
 
     def __init__(
         self, request_id: str, method: str, target: str, response_headers: dict[str, str]
@@ -132,6 +158,13 @@ class Admission(Exchange):
         self.principal: Principal | None = None
         self.credential: Credential | None = None
         """The token and where it came from, once found."""
+        self.started = 0.0
+        self.detail: dict[str, Any] | None = None
+        """Expected-versus-actual facts of a refusal, for the log line."""
+        self.close = False
+        """Whether the connection must close after the reply."""
+        self.aborted = False
+        """Whether the client went away while its body was read (nothing to answer)."""
 
 
 SESSION_KEY: Final = web.AppKey("wardgate_client_session", aiohttp.ClientSession)
@@ -232,8 +265,13 @@ class Gateway:
             raise ConfigError([f"{where}: {exc.reason}"]) from None
         self.query_token_names = frozenset(query_token_names)
         """Query parameters that carry tokens on some route (redacted wherever shown)."""
-        self._error_cache: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self._error_cache: dict[str, tuple[bytes, tuple[tuple[str, str], ...], bytes]] = {}
         self._malformed_log = RateLimit(MALFORMED_LOG_PER_SECOND)
+        limits = config.limits
+        self.max_head_bytes = limits.head_bytes_limit()
+        self.max_line_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.header_timeout = limits.header_timeout_seconds
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
@@ -243,89 +281,124 @@ class Gateway:
         field, the request line or the number of fields over the limits, else
         `malformed_request` (400); one request-log line with the reason and the peer, at
         most `MALFORMED_LOG_PER_SECOND` a second (a flood costs the log nothing)."""
-        request_id = self.new_request_id()
         too_large = reason in ("header_too_large", "too_many_headers")
         error = GatewayError(HEADER_TOO_LARGE if too_large else MALFORMED_REQUEST)
+        admission = self.begin("", "")
+        reply = self.refusal(error, admission)
+        self.finish_malformed(admission, reply.status, reason, peer)
+        return web.Response(status=reply.status, headers=reply.all_headers(), body=reply.body)
+
+    def finish_malformed(
+        self, admission: Admission, status: int, reason: str, peer: str | None
+    ) -> None:
+        """`finish` for a request refused before its head was read: one request-log line
+        with a fixed reason and the peer (never the bytes received), at most
+        `MALFORMED_LOG_PER_SECOND` a second."""
         if self.metrics is not None:
-            self.metrics.request(None, error.error.status, error.error.code)
+            self.metrics.request(None, status, admission.code)
         if self.request_log.enabled:
             suppressed = self._malformed_log.admit(time.monotonic())
             if suppressed is not None:
-                detail: dict[str, Any] = {"reason": reason, "peer": peer}
+                detail: dict[str, Any] = {"reason": reason_token(reason), "peer": peer}
                 if suppressed:
                     detail["suppressedSinceLast"] = suppressed
                 self.request_log.write(
                     format_entry(
-                        request_id=request_id,
+                        request_id=admission.request_id,
                         method="",
                         path="",
                         route_json="null",
                         authorizer_json="null",
-                        status=error.error.status,
-                        code=error.error.code,
-                        started=time.perf_counter(),
+                        status=status,
+                        code=admission.code,
+                        started=admission.started,
                         detail=detail,
                     )
                 )
-        return self.error_response(error, request_id, {REQUEST_ID_HEADER: request_id})
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Answer one request: the whole pipeline (see the module docstring)."""
+    async def respond(self, request: Incoming) -> tuple[Reply, Admission]:
+        """Decide and answer one request: the whole pipeline (see the module docstring).
+
+        The caller sends the reply, then calls `finish` with the status sent; when the
+        client went away while its body was read, `admission.aborted` is set and there is
+        nothing to send."""
         started = time.perf_counter()
         headers = request.headers
         request_id = headers.get(REQUEST_ID_HEADER)
         if request_id is None or _REQUEST_ID_RE.fullmatch(request_id) is None:
             request_id = self.new_request_id()
         response_headers = {REQUEST_ID_HEADER: request_id}
-        admission = Admission(request_id, request.method, request.raw_path, response_headers)
-        code: str | None = None
-        detail: dict[str, Any] | None = None
-        response: web.StreamResponse | None = None
-        self.in_flight += 1
+        admission = Admission(request_id, request.method, request.target, response_headers)
+        admission.started = started
         try:
-            response = await self.admit(admission, headers)
-            if response is None:
+            admission.close = check_framing(
+                request.method,
+                request.version[1],
+                headers.get("Transfer-Encoding"),
+                request.head_bytes,
+                self.max_head_bytes,
+            )
+            reply = await self.admit(admission, headers)
+            if reply is None:
                 route = admission.route
                 assert route is not None  # admit raises or sets it
-                response = await route.integration.respond(request, admission)
-                code = admission.code
+                reply = await route.integration.respond(request, admission)
         except GatewayError as exc:
-            code = exc.error.code
-            detail = exc.detail or None
-            response = self.error_response(exc, request_id, response_headers)
+            reply = self.refusal(exc, admission)
+        except ClientAborted:
+            logger.info(
+                "request %s: the client closed the connection while sending its body", request_id
+            )
+            admission.aborted = True
+            admission.close = True
+            reply = Reply(CLIENT_ABORT_STATUS, response_headers)
         except Exception:
             logger.exception("request %s failed", request_id)
-            code = INTERNAL_ERROR.code
-            response = self.error_response(
-                GatewayError(INTERNAL_ERROR), request_id, response_headers
-            )
-        finally:
-            self.in_flight -= 1
-        status = response.status
-        if not response.prepared:
-            response.headers.update(response_headers)
-            response.headers.setdefault("Server", SERVER_HEADER)
-        if self.draining:
-            response.force_close()
+            reply = self.refusal(GatewayError(INTERNAL_ERROR), admission)
+        return reply, admission
+
+    def refusal(self, error: GatewayError, admission: Admission) -> Reply:
+        """The reply to a refused request, noted on its admission for `finish`."""
+        admission.code = error.error.code
+        admission.detail = error.detail or None
+        if error.error in CLOSING_ERRORS:
+            admission.close = True
+        return self.error_reply(error, admission.request_id, admission.response_headers)
+
+    def begin(self, method: str, target: str) -> Admission:
+        """An admission for a request refused before its head was complete (bad framing,
+        a slow head): a new request ID, no route."""
+        request_id = self.new_request_id()
+        admission = Admission(request_id, method, target, {REQUEST_ID_HEADER: request_id})
+        admission.started = time.perf_counter()
+        return admission
+
+    def finish(self, admission: Admission, status: int, peer: str | None = None) -> None:
+        """After a reply was sent (or abandoned): the request's metrics and log line (for
+        a request refused as malformed, `finish_malformed`'s line)."""
         route = admission.route
+        if admission.code in _PARSER_CODES and route is None:
+            detail = admission.detail or {}
+            reason = str(detail.get("reason") or admission.code)
+            self.finish_malformed(admission, status, reason, peer)
+            return
         if self.metrics is not None:
-            self.metrics.request(route.pattern if route else None, status, code)
+            self.metrics.request(route.pattern if route else None, status, admission.code)
         if self.request_log.enabled:
             self.request_log.write(
                 format_entry(
-                    request_id=request_id,
+                    request_id=admission.request_id,
                     method=admission.method,
                     path=admission.path,
                     route_json=route.route_json if route else "null",
                     authorizer_json=route.authorizer_json if route else "null",
                     status=status,
-                    code=code,
-                    started=started,
-                    detail=detail,
+                    code=admission.code,
+                    started=admission.started,
+                    detail=admission.detail,
                     trusted_path=admission.trusted_path,
                 )
             )
-        return response
 
     async def admit(
         self,
@@ -333,8 +406,8 @@ class Gateway:
         headers: MultiMapping[str],
         *,
         trace: list[Check] | None = None,
-    ) -> web.Response | None:
-        """Decide one request: steps 2-6 of the module docstring, shared by `handle` and
+    ) -> Reply | None:
+        """Decide one request: steps 2-6 of the module docstring, shared by `respond` and
         `wardgate explain`.
 
         Raises the request's `GatewayError`; returns the answer to a CORS preflight, or
@@ -399,6 +472,11 @@ class Gateway:
                 trace.append(Check("route", False, list(result.closest), path, "no route"))
             raise GatewayError(NO_ROUTE, {"path": path, "closest": list(result.closest)})
         route = admission.route = result.payload
+        if method == "TRACE" and route.methods is None:
+            # A route with `method: "*"` does not echo requests back: `TRACE` must be listed.
+            if trace is not None:
+                trace.append(Check("route", False, "TRACE listed", "*", "TRACE not listed"))
+            raise GatewayError(UNSUPPORTED_METHOD, {"method": method})
         if route.cors is not self.cors:
             _apply_cors(route.cors, headers, admission.response_headers)
         route_auth = route.auth
@@ -484,7 +562,7 @@ class Gateway:
 
     def _preflight(
         self, path: str, headers: Mapping[str, str], admission: Admission
-    ) -> web.Response | None:
+    ) -> Reply | None:
         """The answer to a preflight, or None to handle the `OPTIONS` as any request.
 
         The policy is the route's that the actual request would take; for a path no route
@@ -507,17 +585,17 @@ class Gateway:
         for name in CORS_RESPONSE_HEADERS:
             response_headers.pop(name, None)
         response_headers.update(rules.preflight_headers(headers, methods))
-        return web.Response(status=204)
+        return Reply(204, response_headers)
 
-    def error_response(
+    def error_reply(
         self, error: GatewayError, request_id: str, response_headers: Mapping[str, str]
-    ) -> web.Response:
-        """The response for a catalogued error (the one place errors become responses)."""
+    ) -> Reply:
+        """The reply for a catalogued error (the one place errors become replies)."""
         entry = error.error
         cached = self._error_cache.get(entry.code)
         if cached is None:
             cached = self._error_cache[entry.code] = _error_parts(entry)
-        prefix, static_headers = cached
+        prefix, fixed, head = cached
         if self.debug or error.message is not None:
             body = render_error_body(
                 entry, request_id, error.detail, debug=self.debug, message=error.message
@@ -525,11 +603,13 @@ class Gateway:
         else:
             # The ID is checked (or generated) to need no JSON escaping.
             body = prefix + request_id.encode() + b'"}}'
-        response = web.Response(body=body, status=entry.status, headers=static_headers)
         if error.headers:
-            response.headers.update(error.headers)
-        response.headers.update(response_headers)
-        return response
+            # Headers of this refusal (`Allow`, a challenge naming the scope) replace the
+            # fixed ones of the same name: no prepared head then.
+            replaced = {name.lower() for name in error.headers}
+            fixed = tuple((n, v) for n, v in fixed if n.lower() not in replaced)
+            return Reply(entry.status, {**error.headers, **response_headers}, body, fixed=fixed)
+        return Reply(entry.status, response_headers, body, fixed=fixed, head=head)
 
 
 def _apply_cors(
@@ -540,6 +620,15 @@ def _apply_cors(
         response_headers.pop(name, None)
     if rules is not None:
         rules.apply(headers, response_headers)
+
+
+_PARSER_CODES: Final = frozenset({MALFORMED_REQUEST.code, HEADER_TOO_LARGE.code})
+
+
+def reason_token(text: str) -> str:
+    """A parser's reason as a fixed token for the log (`Invalid header value char` →
+    `invalid_header_value_char`): words of the message, never bytes of the request."""
+    return re.sub(r"\W+", "_", text.lower()).strip("_")[:64] or "unknown"
 
 
 def _absolute_form_path(target: str) -> str:
@@ -579,14 +668,15 @@ def render_error_body(
     return json.dumps({"error": error}, separators=(",", ":"), default=str).encode()
 
 
-def _error_parts(entry: ErrorCode) -> tuple[bytes, dict[str, str]]:
+def _error_parts(entry: ErrorCode) -> tuple[bytes, tuple[tuple[str, str], ...], bytes]:
+    """An error's body up to the request ID, its fixed headers, and those encoded."""
     body = render_error_body(entry, "\x00", None, debug=False)
     prefix = body[: body.index(b"\\u0000")]
-    headers = {"Content-Type": _JSON, "Server": SERVER_HEADER}
+    fixed = [("Content-Type", _JSON), ("Server", SERVER_HEADER)]
     challenge = bearer_challenge(entry)
     if challenge is not None:
-        headers["WWW-Authenticate"] = challenge
-    return prefix, headers
+        fixed.append(("WWW-Authenticate", challenge))
+    return prefix, tuple(fixed), encode_head(entry.status, fixed)
 
 
 RETIRE_POLL_SECONDS: Final = 0.05
@@ -595,8 +685,8 @@ RETIRE_POLL_SECONDS: Final = 0.05
 class GatewayHolder:
     """The serving `Gateway` and the hash of its config, replaced whole between requests.
 
-    What a server calls for each request (`handle`, or `current` for a server that drives
-    `Gateway.admit` itself). A new config is compiled into a new `Gateway` (`build`: a
+    A server reads `current` for each request (the traffic server, once per request and
+    per head's limits). A new config is compiled into a new `Gateway` (`build`: a
     config that fails raises `ConfigError` and changes nothing, the last good one keeps
     serving), its authorizers' keys are fetched, and only then does `current` change: one
     assignment on the event loop, so a request runs entirely on the old config or entirely
@@ -622,14 +712,6 @@ class GatewayHolder:
         self._tasks: set[asyncio.Task[None]] = set()
         if metrics is not None:
             metrics.serving(config_hash)
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Answer one request with the config serving when it arrived."""
-        return await self.current.handle(request)
-
-    def refuse_malformed(self, reason: str, peer: str | None) -> web.Response:
-        """`Gateway.refuse_malformed` of the serving config."""
-        return self.current.refuse_malformed(reason, peer)
 
     @property
     def in_flight(self) -> int:
@@ -778,8 +860,10 @@ def server_options(loaded: LoadedConfig) -> dict[str, Any]:
 
 
 class GatewayRunner(web.BaseRunner):
-    """Runs a gateway application with its `Gateway.handle` as the low-level server's one
-    handler (no router, no middleware chain)."""
+    """Runs a gateway application on the traffic server (`wardgate.gateway.traffic`).
+
+    Keyword arguments of aiohttp's request handler (`server_options`) are accepted and
+    unused: the traffic server reads its limits from the config."""
 
     __slots__ = ("_app",)
 
@@ -807,8 +891,11 @@ class GatewayRunner(web.BaseRunner):
         self._app.on_startup.freeze()
         await self._app.startup()
         self._app.freeze()
-        holder = self.holder
-        return GatewayServer(holder.handle, malformed=holder.refuse_malformed, **self._kwargs)
+        return TrafficServer(self.holder, unused_handler=_not_served)
 
     async def _cleanup_server(self) -> None:
         await self._app.cleanup()
+
+
+async def _not_served(request: web.BaseRequest) -> web.StreamResponse:
+    raise web.HTTPInternalServerError  # pragma: no cover - the traffic server parses itself

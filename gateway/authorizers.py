@@ -150,6 +150,23 @@ def _error(error: ErrorCode, check: str, note: str | None = None, **facts: Any) 
     return GatewayError(error, detail)
 
 
+# Refusals after a verified signature that a repeat of the token cannot escape (see
+# `RuntimeAuthorizer.refused`).
+LASTING_REFUSALS: Final = frozenset(
+    {TOKEN_EXPIRED, TOKEN_NOT_YET_VALID, ISSUER_MISMATCH, AUDIENCE_MISMATCH}
+)
+
+
+def _not_yet_valid_until(claims: Mapping[str, Any], leeway: float) -> float:
+    """When a not-yet-valid token may become valid: its latest `nbf`/`iat` minus leeway."""
+    starts = [
+        value - leeway
+        for value in (claims.get("nbf"), claims.get("iat"))
+        if isinstance(value, int | float)
+    ]
+    return max(starts, default=-math.inf)
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -265,6 +282,10 @@ class RuntimeAuthorizer:
         self.issuers: tuple[str, ...] | None = tuple(spec.issuer) if spec.issuer else None
         self.audiences: tuple[str, ...] | None = tuple(spec.audience) if spec.audience else None
         self.cache: VerifiedTokens[_Result] = VerifiedTokens()
+        self.refused: VerifiedTokens[Mapping[str, Any]] = VerifiedTokens()
+        """Tokens with a verified signature refused by a claim that cannot change for
+        the better (expired, wrong issuer or audience; not yet valid until it may be): their
+        claims, so that a repeat is refused again without parsing or a signature check."""
         self.warnings: list[str] = []
         where = "authorizer" if name == "default" else f"authorizers.{name}"
         self.where = where
@@ -323,10 +344,22 @@ class RuntimeAuthorizer:
                     refetch_interval=spec.jwks_refetch_seconds,
                     timeout=spec.jwks_timeout_seconds,
                     metrics=metrics,
-                    on_keys_removed=self.cache.clear,
+                    on_keys_removed=self.forget_verdicts,
                 )
 
         self.warnings.extend(authorizer_lints(spec, where))
+
+    def forget_verdicts(self) -> None:
+        """Keys were removed: verdicts that relied on a signature check are stale."""
+        self.cache.clear()
+        self.refused.clear()
+
+    def refuse_again(self, token: str, now: float) -> None:
+        """Raise the refusal of a token refused before by a lasting claim check (a cache
+        hit re-runs only the claim checks, so the details are those of now)."""
+        claims = self.refused.get(token, now)
+        if claims is not None:
+            self._check_claims(claims, now, None)
 
     # --- route-independent checks (cached) ---------------------------------------------
 
@@ -362,6 +395,33 @@ class RuntimeAuthorizer:
             trace.append(Check("signature", True, note=f"{alg}, {len(keys)} candidate key(s)"))
 
         now = self.clock()
+        try:
+            not_before, expires, api_key_role = self._check_claims(claims, now, trace)
+        except GatewayError as exc:
+            if exc.error in LASTING_REFUSALS:
+                # Until `nbf` (with the leeway) a not-yet-valid token stays refused; the
+                # other refusals last as long as the keys that verified the signature.
+                until = math.inf
+                if exc.error is TOKEN_NOT_YET_VALID:
+                    until = _not_yet_valid_until(claims, self.leeway)
+                self.refused.put(token, Verified(claims, -math.inf, until))
+            raise
+
+        subject = claims.get("sub")
+        principal = Principal(
+            authorizer=self.name,
+            subject=subject if isinstance(subject, str) else None,
+            claims=MappingProxyType(claims),
+            scopes=scopes_of(claims),
+        )
+        result = _Result(principal, api_key_role)
+        self.cache.put(token, Verified(result, not_before, expires))
+        return result
+
+    def _check_claims(
+        self, claims: Mapping[str, Any], now: float, trace: list[Check] | None
+    ) -> tuple[float, float, str | None]:
+        """Steps 7-11: the validity window, and the API-key role of a Supabase key."""
         not_before, expires = self._check_times(claims, now, trace)
 
         api_key_role: str | None = None
@@ -382,17 +442,7 @@ class RuntimeAuthorizer:
             self._check_issuer(claims, trace)
             self._check_audience(claims, trace)
             self._check_required_claims(claims, trace)
-
-        subject = claims.get("sub")
-        principal = Principal(
-            authorizer=self.name,
-            subject=subject if isinstance(subject, str) else None,
-            claims=MappingProxyType(claims),
-            scopes=scopes_of(claims),
-        )
-        result = _Result(principal, api_key_role)
-        self.cache.put(token, Verified(result, not_before, expires))
-        return result
+        return not_before, expires, api_key_role
 
     def _check_algorithm(self, parsed: ParsedToken) -> None:
         alg = parsed.alg
@@ -815,6 +865,10 @@ class Authorizers:
     def names(self) -> list[str]:
         return list(self._by_name)
 
+    def runtime(self, name: str) -> RuntimeAuthorizer:
+        """The authorizer named `name` (`default` for the inline one)."""
+        return self._by_name[name]
+
     def warnings(self) -> list[str]:
         """Configuration smells worth a startup log line (short secrets, Auth0 issuers...)."""
         return [w for authorizer in self._by_name.values() for w in authorizer.warnings]
@@ -866,6 +920,8 @@ class Authorizers:
                 jwks = runtime.jwks
                 if jwks is not None and now >= jwks.expires_at and result is not None:
                     jwks.revalidate(now)
+                if result is None and runtime.refused:
+                    runtime.refuse_again(token, now)
             if result is None:
                 result = await runtime.verify(token, trace)
             if (

@@ -529,6 +529,9 @@ class PathEntry(Model):
         return self.auth
 
 
+DEFAULT_MAX_HEAD_BYTES: Final = 32768
+
+
 class Limits(Model):
     """Request limits."""
 
@@ -540,6 +543,10 @@ class Limits(Model):
     above it). At least `maxTokenBytes` plus the `Authorization: Bearer ` around a token,
     so that a large token is answered `token_too_large`."""
     max_headers: int = Field(default=100, ge=8, le=1000)
+    max_head_bytes: int | None = Field(default=None, ge=4096, le=2 * 1024 * 1024)
+    """The whole request head: request line and every header field (431 `header_too_large`
+    above it). Default: 32768, or twice `maxHeaderBytes` when that is more (nginx's default
+    bounds a head near 32 KB, HAProxy's near 16 KB)."""
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     """Time allowed from the first byte of a request head to its end; then 408 and the
     connection is closed (slow clients, slowloris). Idle keep-alive connections are not
@@ -549,6 +556,11 @@ class Limits(Model):
     def _check_reachable(self) -> Limits:
         # The header limit applies first (the parser): below this, a token one byte over
         # `maxTokenBytes` would be refused as a header and `token_too_large` never answered.
+        if self.max_head_bytes is not None and self.max_head_bytes < self.max_header_bytes:
+            raise ValueError(
+                f"`maxHeadBytes` ({self.max_head_bytes}) must be at least `maxHeaderBytes` "
+                f"({self.max_header_bytes}): the whole head holds the longest field"
+            )
         needed = self.max_token_bytes + AUTHORIZATION_FIELD_OVERHEAD + 1
         if self.max_header_bytes < needed:
             raise ValueError(
@@ -558,6 +570,12 @@ class Limits(Model):
                 "tokens before `maxTokenBytes` can"
             )
         return self
+
+    def head_bytes_limit(self) -> int:
+        """`maxHeadBytes`, or its default for `maxHeaderBytes`."""
+        if self.max_head_bytes is not None:
+            return self.max_head_bytes
+        return max(DEFAULT_MAX_HEAD_BYTES, 2 * self.max_header_bytes)
 
 
 class GatewayConfig(Model):

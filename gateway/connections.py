@@ -1,4 +1,6 @@
-"""Client connections: aiohttp's request handler with a time limit on reading a request head.
+"""Client connections of the aiohttp reference server (`wardgate.gateway.reference`):
+aiohttp's request handler with a time limit on reading a request head. (The traffic port is
+served by `wardgate.gateway.traffic`, which has the same limit.)
 
 aiohttp bounds an idle connection by its keep-alive timeout, which must stay above the
 idle timeout of the load balancers in front (60 s for most), but a client that sends a head
@@ -129,7 +131,7 @@ class HeadTimeoutHandler(RequestHandler):
         if status == 400 and self._malformed is not None:
             response = self._malformed(parser_refusal_reason(exc), request.remote)
         else:
-            # Not reached with `Gateway.handle`, which answers its own failures; kept
+            # Not reached with `reference.handle`, which answers its own failures; kept
             # without the exception's text for any other handler.
             logger.error(
                 "connection handler error: status %s, %s",

@@ -42,8 +42,9 @@ HEADER_TOO_LARGE: Final = ErrorCode(
     431,
     "A request header or the request line is larger than the gateway accepts.",
     "Each header field (name and value) and the request line must fit "
-    "`limits.maxHeaderBytes`, and there may be at most `limits.maxHeaders` fields. Send "
-    "smaller cookies or tokens, or raise the limits in the gateway config.",
+    "`limits.maxHeaderBytes`, there may be at most `limits.maxHeaders` fields, and the "
+    "whole head must fit `limits.maxHeadBytes`. Send smaller cookies or tokens, or raise "
+    "the limits in the gateway config.",
 )
 MISSING_TOKEN: Final = ErrorCode(
     "missing_token",
@@ -206,6 +207,28 @@ IDP_UNAVAILABLE: Final = ErrorCode(
     "The gateway could not reach the authorizer's JWKS URL. Check the identity provider's "
     "status and the gateway's egress; `kubectl get authorizers` shows the last fetch.",
 )
+UNSUPPORTED_METHOD: Final = ErrorCode(
+    "unsupported_method",
+    405,
+    "The gateway does not serve this method.",
+    "`CONNECT` (tunnels) is never served, and `TRACE` only on a route that lists it in "
+    "`method`. The connection is closed after this answer.",
+)
+UNSUPPORTED_TRANSFER_CODING: Final = ErrorCode(
+    "unsupported_transfer_coding",
+    501,
+    "The request's Transfer-Encoding is not supported.",
+    "Only `Transfer-Encoding: chunked`, alone, is accepted (RFC 9112 section 6.1); "
+    "compress the body with `Content-Encoding` instead. The connection is closed after "
+    "this answer.",
+)
+REQUEST_TIMEOUT: Final = ErrorCode(
+    "request_timeout",
+    408,
+    "The request head or body did not arrive in time.",
+    "`limits.headerTimeoutSeconds` bounds the time from the first byte of a head to its "
+    "end. The connection is closed after this answer.",
+)
 INVALID_PATH: Final = ErrorCode(
     "invalid_path",
     400,
@@ -276,6 +299,9 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
     INSUFFICIENT_SCOPE,
     SUPABASE_API_KEY,
     IDP_UNAVAILABLE,
+    UNSUPPORTED_METHOD,
+    UNSUPPORTED_TRANSFER_CODING,
+    REQUEST_TIMEOUT,
     INVALID_PATH,
     NO_ROUTE,
     METHOD_NOT_ALLOWED,

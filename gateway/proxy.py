@@ -37,7 +37,6 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 
 from wardgate.gateway.config import HttpProxyIntegration, Limits, Server
@@ -47,7 +46,7 @@ from wardgate.gateway.errors import (
     UPSTREAM_UNREACHABLE,
     GatewayError,
 )
-from wardgate.gateway.exchange import SERVER_HEADER, Exchange
+from wardgate.gateway.exchange import SERVER_HEADER, Exchange, Incoming, Reply, StreamBroken
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.upstream import (
     UpstreamConnection,
@@ -219,7 +218,7 @@ class HttpProxy:
 
     def request_head(
         self,
-        request: web.BaseRequest,
+        request: Incoming,
         exchange: Exchange,
         target: str,
         body: bytes | AsyncIterator[bytes] | None,
@@ -264,36 +263,44 @@ class HttpProxy:
         # The server decoded the incoming bytes this way: the upstream gets them unchanged.
         return "".join(lines).encode("utf-8", "surrogateescape")
 
-    async def _request_body(self, request: web.BaseRequest) -> bytes | AsyncIterator[bytes] | None:
-        if not request.body_exists:
+    async def _request_body(self, request: Incoming) -> bytes | AsyncIterator[bytes] | None:
+        if not request.has_body:
             return None
         length = request.content_length
         if length is not None and length > self._limit:
             raise GatewayError(BODY_TOO_LARGE, {"limit": self._limit, "contentLength": length})
-        if request.headers.get("Expect", "").lower() == "100-continue":
-            # Asked only now, after auth: an unauthorised client never sends its body.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if (
+            request.version >= (1, 1)
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
+            # Asked only now, after auth: an unauthorised client never sends its body. Never
+            # to an HTTP/1.0 client, which does not know interim responses (RFC 9110 15.2).
+            await request.send_continue()
         if length is not None and length <= SMALL_BODY:
             return await request.read()
         return self._stream_body(request)
 
-    async def _stream_body(self, request: web.BaseRequest) -> AsyncIterator[bytes]:
+    async def _stream_body(self, request: Incoming) -> AsyncIterator[bytes]:
         total = 0
         limit = self._limit
-        async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+        async for chunk in request.chunks(STREAM_CHUNK):
             total += len(chunk)
             if total > limit:
                 raise _BodyTooLarge
             yield chunk
 
-    async def _send_stream(self, conn: UpstreamConnection, body: AsyncIterator[bytes]) -> None:
+    async def _send_stream(
+        self, conn: UpstreamConnection, first: bytes, body: AsyncIterator[bytes]
+    ) -> None:
         timeout = self._read_timeout
+        if first:
+            await conn.write_chunk(b"%x\r\n%b\r\n" % (len(first), first), timeout)
         async for chunk in body:
             if chunk:
                 await conn.write_chunk(b"%x\r\n%b\r\n" % (len(chunk), chunk), timeout)
         await conn.write_chunk(b"0\r\n\r\n", timeout)
 
-    async def respond(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
+    async def respond(self, request: Incoming, exchange: Exchange) -> Reply:
         method = exchange.method
         target = self.upstream_path(exchange.path)
         if exchange.query:
@@ -302,6 +309,14 @@ class HttpProxy:
         head = self.request_head(request, exchange, target, body)
         whole = body if isinstance(body, bytes) else None
         stream = None if body is None or isinstance(body, bytes) else body
+        first = b""
+        if stream is not None:
+            # The head goes upstream with the first part of the body: a body that is broken
+            # (or too large) from its start never reaches the upstream at all.
+            try:
+                first = await anext(stream, b"")
+            except _BodyTooLarge:
+                raise GatewayError(BODY_TOO_LARGE, {"limit": self._limit}) from None
         pool = self._pool
         started = time.perf_counter()
         retry = body is None and method in IDEMPOTENT_METHODS
@@ -316,7 +331,7 @@ class HttpProxy:
             try:
                 conn.send(head, whole, head_request=method == "HEAD")
                 if stream is not None:
-                    await self._send_stream(conn, stream)
+                    await self._send_stream(conn, first, stream)
                 await conn.read_head(self._read_timeout)
                 break
             except UpstreamDisconnected as exc:
@@ -341,13 +356,15 @@ class HttpProxy:
         if self._latency is not None:
             self._latency.observe(time.perf_counter() - started)
         try:
-            return await self._relay(request, exchange, conn)
-        finally:
+            reply = await self._relay(exchange, conn)
+        except BaseException:
             pool.release(conn)
+            raise
+        if reply.stream is None:
+            pool.release(conn)
+        return reply
 
-    async def _relay(
-        self, request: web.BaseRequest, exchange: Exchange, conn: UpstreamConnection
-    ) -> web.StreamResponse:
+    async def _relay(self, exchange: Exchange, conn: UpstreamConnection) -> Reply:
         headers, length = response_headers(conn.headers)
         headers.update(exchange.response_headers)
         headers.setdefault("Server", SERVER_HEADER)
@@ -355,7 +372,7 @@ class HttpProxy:
         if exchange.method == "HEAD" or status in (204, 304):
             if length is not None:
                 headers["Content-Length"] = str(length)
-            return web.Response(status=status, headers=headers)
+            return Reply(status, headers)
         if conn.complete or (length is not None and length <= SMALL_BODY):
             # Small, or already all here: one write to the client.
             try:
@@ -364,33 +381,30 @@ class HttpProxy:
                 raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
             except (OSError, UpstreamError) as exc:
                 raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
-            return web.Response(status=status, headers=headers, body=body)
-        response = web.StreamResponse(status=status, headers=headers)
-        if length is not None:
-            response.content_length = length
-        try:
-            await response.prepare(request)
-        except ConnectionError:
-            conn.close()
-            return response
+            return Reply(status, headers, body)
+        return Reply(status, headers, stream=self._relay_stream(exchange, conn), length=length)
+
+    async def _relay_stream(
+        self, exchange: Exchange, conn: UpstreamConnection
+    ) -> AsyncIterator[bytes]:
+        """The upstream's body as it arrives; the connection goes back to the pool at its
+        end, and is closed when the client goes away (the server closes this stream) or the
+        upstream fails (then `StreamBroken`)."""
         timeout = self._read_timeout
         try:
             while chunk := await conn.read_chunk(timeout):
-                await response.write(chunk)
-        except ConnectionError:
-            # The client went away: drop the upstream connection rather than drain it.
-            conn.close()
-            return response
+                yield chunk
         except (TimeoutError, UpstreamError, OSError) as exc:
             timeout_hit = isinstance(exc, TimeoutError)
             exchange.code = (UPSTREAM_TIMEOUT if timeout_hit else UPSTREAM_UNREACHABLE).code
             conn.close()
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-            return response
-        await response.write_eof()
-        return response
+            raise StreamBroken(str(exc)) from None
+        except BaseException:
+            # The client went away: drop the upstream connection rather than drain it.
+            conn.close()
+            raise
+        finally:
+            self._pool.release(conn)
 
     def _failure(self, exc: BaseException) -> dict[str, str]:
         reason = str(exc) or type(exc).__name__

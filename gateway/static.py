@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from wardgate.gateway.config import StaticIntegration
-from wardgate.gateway.exchange import Exchange
+from wardgate.gateway.exchange import SERVER_HEADER, Exchange, Incoming, Reply, encode_head
 
 JSON_CONTENT_TYPE: Final = "application/json"
 TEXT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
@@ -18,7 +17,7 @@ TEXT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
 class StaticResponse:
     """Answers with the configured status, headers and body."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "head", "headers", "status")
 
     def __init__(self, integration: StaticIntegration) -> None:
         body = integration.body
@@ -31,12 +30,20 @@ class StaticResponse:
         else:
             self.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
             headers.setdefault("Content-Type", JSON_CONTENT_TYPE)
+        headers.setdefault("Server", SERVER_HEADER)
         self.status = integration.status
         self.headers = tuple(headers.items())
+        # Prepared once: the traffic server writes these bytes and the request's own headers.
+        self.head = encode_head(
+            self.status, (*self.headers, ("Content-Length", str(len(self.body))))
+        )
 
-    async def respond(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
-        response = web.Response(body=self.body, status=self.status)
-        headers = response.headers
-        for name, value in self.headers:
-            headers.add(name, value)
-        return response
+    async def respond(self, request: Incoming, exchange: Exchange) -> Reply:
+        return Reply(
+            self.status,
+            exchange.response_headers,
+            self.body,
+            fixed=self.headers,
+            head=self.head,
+            head_has_length=True,
+        )

@@ -31,6 +31,7 @@ from wardgate.gateway.demo import demo_document
 from wardgate.gateway.errors import code_of_body
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.metrics import GatewayMetrics
+from wardgate.gateway.reference import ReferenceRunner
 from wardgate.gateway.requestlog import RequestLog
 
 PROTECTED_PREFIXES = ("/private", "/rs")
@@ -133,7 +134,7 @@ class Answer:
 class RunningGateway:
     url: str
     port: int
-    runner: GatewayRunner
+    runner: GatewayRunner | ReferenceRunner
     metrics: GatewayMetrics
     log: io.BytesIO
     request_log: RequestLog
@@ -175,10 +176,13 @@ async def start_gateway(
     clock: Clock | None = None,
     shutdown_timeout: float = 1.0,
     log_requests: bool = True,
+    reference: bool = False,
 ) -> RunningGateway:
     """Serve `document` on an ephemeral loopback port; stop it with `stop_gateway`.
 
-    The request log goes to `log` unless `log_requests` is False (then none is written)."""
+    The request log goes to `log` unless `log_requests` is False (then none is written).
+    With `reference`, the aiohttp reference server serves it instead of the traffic
+    server."""
     values = {"JWT_SECRET": HS_SECRET} if secrets is None else secrets
     loaded = LoadedConfig(
         config=parse_config(document), secrets={k: SecretStr(v) for k, v in values.items()}
@@ -199,7 +203,8 @@ async def start_gateway(
             await session.close()
 
         app.on_cleanup.append(close_session)
-    runner = GatewayRunner(app, shutdown_timeout=shutdown_timeout, **server_options(loaded))
+    runner_class = ReferenceRunner if reference else GatewayRunner
+    runner = runner_class(app, shutdown_timeout=shutdown_timeout, **server_options(loaded))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

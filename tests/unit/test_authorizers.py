@@ -754,3 +754,51 @@ async def test_random_dotted_tokens_never_pass(parts: list[str], scheme: str | N
     except GatewayError:
         return
     raise AssertionError("a random token was accepted")
+
+
+@pytest.mark.parametrize(
+    ("claim_values", "expected"),
+    [
+        ({"exp": int(NOW) - 3600}, "token_expired"),
+        ({"iss": "https://elsewhere.example"}, "issuer_mismatch"),
+        ({"aud": "another-api"}, "audience_mismatch"),
+        ({"nbf": int(NOW) + 3600}, "token_not_yet_valid"),
+    ],
+)
+async def test_lasting_refusals_are_cached_and_stay_exact(
+    claim_values: dict[str, Any], expected: str
+) -> None:
+    """A verified token refused by a claim that cannot improve is refused again from the
+    refusal cache (the signature is not checked again), with the same code and details of
+    now; a not-yet-valid token leaves the cache once it may be valid."""
+    clock = Clock(NOW)
+    auth = build(hs_authorizer(), clock=clock)
+    runtime = auth.runtime("default")
+    token = hs_token(good(**claim_values))
+    assert await code(auth, token) == expected
+    assert len(runtime.refused) == 1
+    # The signature is not checked again: with the key gone, the cached verdict stands.
+    runtime.hmac_keys.clear()
+    clock.advance(10)
+    with pytest.raises(GatewayError) as info:
+        await auth.authorize(RouteAuth(), f"Bearer {token}")
+    assert info.value.error.code == expected
+    if "now" in info.value.detail:
+        assert info.value.detail["now"] == round(NOW + 10, 3)
+    if expected == "token_not_yet_valid":
+        clock.advance(7200)
+        runtime.hmac_keys.clear()
+        # Valid by now: out of the refusal cache, so the full path runs (and the key is
+        # gone, so the signature check answers).
+        assert await code(auth, token) != "token_not_yet_valid"
+
+
+async def test_refusal_cache_is_bounded_and_forgotten_with_the_keys() -> None:
+    auth = build(hs_authorizer())
+    runtime = auth.runtime("default")
+    runtime.refused.max_entries = 5
+    for n in range(20):
+        await code(auth, hs_token(good(exp=int(NOW) - 3600 - n)))
+    assert len(runtime.refused) == 5
+    runtime.forget_verdicts()
+    assert len(runtime.refused) == 0

@@ -1,0 +1,774 @@
+"""The traffic port's HTTP/1.1 server: asyncio protocol + llhttp (httptools), no framework.
+
+aiohttp's request handler and response objects cost about 20 µs of CPU per request
+before the gateway's own code runs (docs/performance.md); this server parses with llhttp,
+hands each request to `Gateway.respond` and writes the reply's bytes itself. aiohttp still
+serves the admin port, fetches JWKS, and is the reference server of the differential
+tests (`wardgate.gateway.reference`).
+
+What it owns, per connection:
+- keep-alive and pipelining: requests are answered one at a time, in the order received;
+  a framing error answers every complete request before it, then one 400
+  `malformed_request`, then closes (data after a `Connection: close` request is ignored);
+- request bodies (`Content-Length` or chunked) streamed to the pipeline as they arrive,
+  reading paused while more than `BODY_HIGH_WATER` bytes wait; `100 Continue` only when
+  the pipeline asks for the body, and never to an HTTP/1.0 client;
+- limits: `maxHeaderBytes` per line, `maxHeaders` fields, `maxHeadBytes` for the whole
+  head (431 `header_too_large`); `headerTimeoutSeconds` from a head's first byte to its end
+  (408 `request_timeout`, then close); idle keep-alive connections close after
+  `KEEPALIVE_SECONDS`;
+- versions: HTTP/1.x only (1.2 and above are read as 1.1); HTTP/0.9 and other majors are
+  refused at once; bare LF line ends are accepted (RFC 9112 section 2.2); an `Upgrade` is
+  not performed (the request is answered as a plain one, the next bytes are the next
+  request);
+- a client that closes its connection while its body is read is a client abort: one log
+  line, status 499 in the request log, no error answer;
+- draining: replies carry `Connection: close` once the gateway drains; `pre_shutdown`
+  closes idle connections, `shutdown` waits for busy ones.
+
+The server is a `web.Server` only so that aiohttp's runner and sites can serve it (the
+listening socket, `--listen-fd`, shutdown); none of aiohttp's request machinery runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Final, cast
+
+import httptools
+from aiohttp import web
+from multidict import CIMultiDict
+
+from wardgate.gateway.errors import (
+    HEADER_TOO_LARGE,
+    MALFORMED_REQUEST,
+    REQUEST_TIMEOUT,
+    GatewayError,
+)
+from wardgate.gateway.exchange import (
+    CLIENT_ABORT_STATUS,
+    SERVER_HEADER,
+    ClientAborted,
+    Reply,
+    StreamBroken,
+    status_line,
+)
+
+if TYPE_CHECKING:  # the pipeline imports this module to build its runner
+    from wardgate.gateway.app import Gateway, GatewayHolder
+
+logger = logging.getLogger("wardgate.gateway")
+
+# Above the idle timeout of load balancers (60 s for most), so that they never send on a
+# connection the gateway is closing; slow heads have their own, shorter limit.
+KEEPALIVE_SECONDS: Final = 75.0
+BODY_HIGH_WATER: Final = 256 * 1024
+# Requests parsed ahead of the one being answered (pipelining) before reading pauses.
+PIPELINE_DEPTH: Final = 16
+
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SERVER_LINE: Final = f"Server: {SERVER_HEADER}\r\n".encode()
+_CHUNK_END: Final = b"0\r\n\r\n"
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+_FRAMING_LOOKALIKES: Final = frozenset({b"transfer_encoding", b"content_length"})
+
+
+class _ParseStop(Exception):
+    """Raised from a parser callback to stop parsing (the refusal is on the connection)."""
+
+
+class TrafficRequest:
+    """One request as the traffic server received it (an `Incoming`)."""
+
+    __slots__ = (
+        "_chunks",
+        "_connection",
+        "_continue_sent",
+        "_error",
+        "_waiter",
+        "complete",
+        "content_length",
+        "discard",
+        "has_body",
+        "head_bytes",
+        "headers",
+        "keep_alive",
+        "method",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        connection: TrafficConnection,
+        method: str,
+        target: str,
+        headers: CIMultiDict[str],
+        version: tuple[int, int],
+        head_bytes: int,
+        keep_alive: bool,
+    ) -> None:
+        self._connection = connection
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.version = version
+        self.head_bytes = head_bytes
+        self.keep_alive = keep_alive
+        length = headers.get("Content-Length")
+        self.content_length = int(length) if length is not None and length.isdigit() else None
+        chunked = "Transfer-Encoding" in headers
+        self.has_body = chunked or bool(self.content_length)
+        self.complete = not self.has_body
+        """Whether the whole body has arrived."""
+        self.discard = False
+        """Set once the reply is sent: body bytes still arriving are dropped."""
+        self._chunks: deque[bytes] = deque()
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._continue_sent = False
+
+    @property
+    def remote(self) -> str | None:
+        return self._connection.peer
+
+    @property
+    def scheme(self) -> str:
+        return "http"
+
+    # fed by the connection
+
+    def feed(self, data: bytes) -> None:
+        if self.discard:
+            return
+        self._chunks.append(data)
+        self._connection.buffered(len(data))
+        self._wake()
+
+    def end(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.complete:
+            self._error = error
+            self._wake()
+
+    # read by the pipeline
+
+    async def read(self) -> bytes:
+        while not self.complete:
+            await self._wait()
+        return self._take()
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        while True:
+            if self._chunks:
+                yield self._take()
+            elif self.complete:
+                return
+            else:
+                await self._wait()
+
+    async def send_continue(self) -> None:
+        if not self._continue_sent and self.version >= (1, 1) and not self.complete:
+            self._continue_sent = True
+            self._connection.write(_CONTINUE)
+
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._connection.consumed(len(data))
+        return data
+
+    async def _wait(self) -> None:
+        self._raise_failure()
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        if not self._chunks:
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Refusal:
+    """A framing error in the queue: answered in turn, then the connection closes."""
+
+    __slots__ = ("error", "method", "reason", "target")
+
+    def __init__(self, error: GatewayError, method: str, target: str) -> None:
+        self.error = error
+        self.method = method
+        self.target = target
+        # For the log: a fixed phrase (llhttp's, or the code), never bytes received.
+        self.reason = str(error.detail.get("reason") or error.error.code)
+
+
+class TrafficConnection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: TrafficServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.parser = self._new_parser()
+        self.queue: deque[TrafficRequest | _Refusal] = deque()
+        self.parsing: TrafficRequest | None = None
+        """The request whose body is being parsed."""
+        self.task: asyncio.Task[None] | None = None
+        """Answers the queue; lives while the connection does, waiting for requests (one
+        task per connection rather than one per request)."""
+        self.busy = False
+        """Whether the task is answering (else it waits, or there is none yet)."""
+        self._wakeup: asyncio.Future[None] | None = None
+        self.stopped = False
+        """No more bytes are parsed (after a framing error or a request that closes)."""
+        self.closing = False
+        """Close once the queue is answered (drain, shutdown)."""
+        # the head being parsed
+        self._url: list[bytes] = []
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._head_started = 0.0
+        self._head_timer: asyncio.TimerHandle | None = None
+        # flow control
+        self._buffered = 0
+        self._reading_paused = False
+        self._writable = True
+        self._drain_waiter: asyncio.Future[None] | None = None
+        # idleness
+        self._last_active = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        parser = httptools.HttpRequestParser(self)
+        # RFC 9112 section 2.2: a recipient may accept a bare LF as a line end. Versions are
+        # checked here (HTTP/1.x only, and 1.2+ read as 1.1) rather than refused by llhttp.
+        # (llhttp's leniency covers fields and chunk lines; the request line is mended in
+        # `data_received`. Its other line-end leniency would let a bare CR end a line.)
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True, lenient_version=True)
+        return parser
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport, but are ones.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        self.server.connection_opened(self)
+        self._last_active = self.loop.time()
+        self._idle_timer = self.loop.call_later(KEEPALIVE_SECONDS, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connection_closed(self)
+        self.transport = None
+        self.stopped = True
+        for timer in (self._head_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        if self.parsing is not None:
+            self.parsing.fail(ClientAborted("the client closed the connection"))
+        self._wake()
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionResetError("the client closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        if self.stopped:
+            return
+        self._last_active = self.loop.time()
+        if not self._head_started and self.parsing is None:
+            end = _request_line_end(data)
+            if end >= 0:
+                if data.find(b" HTTP/", 0, end) < 0:
+                    # HTTP/0.9 (`GET /path`, no version) or not HTTP: llhttp would wait.
+                    self._framing_error(
+                        GatewayError(MALFORMED_REQUEST, {"reason": "no HTTP version"})
+                    )
+                    return
+                if data[end - 1 : end] != b"\r":
+                    # A request line ended by a bare LF (RFC 9112 section 2.2 lets a
+                    # recipient accept it; llhttp accepts it in fields only).
+                    data = data[:end] + b"\r" + data[end:]
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # No upgrade is performed: the request was answered as a plain one, and what
+            # follows it is the next request.
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self.parser = self._new_parser()
+            rest = data[offset:]
+            if rest and not self.stopped:
+                self.data_received(rest)
+            return
+        except _ParseStop:
+            pass
+        except httptools.HttpParserError as exc:
+            self._framing_error(GatewayError(MALFORMED_REQUEST, {"reason": _reason(exc)}))
+        if self._head_started and not self.stopped:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.server.max_head_bytes:
+                self._framing_error(
+                    GatewayError(HEADER_TOO_LARGE, {"limit": self.server.max_head_bytes})
+                )
+
+    def eof_received(self) -> bool:
+        # The client sent all it will: answer what was received, then close.
+        self.stopped = True
+        if self.parsing is not None:
+            self.parsing.fail(ClientAborted("the client closed the connection"))
+        if not self.busy and not self.queue:
+            return False
+        self.closing = True
+        return True
+
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = []
+        self._fields = []
+        self._head_bytes = 0
+        self._head_started = self.loop.time()
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(
+                self._head_started + self.server.header_timeout, self._check_head
+            )
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        fields = self._fields
+        fields.append((name, value))
+        server = self.server
+        if len(fields) > server.max_headers:
+            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": server.max_headers}))
+        if len(name) + len(value) > server.max_line_bytes:  # name and value, as documented
+            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": server.max_line_bytes}))
+
+    def on_headers_complete(self) -> None:
+        self._head_started = 0.0
+        parser = self.parser
+        target_bytes = b"".join(self._url)
+        server = self.server
+        if len(target_bytes) > server.max_line_bytes:
+            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": server.max_line_bytes}))
+        version = parser.get_http_version()
+        major, _, minor = version.partition(".")
+        if major != "1":
+            self._stop(GatewayError(MALFORMED_REQUEST, {"reason": f"HTTP/{version}"}))
+        headers: CIMultiDict[str] = CIMultiDict()
+        size = len(target_bytes) + 16
+        hosts = 0
+        for name, value in self._fields:
+            size += len(name) + len(value) + 4
+            if len(name) == 4 and name.lower() == b"host":
+                hosts += 1
+            elif b"_" in name and name.lower() in _FRAMING_LOOKALIKES:
+                # Servers behind CGI-style gateways read `_` as `-`: this would frame the
+                # body there, and not here.
+                self._stop(GatewayError(MALFORMED_REQUEST, {"reason": "framing field with _"}))
+            # Decoded the way the proxy encodes them again: bytes pass unchanged. Trailing
+            # whitespace is no part of a field value (RFC 9110 section 5.5).
+            headers.add(
+                name.decode("latin-1"), value.rstrip(b" \t").decode("utf-8", "surrogateescape")
+            )
+        if hosts > 1 or (hosts == 0 and minor != "0"):
+            # RFC 9112 section 3.2: exactly one Host in an HTTP/1.1 request.
+            self._stop(GatewayError(MALFORMED_REQUEST, {"reason": f"{hosts} Host fields"}))
+        request = TrafficRequest(
+            self,
+            parser.get_method().decode("latin-1"),
+            target_bytes.decode("utf-8", "surrogateescape"),
+            headers,
+            (1, 0 if minor == "0" else 1),
+            size,
+            parser.should_keep_alive(),
+        )
+        self._fields = []
+        if request.has_body:
+            self.parsing = request
+        self.queue.append(request)
+        if not self.busy:
+            self._schedule()
+        elif len(self.queue) > PIPELINE_DEPTH:
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        if self.parsing is not None:
+            self.parsing.feed(body)
+
+    def on_message_complete(self) -> None:
+        request = self.parsing
+        if request is not None:
+            self.parsing = None
+            request.end()
+        last = self.queue[-1] if self.queue else None
+        if isinstance(last, TrafficRequest) and not last.keep_alive:
+            # Nothing after a request that closes the connection is read.
+            self.stopped = True
+            raise _ParseStop
+
+    # parse failures
+
+    def _stop(self, error: GatewayError) -> None:
+        self._framing_error(error)
+        raise _ParseStop
+
+    def _framing_error(self, error: GatewayError) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self._head_started = 0.0
+        request = self.parsing
+        if request is not None:
+            # The body being read breaks: its request fails with the error.
+            self.parsing = None
+            request.fail(error)
+            return
+        method = ""
+        with contextlib.suppress(httptools.HttpParserError):
+            method = self.parser.get_method().decode("latin-1")
+        target = b"".join(self._url).decode("utf-8", "surrogateescape")[:256]
+        self.queue.append(_Refusal(error, method, target))
+        if not self.busy:
+            self._schedule()
+
+    def _check_head(self) -> None:
+        self._head_timer = None
+        started = self._head_started
+        if not started or self.stopped:
+            return
+        deadline = started + self.server.header_timeout
+        if self.loop.time() < deadline:
+            self._head_timer = self.loop.call_at(deadline, self._check_head)
+            return
+        logger.debug("request head not complete after %ss: closing", self.server.header_timeout)
+        self._framing_error(GatewayError(REQUEST_TIMEOUT, {"seconds": self.server.header_timeout}))
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self.transport is None:
+            return
+        idle_until = self._last_active + KEEPALIVE_SECONDS
+        if self.busy or self._head_started or self.loop.time() < idle_until:
+            self._idle_timer = self.loop.call_at(
+                max(idle_until, self.loop.time() + 1.0), self._check_idle
+            )
+            return
+        self.transport.close()
+
+    # answering
+
+    def _schedule(self) -> None:
+        """Have the task answer the queue (start it, or wake it)."""
+        self.busy = True
+        if self.task is None:
+            self.task = self.loop.create_task(self._serve())
+            return
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _serve(self) -> None:
+        """Answer queued requests in order until the connection closes."""
+        try:
+            while await self._answer_queue():
+                wakeup = self._wakeup = self.loop.create_future()
+                await wakeup
+                self._wakeup = None
+                if self.transport is None:
+                    return
+        finally:
+            self.task = None
+            self.busy = False
+
+    async def _answer_queue(self) -> bool:
+        """Answer the queued requests; whether the connection stays open."""
+        try:
+            while self.queue and self.transport is not None:
+                item = self.queue[0]
+                gateway = self.server.gateway
+                if isinstance(item, _Refusal):
+                    admission = gateway.begin(item.method, item.target)
+                    reply = gateway.refusal(item.error, admission)
+                    await self._send(reply, None, close=True)
+                    gateway.finish_malformed(admission, reply.status, item.reason, self.peer)
+                    self._close()
+                    return False
+                gateway.in_flight += 1
+                try:
+                    close = await self._answer(item)
+                finally:
+                    gateway.in_flight -= 1
+                self.queue.popleft()
+                if self._reading_paused and len(self.queue) <= PIPELINE_DEPTH:
+                    self._resume_reading()
+                if close:
+                    self._close()
+                    return False
+            if self.closing or self.stopped or self.transport is None:
+                self._close()
+                return False
+            return True
+        finally:
+            self.busy = False
+
+    async def _answer(self, request: TrafficRequest) -> bool:
+        """Answer one request; whether the connection must close after it."""
+        gateway = self.server.gateway
+        reply, admission = await gateway.respond(request)
+        if admission.aborted:
+            gateway.finish(admission, CLIENT_ABORT_STATUS, self.peer)
+            return True
+        close = admission.close or not request.keep_alive or gateway.draining or self.closing
+        request.discard = True
+        if not request.complete:
+            # The body was not read to its end: where the next request starts is unknown
+            # until it is, so the connection closes after this reply.
+            close = True
+        try:
+            close = await self._send(reply, request, close=close) or close
+        finally:
+            gateway.finish(admission, reply.status, self.peer)
+        return close
+
+    async def _send(self, reply: Reply, request: TrafficRequest | None, *, close: bool) -> bool:
+        """Write a reply; True when the connection must close after it."""
+        status = reply.status
+        headers = reply.headers
+        head_only = request is not None and request.method == "HEAD"
+        stream = reply.stream
+        lines = [reply.head or status_line(status)]
+        append = lines.append
+        if not reply.head:
+            for name, value in reply.fixed:
+                append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
+            if "Server" not in headers and not any(n == "Server" for n, _ in reply.fixed):
+                append(_SERVER_LINE)
+        for name, value in headers.items():
+            append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
+        chunked = False
+        if stream is None:
+            if (
+                not reply.head_has_length
+                and status not in _NO_BODY_STATUSES
+                and "Content-Length" not in headers
+            ):
+                append(b"Content-Length: %d\r\n" % len(reply.body))
+        elif reply.length is not None:
+            append(b"Content-Length: %d\r\n" % reply.length)
+        elif request is not None and request.version >= (1, 1):
+            append(b"Transfer-Encoding: chunked\r\n")
+            chunked = True
+        else:
+            close = True  # an HTTP/1.0 client reads an unknown length to the close
+        if close:
+            append(b"Connection: close\r\n")
+        elif request is not None and request.version < (1, 1):
+            append(b"Connection: keep-alive\r\n")
+        append(b"\r\n")
+        if stream is None:
+            if not head_only and reply.body:
+                append(reply.body)
+            self.write(b"".join(lines))
+            return close
+        if head_only:
+            self.write(b"".join(lines))
+            await _close_stream(stream)
+            return close
+        return await self._send_stream(b"".join(lines), stream, chunked=chunked) or close
+
+    async def _send_stream(
+        self, head: bytes, stream: AsyncIterator[bytes], *, chunked: bool
+    ) -> bool:
+        self.write(head)
+        try:
+            async for chunk in stream:
+                if self.transport is None:
+                    break
+                if chunk:
+                    self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    if not self._writable:
+                        await self._drain()
+            else:
+                if chunked:
+                    self.write(_CHUNK_END)
+                return False
+        except StreamBroken:
+            return True
+        except ConnectionError:
+            pass
+        finally:
+            await _close_stream(stream)
+        return True
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    async def _drain(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        waiter = self._drain_waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._drain_waiter = None
+
+    def _close(self) -> None:
+        self.stopped = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # flow control of request bodies
+
+    def buffered(self, size: int) -> None:
+        self._buffered += size
+        if self._buffered > BODY_HIGH_WATER:
+            self._pause_reading()
+
+    def consumed(self, size: int) -> None:
+        self._buffered -= size
+        if (
+            self._reading_paused
+            and self._buffered <= BODY_HIGH_WATER // 2
+            and len(self.queue) <= PIPELINE_DEPTH
+        ):
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    # shutdown
+
+    def close_when_idle(self) -> None:
+        """Close now when idle, else after the request being answered."""
+        self.closing = True
+        if not self.busy and not self._head_started:
+            self._close()
+
+    async def wait_closed(self, seconds: float | None) -> None:
+        """Wait until the connection's requests are answered, at most `seconds`."""
+        task = self.task
+        if task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), seconds)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def _close_stream(stream: AsyncIterator[bytes]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _request_line_end(data: bytes) -> int:
+    """Where the first request line of `data` ends (its LF), past leading empty lines; -1
+    when it is not complete."""
+    start = 0
+    while data[start : start + 1] in (b"\r", b"\n"):
+        start += 1
+    return data.find(b"\n", start)
+
+
+def _reason(exc: httptools.HttpParserError) -> str:
+    text = str(exc)
+    return text[:120] if text else type(exc).__name__
+
+
+class TrafficServer(web.Server):
+    """The traffic port's connections (a protocol factory for aiohttp's sites)."""
+
+    def __init__(
+        self, holder: GatewayHolder, *, unused_handler: Callable[[web.BaseRequest], object]
+    ) -> None:
+        # aiohttp's server is given a handler it never calls: connections are ours.
+        super().__init__(unused_handler)  # type: ignore[arg-type]
+        self.holder = holder
+        self._open: dict[TrafficConnection, None] = {}
+
+    # The serving config's (a new config applies from the next request or head on).
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.holder.current
+
+    @property
+    def max_line_bytes(self) -> int:
+        return self.holder.current.max_line_bytes
+
+    @property
+    def max_headers(self) -> int:
+        return self.holder.current.max_headers
+
+    @property
+    def max_head_bytes(self) -> int:
+        return self.holder.current.max_head_bytes
+
+    @property
+    def header_timeout(self) -> float:
+        return self.holder.current.header_timeout
+
+    def __call__(self) -> TrafficConnection:  # type: ignore[override]
+        return TrafficConnection(self)
+
+    @property
+    def connections(self) -> list[TrafficConnection]:  # type: ignore[override]
+        return list(self._open)
+
+    def connection_opened(self, connection: TrafficConnection) -> None:
+        self._open[connection] = None
+
+    def connection_closed(self, connection: TrafficConnection) -> None:
+        self._open.pop(connection, None)
+
+    def pre_shutdown(self) -> None:
+        for connection in list(self._open):
+            connection.close_when_idle()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        await asyncio.gather(*(c.wait_closed(timeout) for c in list(self._open)))
+        self._open.clear()
