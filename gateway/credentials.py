@@ -354,12 +354,27 @@ def check_origin(headers: Headers, cors: OriginPolicy | None) -> None:
     if origin in allowed or origin.lower() in allowed:
         return
     host = headers.get("Host")
-    netloc = origin.partition("://")[2]
-    if host is not None and netloc and netloc.lower() == host.strip().lower():
+    if host is not None and _same_host(origin, host):
         return
     raise _csrf(
         f"the {via} origin is neither in the CORS policy's allowOrigins nor the Host", origin
     )
+
+
+_DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
+
+
+def _same_host(origin: str, host: str) -> bool:
+    """Whether an origin names the request's `Host` (an origin omits its scheme's default
+    port, a `Host` may carry it)."""
+    scheme, _, netloc = origin.partition("://")
+    if not netloc:
+        return False
+    host = host.strip().lower()
+    default = _DEFAULT_PORTS.get(scheme.lower())
+    if default is not None and host.endswith(default):
+        host = host.removesuffix(default)
+    return netloc.lower() == host
 
 
 def _csrf(note: str, origin: str | None) -> GatewayError:

@@ -48,6 +48,20 @@ ROUTES = [
     ),
     Case("method-list", _path(method=["GET", "POST"], response=1), True),
     Case("auth-object", _path(auth={"authorizer": "a", "scopes": ["read"]}, response=0), True),
+    Case(
+        "auth-token-sources",
+        _path(auth={"tokenSources": [{"type": "query", "name": "access_token"}]}, response=0),
+        True,
+    ),
+    Case(
+        "auth-token-sources-twice",
+        _path(
+            auth={"tokenSources": [{"type": "authorization"}, {"type": "authorization"}]},
+            response=0,
+        ),
+        False,
+        operator=True,
+    ),
     # The API server drops null values before validating: a `null` response body cannot be
     # written in a Route (a static integration with no body can).
     Case("null-response", _path(response=None), True, admission=False),
@@ -84,8 +98,48 @@ ROUTES = [
 ]
 
 JWT = {"type": "jwt", "secret": "$secret.KEY", "secretRef": {"name": "keys"}}
+AUTH0: dict[str, Any] = {"type": "auth0", "domain": "t.eu.auth0.com", "audience": "https://api"}
 AUTHORIZERS = [
     Case("seed", {**JWT, "algorithm": "HS256", "issuer": "https://i", "audience": "aud"}, True),
+    Case(
+        "token-sources",
+        {
+            **AUTH0,
+            "tokenSources": [
+                {"type": "authorization"},
+                {"type": "cookie", "name": "sb-access-token"},
+                {"type": "query", "name": "access_token"},
+                {"type": "subprotocol", "prefix": "bearer."},
+            ],
+        },
+        True,
+    ),
+    Case("token-sources-empty", {**AUTH0, "tokenSources": []}, False),
+    Case(
+        "token-sources-twice",
+        {
+            **AUTH0,
+            "tokenSources": [{"type": "cookie", "name": "s"}, {"type": "cookie", "name": "s"}],
+        },
+        False,
+    ),
+    Case(
+        "token-sources-two-subprotocols",
+        {
+            **AUTH0,
+            "tokenSources": [
+                {"type": "subprotocol", "prefix": "a."},
+                {"type": "subprotocol", "prefix": "b."},
+            ],
+        },
+        False,
+    ),
+    Case(
+        "token-sources-bad-name",
+        {**AUTH0, "tokenSources": [{"type": "query", "name": "a&b"}]},
+        False,
+    ),
+    Case("token-sources-unknown", {**AUTH0, "tokenSources": [{"type": "header"}]}, False),
     Case("auth0", {"type": "auth0", "domain": "t.eu.auth0.com", "audience": "https://api"}, True),
     Case(
         "supabase",

@@ -148,6 +148,39 @@ def test_two_different_cookies_of_one_name_are_ambiguous() -> None:
     assert sources.find("GET", same, "").token == "a.b.c"
 
 
+class _Policy:
+    origins = frozenset({"https://app.example.com"})
+
+
+@pytest.mark.parametrize(
+    ("headers", "allowed"),
+    [
+        ([("Origin", "https://app.example.com")], True),
+        ([("Origin", "https://APP.example.com")], True),
+        ([("Origin", "https://api.example.com"), ("Host", "api.example.com")], True),
+        ([("Origin", "https://api.example.com"), ("Host", "API.example.com:443")], True),
+        ([("Origin", "http://api.example.com:8080"), ("Host", "api.example.com:8080")], True),
+        ([("Origin", "http://api.example.com"), ("Host", "api.example.com:8080")], False),
+        ([("Referer", "https://app.example.com/a?b")], True),
+        ([("Referer", "/relative")], False),
+        ([("Referer", "https://evil.example.net/")], False),
+        ([("Origin", "null"), ("Referer", "https://app.example.com/")], False),
+        ([("Origin", "https://app.example.com"), ("Origin", "https://evil.example.net")], False),
+        ([("Origin", "https://app.example.com.evil.example.net")], False),
+        ([], False),
+    ],
+)
+def test_origin_check(headers: list[tuple[str, str]], allowed: bool) -> None:
+    from wardgate.gateway.credentials import check_origin
+
+    if allowed:
+        check_origin(CIMultiDict(headers), _Policy())
+    else:
+        with pytest.raises(GatewayError) as caught:
+            check_origin(CIMultiDict(headers), _Policy())
+        assert caught.value.error.code == "csrf_origin_refused"
+
+
 # --- the property -------------------------------------------------------------------------
 
 _LOADED = LoadedConfig(config=parse_config(DOCUMENT), secrets={"JWT_SECRET": SecretStr(HS_SECRET)})
