@@ -1,4 +1,5 @@
-"""Route matching and path normalisation cost, in-process: 10 routes against 10,000.
+"""Route matching and path normalisation cost, in-process: 10 routes against 10,000, and
+10 routes on one host against 10,000 across 1,000 hosts.
 
 Usage: `.venv/bin/python bench/bench_matching.py [--number N]`. Prints the best time per call
 of several repeats for each request shape, the 10,000/10 ratio (the matcher's cost must not
@@ -17,6 +18,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from functools import partial
 
+from wardgate.gateway.hosts import HostTable
 from wardgate.gateway.matching import RouteEntry, Router
 from wardgate.gateway.paths import normalise_path
 
@@ -53,6 +55,43 @@ def route_entries(count: int) -> Iterator[RouteEntry[int]]:
                 return
             yield RouteEntry(pattern.format(i=service), methods, made)
             made += 1
+
+
+def host_entries(hosts: int, per_host: int) -> Iterator[tuple[list[str], RouteEntry[int]]]:
+    """`per_host` routes on each of `hosts` hostnames: half exact (`hN.example.com`), half
+    wildcards (`*.tN.example.com`)."""
+    made = 0
+    for host in range(hosts):
+        name = f"h{host}.example.com" if host % 2 == 0 else f"*.t{host}.example.com"
+        for entry in route_entries(per_host):
+            yield [name], RouteEntry(entry.pattern, entry.methods, made)
+            made += 1
+
+
+def hosts_table(number: int) -> None:
+    """Matching by host: 10 routes on one host against 10,000 across 1,000 hosts."""
+    small = HostTable.build(host_entries(2, 10), ["h0.example.com", "*.t1.example.com"])
+    entries = list(host_entries(1_000, 10))
+    big = HostTable.build(entries, sorted({name for names, _ in entries for name in names}))
+    print(f"\n{'match by host':32} {'1 host':>12} {'1,000 hosts':>12} {'ratio':>7}")
+    for host_name, host in [("exact", "h0.example.com"), ("wildcard", "a.t1.example.com")]:
+        for name, method, path in CASES:
+            label = f"{host_name}: {name}"[:32]
+            expected = type(small.match(method, host, path)[0])
+            assert type(big.match(method, host, path)[0]) is expected, label
+            t_small = best_ns(partial(small.match, method, host, path), number)
+            t_big = best_ns(partial(big.match, method, host, path), number)
+            print(f"{label:32} {t_small:9.0f} ns {t_big:9.0f} ns {t_big / t_small:7.2f}")
+    for label, one, many in [
+        ("exact", "h0.example.com", "h998.example.com"),
+        ("wildcard", "a.t1.example.com", "a.t999.example.com"),
+    ]:
+        t_one = best_ns(partial(small.serves, one), number)
+        t_many = best_ns(partial(big.serves, many), number)
+        print(
+            f"{'host served? ' + label:32} {t_one:9.0f} ns {t_many:9.0f} ns {t_many / t_one:7.2f}"
+        )
+    assert not big.serves("evil.example.net")
 
 
 def best_ns(call: Callable[[], object], number: int, repeat: int = 7) -> float:
@@ -96,6 +135,8 @@ def main() -> None:
         t_small = best_ns(partial(small.match, method, path), number)
         t_big = best_ns(partial(big.match, method, path), number)
         print(f"{name:32} {t_small:9.0f} ns {t_big:9.0f} ns {t_big / t_small:7.2f}")
+
+    hosts_table(number)
 
     print(f"\n{'normalise_path':32} {'per call':>12}")
     for name, raw in [

@@ -64,6 +64,7 @@ from wardgate.gateway.errors import (
     MALFORMED_REQUEST,
     METHOD_NOT_ALLOWED,
     NO_ROUTE,
+    UNKNOWN_HOST,
     UNSUPPORTED_METHOD,
     ErrorCode,
     GatewayError,
@@ -81,8 +82,16 @@ from wardgate.gateway.exchange import (
     encode_head,
 )
 from wardgate.gateway.framing import CLOSING_ERRORS, check_framing
+from wardgate.gateway.hosts import HostTable, request_host
 from wardgate.gateway.loading import LoadedConfig
-from wardgate.gateway.matching import Match, MethodNotAllowed, RouteEntry, RouteError, Router
+from wardgate.gateway.matching import (
+    Match,
+    MatchResult,
+    MethodNotAllowed,
+    RouteEntry,
+    RouteError,
+    Router,
+)
 from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.paths import PathEncodingError, normalise_path
@@ -130,6 +139,7 @@ class Admission(Exchange):
         "close",
         "credential",
         "detail",
+        "host",
         "principal",
         "route",
         "started",
@@ -165,6 +175,8 @@ class Admission(Exchange):
         """Whether the connection must close after the reply."""
         self.aborted = False
         """Whether the client went away while its body was read (nothing to answer)."""
+        self.host: str | None = None
+        """The request's host, when the gateway routes by hostname."""
 
 
 SESSION_KEY: Final = web.AppKey("wardgate_client_session", aiohttp.ClientSession)
@@ -206,6 +218,7 @@ class Gateway:
         named_authorizers = config.named_authorizers()
         max_token_bytes = config.limits.max_token_bytes
         entries: list[RouteEntry[Route]] = []
+        host_entries: list[tuple[list[str] | None, RouteEntry[Route]]] = []
         query_token_names: set[str] = set()
         for entry in config.paths:
             methods = entry.methods()
@@ -255,13 +268,23 @@ class Gateway:
                 route_json=json_value(entry.path),
                 authorizer_json=json_value(authorizer),
             )
-            entries.append(
-                RouteEntry(entry.path, None if any_method else frozenset(methods), route)
-            )
+            route_entry = RouteEntry(entry.path, None if any_method else frozenset(methods), route)
+            entries.append(route_entry)
+            host_entries.append((entry.hostnames, route_entry))
+        self.hosts: HostTable[Route] | None = None
+        """Routing by hostname, when the gateway or a path lists hostnames."""
         try:
+            if config.hostnames or any(entry.hostnames for entry in config.paths):
+                self.hosts = HostTable.build(host_entries, config.hostnames)
+                # The paths of any host (explain's near misses when no host is known).
+                entries = [entry for hostnames, entry in host_entries if not hostnames]
             self.router: Router[Route] = Router.build(entries)
         except RouteError as exc:
-            where = f"paths.{exc.index}.path" if exc.index is not None else "paths"
+            where = (
+                f"paths.{exc.index}.path"
+                if exc.index is not None and self.hosts is None
+                else "paths"
+            )
             raise ConfigError([f"{where}: {exc.reason}"]) from None
         self.query_token_names = frozenset(query_token_names)
         """Query parameters that carry tokens on some route (redacted wherever shown)."""
@@ -445,6 +468,16 @@ class Gateway:
         if trace is not None:
             note = "unchanged" if path == raw_path else f"normalised from {raw_path!r}"
             trace.append(Check("path", True, actual=path, note=note))
+        if self.hosts is not None:
+            host = admission.host = request_host(
+                _absolute_form_host(admission.target) or headers.get("Host")
+            )
+            if not self.hosts.serves(host):
+                if trace is not None:
+                    trace.append(Check("host", False, self.hosts.hostnames(), host, "not served"))
+                raise GatewayError(UNKNOWN_HOST, {"host": clip(host)})
+            if trace is not None:
+                trace.append(Check("host", True, None, host))
         if method == "OPTIONS" and is_preflight(method, headers):
             preflight = self._preflight(path, headers, admission)
             if preflight is not None:
@@ -453,10 +486,10 @@ class Gateway:
                         Check("preflight", True, note="a CORS preflight, answered before auth")
                     )
                 return preflight
-        result = self.router.match(method, path)
+        result = self._match(method, path, admission.host)
         if not isinstance(result, Match):
             if isinstance(result, MethodNotAllowed):
-                route = admission.route = self._any_route(path)
+                route = admission.route = self._any_route(path, admission.host)
                 if route is not None and route.cors is not self.cors:
                     _apply_cors(route.cors, headers, admission.response_headers)
                 if trace is not None:
@@ -556,9 +589,20 @@ class Gateway:
             why = f"the route says `auth`, so the Gateway's default {route.authorizer!r} applies"
         return Check("auth", True, route.authorizer, None, f"required: {why}")
 
-    def _any_route(self, path: str) -> Route | None:
-        routes = self.router.routes_for_path(path)
-        return routes[0].payload if routes else None
+    def _match(self, method: str, path: str, host: str | None) -> MatchResult[Route]:
+        if self.hosts is None or host is None:
+            return self.router.match(method, path)
+        return self.hosts.match(method, host, path)[0]
+
+    def _any_route(self, path: str, host: str | None = None) -> Route | None:
+        if self.hosts is None or host is None:
+            routes = self.router.routes_for_path(path)
+            return routes[0].payload if routes else None
+        for _, router in self.hosts.tables(host):
+            routes = router.routes_for_path(path)
+            if routes:
+                return routes[0].payload
+        return None
 
     def _preflight(
         self, path: str, headers: Mapping[str, str], admission: Admission
@@ -570,10 +614,10 @@ class Gateway:
         is readable by the page (a failed preflight is an opaque network error).
         """
         requested = headers.get("Access-Control-Request-Method", "")
-        result = self.router.match(requested, path)
+        result = self._match(requested, path, admission.host)
         route = result.payload if isinstance(result, Match) else None
         if route is None and isinstance(result, MethodNotAllowed):
-            route = self._any_route(path)
+            route = self._any_route(path, admission.host)
         if route is not None:
             admission.route = route
             rules, methods = route.cors, route.methods
@@ -629,6 +673,23 @@ def reason_token(text: str) -> str:
     """A parser's reason as a fixed token for the log (`Invalid header value char` →
     `invalid_header_value_char`): words of the message, never bytes of the request."""
     return re.sub(r"\W+", "_", text.lower()).strip("_")[:64] or "unknown"
+
+
+def _absolute_form_host(target: str) -> str | None:
+    """The authority of an absolute-form target, which replaces `Host` (RFC 9112 section
+    3.2.2); None for an origin-form target."""
+    if target[:1] == "/":
+        return None
+    lowered = target[:8].lower()
+    if not lowered.startswith(("http://", "https://")):
+        return None
+    start = target.find("//") + 2
+    end = len(target)
+    for mark in "/?#":
+        found = target.find(mark, start, end)
+        if found >= 0:
+            end = found
+    return target[start:end].rpartition("@")[2]
 
 
 def _absolute_form_path(target: str) -> str:

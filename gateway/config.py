@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from wardgate.gateway.hosts import check_hostname, hostname_covers
 from wardgate.gateway.matching import PatternError, validate_pattern
 
 SECRET_REFERENCE_PREFIX: Final = "$secret."
@@ -475,6 +476,8 @@ def _check_pattern(value: str) -> str:
 
 
 RoutePattern = Annotated[str, AfterValidator(_check_pattern)]
+Hostname = Annotated[str, AfterValidator(check_hostname)]
+"""`api.example.com`, or `*.example.com` (any name below `example.com`)."""
 
 
 def _auth_shorthand(value: Any) -> Any:
@@ -492,6 +495,9 @@ class PathEntry(Model):
     """A method, a list of methods, or `*` for any."""
     path: RoutePattern
     """`/exact/segments`, `{param}` segments, and a trailing `/*` prefix wildcard."""
+    hostnames: list[Hostname] | None = Field(default=None, min_length=1)
+    """The hosts this entry serves (each within the gateway's `hostnames`); every host the
+    gateway serves when absent."""
     auth: Annotated[RouteAuth | None, BeforeValidator(_auth_shorthand)] = None
     """`true`: the default authorizer; `false` or absent: public; an object: `authorizer`,
     `scopes` (all of), `anyScopes` (one of), `claims`, `allowedApiKeyRoles`."""
@@ -588,6 +594,9 @@ class GatewayConfig(Model):
     authorizers: dict[str, Authorizer] = Field(default_factory=dict)
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     paths: list[PathEntry] = Field(default_factory=list)
+    hostnames: list[Hostname] = Field(default_factory=list)
+    """The hosts the gateway serves (exact or `*.example.com`); any host when empty. A
+    request for another host is 404 `unknown_host`."""
     cors: CorsPolicy | None = None
     limits: Limits = Field(default_factory=Limits)
     debug: bool = False
@@ -620,9 +629,17 @@ class GatewayConfig(Model):
                 f"authorizers.{DEFAULT_AUTHORIZER}: the name is taken by the inline default "
                 "`authorizer`"
             )
-        seen: dict[tuple[str, str], int] = {}
+        seen: dict[tuple[str, str, str], int] = {}
         for index, entry in enumerate(self.paths):
             where = f"paths.{index}"
+            for position, hostname in enumerate(entry.hostnames or ()):
+                if self.hostnames and not any(
+                    hostname_covers(served, hostname) for served in self.hostnames
+                ):
+                    problems.append(
+                        f"{where}.hostnames.{position}: {hostname} is not among the gateway's "
+                        f"hostnames ({', '.join(self.hostnames)})"
+                    )
             route_auth = entry.route_auth()
             if route_auth is not None:
                 name = route_auth.authorizer
@@ -646,12 +663,16 @@ class GatewayConfig(Model):
                 problems.append(
                     f"{where}.integration.server: " + unknown_name("server", server, self.servers)
                 )
-            for method in entry.methods():
-                key = (method, route_pattern_key(entry.path))
-                if key in seen:
-                    problems.append(f"{where}: {method} {entry.path} duplicates paths.{seen[key]}")
-                else:
-                    seen[key] = index
+            for host in entry.hostnames or ("",):
+                for method in entry.methods():
+                    key = (host, method, route_pattern_key(entry.path))
+                    if key in seen:
+                        on = f" on {host}" if host else ""
+                        problems.append(
+                            f"{where}: {method} {entry.path}{on} duplicates paths.{seen[key]}"
+                        )
+                    else:
+                        seen[key] = index
         if problems:
             # One line each, already prefixed with its dotted path (see format_validation_error).
             raise ValueError("\n".join(problems))

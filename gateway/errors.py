@@ -236,6 +236,14 @@ INVALID_PATH: Final = ErrorCode(
     "Encoded slashes (`%2F`, `%5C`), encoded control characters and malformed "
     "percent-escapes are rejected. Send the path segments unencoded.",
 )
+UNKNOWN_HOST: Final = ErrorCode(
+    "unknown_host",
+    404,
+    "The gateway does not serve this host.",
+    "The request's `Host` (without its port) is not among the gateway's `hostnames`. Check "
+    "the DNS name the client uses, or add the host (or a `*.` wildcard covering it) to the "
+    "gateway's `hostnames`.",
+)
 NO_ROUTE: Final = ErrorCode(
     "no_route",
     404,
@@ -303,6 +311,7 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
     UNSUPPORTED_TRANSFER_CODING,
     REQUEST_TIMEOUT,
     INVALID_PATH,
+    UNKNOWN_HOST,
     NO_ROUTE,
     METHOD_NOT_ALLOWED,
     BODY_TOO_LARGE,

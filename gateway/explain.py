@@ -285,6 +285,10 @@ def _describe_path(report: Report, gateway: Gateway, admission: Admission) -> No
     report.path = admission.path
     report.path_note = path_check.note if path_check is not None else None
     router = gateway.router
+    if gateway.hosts is not None and admission.host is not None:
+        tables = gateway.hosts.tables(admission.host)
+        if tables:
+            router = tables[0][1]
     try:
         explanation = router.explain_match(admission.method, admission.path, len(router))
     except PathEncodingError:  # pragma: no cover - a normalised path normalises again
@@ -485,6 +489,12 @@ def render_text(report: Report, source: str) -> str:
     elif report.path_note is not None:
         add("path", f"FAIL {report.path_note}")
 
+    host_check = next((c for c in report.checks if c.name == "host"), None)
+    if host_check is not None:
+        if host_check.passed:
+            add("host", str(host_check.actual))
+        else:
+            add("host", f"FAIL {host_check.actual!r} is not among {_value(host_check.expected)}")
     route_check = next((c for c in report.checks if c.name == "route"), None)
     if report.path is not None and route_check is not None:
         if route_check.passed:
@@ -529,7 +539,9 @@ def render_text(report: Report, source: str) -> str:
         add("token", f"not decodable: {report.token_problem}")
 
     auth_checks = [
-        c for c in report.checks if c.name not in {"target", "path", "preflight", "route", "auth"}
+        c
+        for c in report.checks
+        if c.name not in {"target", "path", "host", "preflight", "route", "auth"}
     ]
     if auth_checks:
         lines.append("checks")

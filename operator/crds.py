@@ -29,6 +29,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from wardgate.gateway import config as gateway_config
+from wardgate.gateway import hosts
 from wardgate.operator import models
 
 Schema = dict[str, Any]
@@ -195,6 +196,11 @@ AFTER_VALIDATORS: Final[Mapping[Callable[..., Any], Schema]] = {
                 "a source is listed twice (one `authorization` and one `subprotocol` at most)",
             )
         ]
+    },
+    hosts.check_hostname: {
+        "maxLength": 253,
+        "pattern": r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+        r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
     },
     gateway_config._check_method: {"pattern": _METHOD_PATTERN},
     gateway_config._check_scope_token: {"pattern": r"^[\x21\x23-\x5b\x5d-\x7e]+$"},
