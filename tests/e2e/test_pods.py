@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ import jwt
 import pytest
 import yaml
 from support.cluster_fixtures import report
+from support.real_node import readme_block
 
 from wardgate.devcluster.cluster import LocalCluster, wait_until
 
@@ -40,15 +40,6 @@ SEED_SECRET = yaml.safe_load((ROOT / "examples" / "seed" / "secret.yaml").read_t
 ROTATED_SECRET = "rotated-secret-0123456789-abcdefghijklmnopqrstuv"
 GATEWAY_SELECTOR = "app.kubernetes.io/name=wardgate-gateway"
 OPERATOR_SELECTOR = "app.kubernetes.io/instance=wardgate,app.kubernetes.io/component=operator"
-
-
-def readme_block(heading: str) -> str:
-    """The first ```sh block under a `## heading` of the README."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert match, f"no sh block under '## {heading}' in README.md"
-    return match.group(1)
 
 
 def token(secret: str) -> str:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.real_node import host_traces
 
 from wardgate.devcluster import node
 from wardgate.devcluster.cluster import LocalCluster, wait_until
@@ -44,21 +45,6 @@ def _processes_mentioning(text: str) -> list[str]:
         if text in cmdline:
             found.append(f"{entry.name}: {cmdline}")
     return found
-
-
-def _host_traces(slot: int) -> list[str]:
-    """What a node's slot could leave on the host: cgroups, its veth, routes, rules."""
-    addresses = node.NodeAddresses(slot)
-    traces = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{addresses.cgroup}")]
-    if Path(f"/sys/class/net/{addresses.host_link}").exists():
-        traces.append(f"link {addresses.host_link}")
-    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
-    traces.extend(line for line in routes.splitlines() if addresses.host_link in line)
-    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    traces.extend(
-        line for line in rules.splitlines() if "KUBE-" in line or addresses.pod_cidr in line
-    )
-    return traces
 
 
 def _slot_free(slot: int) -> bool:
@@ -101,7 +87,7 @@ def test_a_killed_owner_of_a_real_node_leaves_nothing_on_the_host(
         directory, slot = line[0], int(line[1])
         # Side by side with the session's cluster, on addresses of its own.
         assert slot != node_cluster.addresses.slot
-        assert _host_traces(slot)  # its cgroups, veth pair and routes
+        assert host_traces(slot)  # its cgroups, veth pair and routes
         assert _processes_mentioning(directory)
     finally:
         owner.send_signal(signal.SIGKILL)
@@ -115,7 +101,7 @@ def test_a_killed_owner_of_a_real_node_leaves_nothing_on_the_host(
         timeout=60,
     )
     wait_until(lambda: _slot_free(slot), what="the slot to be released", timeout=30)
-    assert _host_traces(slot) == []
+    assert host_traces(slot) == []
     assert _sysctls() == sysctls
     mounts = Path("/proc/self/mountinfo").read_text()
     assert directory not in mounts

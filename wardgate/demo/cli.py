@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from typing import Any
 
@@ -14,23 +13,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add `wardgate demo`."""
     parser = subparsers.add_parser(
         "demo",
-        help="run the operator, a gateway and the seed example on a local control plane",
-        description="Start a local control plane, install the Helm chart, run the operator, "
-        "apply the seed example and serve its gateway on localhost; print the requests and "
-        "their answers, then follow the config until Ctrl-C. Needs the Kubernetes binaries "
-        "(`make k8s`).",
+        help="run the operator, a gateway and the seed example on a local cluster",
+        description="Start a local cluster with a real node, install the Helm chart (the "
+        "operator runs as a pod from the image built here), apply the seed example (its "
+        "gateway and orders run as pods) and send requests through the gateway's Service; "
+        "print them and their answers, then stay up until Ctrl-C. Needs the Kubernetes "
+        "binaries (`make k8s`) and a source checkout (the image is built from it).",
     )
     parser.add_argument(
         "--once",
         action="store_true",
-        help="check the answers (and that the gateway follows a new Route), then stop: "
+        help="check the answers (and that the gateway pods serve a new Route), then stop: "
         "exit 0 when all are as expected, 1 otherwise",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        help=f"gateway port on 127.0.0.1 (default {DEFAULT_PORT} when free, else any free "
-        "port; any free port with --once)",
     )
     parser.set_defaults(func=run)
     orders = subparsers.add_parser(
@@ -68,25 +62,14 @@ def serve_orders(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when it ran (or, with --once, when every answer was as expected)."""
     from wardgate.demo.stack import Demo, DemoError
     from wardgate.devcluster.binaries import BinariesMissingError
-    from wardgate.devcluster.cluster import ClusterError
+    from wardgate.devcluster.cluster import ClusterError, KubectlError
+    from wardgate.devcluster.node import NodeError
 
-    port = args.port
-    if port is None and not args.once and _port_is_free(DEFAULT_PORT):
-        port = DEFAULT_PORT
-    demo = Demo(port=port)
+    demo = Demo()
     try:
         demo.start()
         token = demo.token()
@@ -108,11 +91,11 @@ def run(args: argparse.Namespace) -> int:
     except BinariesMissingError as e:
         print(f"wardgate demo: {e}\nbuild them with `make k8s`", file=sys.stderr)
         return 1
-    except (DemoError, ClusterError) as e:
+    except (DemoError, ClusterError, NodeError, KubectlError) as e:
         print(f"\nwardgate demo: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        demo.say("\nstopping: gateway, operator, control plane")
+        demo.say("\nstopping: the cluster, its node and its pods")
         return 0
     finally:
         demo.close()

@@ -1,5 +1,7 @@
-"""The demo's steps, in order, and their cleanup in reverse: control plane, chart, operator,
-seed example, local gateway; then the answers, and following the config until stopped."""
+"""The demo's steps, in order, and their cleanup: a local cluster with a real node, the
+chart (the operator runs as a pod from the image built here), the seed example (its
+gateway and `orders` run as pods); then the answers through the gateway's Service, and
+a new Route followed by the gateway pods."""
 
 from __future__ import annotations
 
@@ -7,10 +9,8 @@ import base64
 import contextlib
 import json
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 import jwt
-import yaml
 
-from wardgate.demo.local_gateway import LocalGateway, free_port
-from wardgate.demo.upstream import OrdersUpstream
-from wardgate.devcluster.cluster import KubeCluster, LocalCluster, wait_until
+from wardgate.devcluster import node
+from wardgate.devcluster.cluster import KubectlError, LocalCluster, wait_until
 from wardgate.gateway.errors import code_of_body
 from wardgate.operator.manifests import child_name
 
@@ -37,8 +35,10 @@ RELEASE_NAMESPACE: Final = "wardgate-system"
 NAMESPACE: Final = "shop"
 GATEWAY: Final = "api"
 AUTHORIZER: Final = "jwt"
-UPSTREAM_SERVER: Final = "orders"
-WAIT_SECONDS: Final = 120.0
+WAIT_SECONDS: Final = 180.0
+# While a change rolls out, pods with the old and the new config serve side by side: an
+# answer counts once it comes this many times in a row.
+CONSISTENT_ANSWERS: Final = 6
 
 NEW_ROUTE: Final = """\
 apiVersion: wardgate.io/v1alpha1
@@ -62,7 +62,7 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class Answer:
-    """One request to the local gateway and what it answered."""
+    """One request to the gateway's Service and what it answered."""
 
     title: str
     curl: str
@@ -83,7 +83,10 @@ class Answer:
 
 def request(url: str, token: str | None = None) -> tuple[int, str, str]:
     """GET `url`: (status, reason, body)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # A connection per request: each goes through kube-proxy's choice of gateway pod.
+    headers = {"Connection": "close"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
             return r.status, r.reason, r.read().decode(errors="replace")
@@ -91,17 +94,20 @@ def request(url: str, token: str | None = None) -> tuple[int, str, str]:
         return e.code, e.reason, e.read().decode(errors="replace")
 
 
+def _status(url: str, token: str | None = None) -> int:
+    try:
+        return request(url, token)[0]
+    except OSError:
+        return 0
+
+
 @dataclass
 class Demo:
     """Everything the demo started, so that `close()` stops it all."""
 
-    port: int | None
     out: TextIO = sys.stdout
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="wardgate-demo-")))
     cluster: LocalCluster | None = None
-    operator: subprocess.Popen[bytes] | None = None
-    upstream: OrdersUpstream | None = None
-    gateway: LocalGateway | None = None
+    url: str = ""
     _started: float = field(default_factory=time.monotonic)
 
     # -- output ----------------------------------------------------------------------
@@ -121,118 +127,52 @@ class Demo:
         print(f"  ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
 
     @property
-    def kube(self) -> KubeCluster:
+    def kube(self) -> LocalCluster:
         if self.cluster is None:
-            raise DemoError("the control plane is not running")
+            raise DemoError("the cluster is not running")
         return self.cluster
 
     # -- the steps -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bring everything up and the local gateway on the operator's config."""
+        """Bring everything up: the cluster, the chart, the seed example."""
         for path in (CHART, SEED):
             if not path.is_dir():
                 raise DemoError(f"{path} is missing: run the demo from a source checkout")
-        self.say("wardgate demo: the operator, a gateway and the seed example on this machine")
-        with self.step("local control plane (etcd, kube-apiserver, controllers, a kwok node)"):
-            self.cluster = LocalCluster()
+        self.say("wardgate demo: the operator, a gateway and the seed example on a local cluster")
+        with self.step("the image (hack/build-image.sh; rebuilt only when the sources change)"):
+            archives = node.local_image_archives()
+        with self.step("local cluster: control plane and a real node (containerd, kubelet)"):
+            self.cluster = LocalCluster(real_node=True, image_archives=archives)
             self.cluster.start()
-        with self.step(f"Helm chart: CRDs, RBAC, operator Deployment in {RELEASE_NAMESPACE}"):
+        with self.step(f"Helm chart: CRDs, RBAC, the operator's pod in {RELEASE_NAMESPACE}"):
             self._install_chart()
-        with self.step(f"operator, running here as ServiceAccount {RELEASE_NAMESPACE}/{RELEASE}"):
-            self._start_operator()
-        with self.step(f"seed example (examples/seed) in namespace {NAMESPACE}, Gateway Ready"):
+        with self.step(f"seed example (examples/seed) in {NAMESPACE}: gateway and orders pods"):
             self._apply_seed()
-        with self.step("gateway on localhost following the operator's ConfigMap"):
-            self.upstream = OrdersUpstream().start()
-            port = self.port if self.port is not None else free_port()
-            # The account the Gateway's pods run as: it may read their ConfigMap and Secrets.
-            account = child_name(GATEWAY)
-            self.kube.kubectl(
-                "wait", "--for=create", f"serviceaccount/{account}", "-n", NAMESPACE,
-                f"--timeout={WAIT_SECONDS:.0f}s",
-            )  # fmt: skip
-            self.gateway = LocalGateway(
-                port,
-                {UPSTREAM_SERVER: self.upstream.url},
-                self.workdir / "gateway.log",
-                self._service_account_kubeconfig(NAMESPACE, account),
-                f"{NAMESPACE}/{child_name(GATEWAY, '-config')}",
-            )
-            self.gateway.start()
+        self.url = self._service_url()
         self.say(f"  ready in {time.monotonic() - self._started:.1f} s\n")
 
-    def _helm(self, *args: str) -> None:
+    def _install_chart(self) -> None:
         result = subprocess.run(
-            [str(self.kube.bin_dir / "helm"), *args],
+            [
+                str(self.kube.bin_dir / "helm"), "install", RELEASE, str(CHART),
+                "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+                "--wait", "--timeout", f"{WAIT_SECONDS:.0f}s",
+            ],
             env=self.kube.env,
             capture_output=True,
             text=True,
             timeout=WAIT_SECONDS + 30,
             check=False,
-        )
-        if result.returncode != 0:
-            raise DemoError(f"helm {args[0]} failed:\n{result.stderr}")
-
-    def _install_chart(self) -> None:
-        self._helm(
-            "install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
-            "--create-namespace", "--wait", "--timeout", f"{WAIT_SECONDS:.0f}s",
         )  # fmt: skip
+        if result.returncode != 0:
+            raise DemoError(f"helm install failed:\n{result.stderr}\n{self._operator_log()}")
 
-    def _service_account_kubeconfig(
-        self, namespace: str = RELEASE_NAMESPACE, account: str = RELEASE
-    ) -> Path:
-        """A kubeconfig for a ServiceAccount (the chart's, for the operator: it gets exactly
-        the chart's RBAC, as in a cluster)."""
-        token = self.kube.kubectl(
-            "create", "token", account, "-n", namespace, "--duration=24h"
-        ).stdout.strip()
-        admin = yaml.safe_load(self.kube.kubeconfig.read_text())
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": admin["clusters"][:1],
-            "users": [{"name": RELEASE, "user": {"token": token}}],
-            "contexts": [
-                {
-                    "name": RELEASE,
-                    "context": {"cluster": admin["clusters"][0]["name"], "user": RELEASE},
-                }
-            ],
-            "current-context": RELEASE,
-        }
-        path = self.workdir / f"{namespace}.{account}.kubeconfig"
-        path.touch(mode=0o600)
-        path.write_text(yaml.safe_dump(config))
-        return path
-
-    def _start_operator(self) -> None:
-        kubeconfig = self._service_account_kubeconfig()
-        health = free_port()
-        log = self.workdir / "operator.log"
-        env = {**self.kube.env, "KUBECONFIG": str(kubeconfig)}
-        with log.open("ab") as out:
-            self.operator = subprocess.Popen(
-                [
-                    sys.executable, "-m", "wardgate", "operator", "--kubeconfig", str(kubeconfig),
-                    "--all-namespaces", "--standalone",
-                    f"--liveness=http://127.0.0.1:{health}/healthz",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )  # fmt: skip
-
-        def alive() -> bool:
-            if self.operator is None or self.operator.poll() is not None:
-                raise DemoError(f"the operator exited:\n{_tail(log)}")
-            status, _, _ = _get_status(f"http://127.0.0.1:{health}/healthz")
-            return status == 200
-
-        self._wait(alive, "the operator's liveness endpoint", log)
+    def _operator_log(self) -> str:
+        logs = self.kube.kubectl(
+            "logs", f"deployment/{RELEASE}", "-n", RELEASE_NAMESPACE, "--tail=30", check=False
+        )
+        return f"operator log:\n{logs.stdout}{logs.stderr}"
 
     def _apply_seed(self) -> None:
         self.kube.kubectl("create", "namespace", NAMESPACE)
@@ -243,41 +183,43 @@ class Demo:
         self.kube.kubectl(
             "apply", "--server-side", "--field-manager=demo", "-n", NAMESPACE, "-f", str(SEED)
         )
-        result = self.kube.kubectl(
-            "wait", "--for=condition=Ready", f"gateways.wardgate.io/{GATEWAY}", "-n", NAMESPACE,
-            f"--timeout={WAIT_SECONDS:.0f}s", check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
+        try:
+            self.kube.kubectl(
+                "wait", "--for=condition=Ready", f"gateways.wardgate.io/{GATEWAY}",
+                "-n", NAMESPACE, f"--timeout={WAIT_SECONDS:.0f}s", timeout=WAIT_SECONDS + 30,
+            )  # fmt: skip
+            for deployment in ("orders", child_name(GATEWAY)):
+                self.kube.kubectl(
+                    "rollout", "status", f"deployment/{deployment}", "-n", NAMESPACE,
+                    f"--timeout={WAIT_SECONDS:.0f}s", timeout=WAIT_SECONDS + 30,
+                )  # fmt: skip
+        except KubectlError as e:
             status = self.kube.kubectl(
-                "get", "wardgate", "-n", NAMESPACE, "-o", "wide", check=False
+                "get", "wardgate,pods", "-n", NAMESPACE, "-o", "wide", check=False
             ).stdout
             raise DemoError(
-                f"Gateway {GATEWAY} did not become Ready:\n{status}\n"
-                f"operator log:\n{_tail(self.workdir / 'operator.log')}"
-            )
+                f"the seed example did not become Ready: {e}\n{status}\n{self._operator_log()}"
+            ) from None
 
-    def wait_for_config(self, previous: str | None, timeout: float = WAIT_SECONDS) -> str:
-        """Block until the local gateway serves a config other than `previous`."""
-        gateway = self.gateway
-        if gateway is None:
-            raise DemoError("the gateway is not running")
-        served: list[str] = []
+    def _service_url(self) -> str:
+        """The gateway's Service at its ClusterIP, which this machine routes to the node."""
+        service = json.loads(
+            self.kube.kubectl(
+                "get", f"service/{child_name(GATEWAY)}", "-n", NAMESPACE, "-o", "json"
+            ).stdout
+        )
+        url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+        self._wait(lambda: self._consistently(url + "/health", 200), "the gateway's Service")
+        return url
 
-        def changed() -> bool:
-            current = gateway.served_hash()
-            if current is None or current == previous:
-                return False
-            served.append(current)
-            return True
+    def _consistently(self, url: str, status: int, token: str | None = None) -> bool:
+        return all(_status(url, token) == status for _ in range(CONSISTENT_ANSWERS))
 
-        self._wait(changed, "the local gateway to serve the new config", gateway.log_path)
-        return served[-1]
-
-    def _wait(self, condition: Callable[[], bool], what: str, log: Path | None) -> None:
+    def _wait(self, condition: Callable[[], bool], what: str) -> None:
         try:
-            wait_until(condition, what=what, timeout=WAIT_SECONDS, interval=0.1)
+            wait_until(condition, what=what, timeout=WAIT_SECONDS, interval=0.2)
         except TimeoutError as e:
-            raise DemoError(f"{e}\n{_tail(log) if log else ''}") from None
+            raise DemoError(f"{e}\n{self._operator_log()}") from None
 
     # -- the answers -----------------------------------------------------------------
 
@@ -303,19 +245,24 @@ class Demo:
         return jwt.encode(claims, value, algorithm=authorizer.get("algorithm", "HS256"))
 
     def answers(self, token: str) -> list[Answer]:
-        """The seed's three requests, sent to the local gateway."""
-        base = self.gateway.url if self.gateway else ""
+        """The seed's three requests, sent to the gateway's Service."""
         cases = [
             ("public path", "/health", None, 200, None),
             ("no token: refused", "/private/orders", None, 401, "missing_token"),
-            ("valid token: proxied to orders", "/private/orders", token, 200, None),
+            ("valid token: proxied to the orders pods", "/private/orders", token, 200, None),
         ]
+        # CoreDNS and kube-proxy catch up with the `orders` Service within seconds of its
+        # creation; until then the gateway answers 502.
+        self._wait(
+            lambda: self._consistently(f"{self.url}/private/orders", 200, token),
+            "the orders pods through the gateway",
+        )
         answers = []
         for title, path, bearer, status, code in cases:
             header = ' -H "Authorization: Bearer $TOKEN"' if bearer else ""
-            got, reason, body = request(base + path, bearer)
+            got, reason, body = request(self.url + path, bearer)
             answers.append(
-                Answer(title, f"curl -i{header} {base}{path}", got, reason, body, status, code)
+                Answer(title, f"curl -i{header} {self.url}{path}", got, reason, body, status, code)
             )
         return answers
 
@@ -332,55 +279,48 @@ class Demo:
                 self.say(_compact(answer.body))
 
     def show_next_steps(self) -> None:
-        kubeconfig = self.kube.kubeconfig
-        bin_dir = self.kube.bin_dir
-        gateway = self.gateway.url if self.gateway else ""
         self.say(
             "\nIn another shell, use the cluster:\n"
-            f"  export KUBECONFIG={shlex.quote(str(kubeconfig))}\n"
-            f'  export PATH={shlex.quote(str(bin_dir))}:"$PATH"\n'
-            f"  kubectl get wardgate -n {NAMESPACE}\n"
-            "Add a Route; the gateway here follows the operator's new config:\n"
+            f"  export KUBECONFIG={shlex.quote(str(self.kube.kubeconfig))}\n"
+            f'  export PATH={shlex.quote(str(self.kube.bin_dir))}:"$PATH"\n'
+            f"  kubectl get wardgate,pods -n {NAMESPACE}\n"
+            f"  kubectl logs -n {RELEASE_NAMESPACE} deployment/{RELEASE}\n"
+            "Add a Route; the gateway pods serve it within seconds:\n"
             f"  kubectl apply -n {NAMESPACE} -f - <<'EOF'\n{NEW_ROUTE}EOF\n"
-            f"  curl -i {gateway}/hello\n"
-            f"Logs: {self.workdir}/operator.log, {self.workdir}/gateway.log\n"
+            f"  curl -i {self.url}/hello\n"
+            f"Cluster logs: {self.kube.logs_dir()}\n"
             "Ctrl-C stops everything."
         )
 
     def check_following(self) -> list[Answer]:
-        """Apply a new Route; the local gateway's answer on its path, and on `/health` all
-        along the change (every request answered 200): the config is swapped in place."""
-        gateway = self.gateway
-        if gateway is None:
-            raise DemoError("the gateway is not running")
-        previous = gateway.served_hash()
+        """Apply a new Route; its answer through the Service once the gateway pods serve
+        it, and `/health` all along (every request answered 200)."""
         during: list[int] = []
         done = threading.Event()
 
         def keep_asking() -> None:
             while not done.is_set():
-                try:
-                    during.append(request(f"{gateway.url}/health")[0])
-                except OSError:
-                    during.append(0)
+                during.append(_status(f"{self.url}/health"))
 
-        asker = threading.Thread(target=keep_asking, name="demo-during-change")
+        asker = threading.Thread(target=keep_asking, name="demo-during-rollout")
         asker.start()
+        started = time.monotonic()
         try:
             self.kube.kubectl(
                 "apply", "--server-side", "--field-manager=demo", "-n", NAMESPACE, "-f", "-",
                 input=NEW_ROUTE,
             )  # fmt: skip
-            current = self.wait_for_config(previous)
+            self._wait(lambda: self._consistently(f"{self.url}/hello", 200), "/hello served")
+            served = time.monotonic() - started
         finally:
             done.set()
             asker.join()
         refused = [status for status in during if status != 200]
-        url = f"{gateway.url}/hello"
+        url = f"{self.url}/hello"
         status, reason, body = request(url)
         return [
             Answer(
-                f"new Route applied: config {previous} → {current}",
+                f"new Route applied: served by the gateway pods after {served:.1f} s",
                 f"curl -i {url}",
                 status,
                 reason,
@@ -388,8 +328,8 @@ class Demo:
                 200,
             ),
             Answer(
-                f"/health during the change: {len(during)} requests, {len(refused)} not 200",
-                f"curl -i {gateway.url}/health  # in a loop",
+                f"/health meanwhile: {len(during)} requests, {len(refused)} not 200",
+                f"curl -i {self.url}/health  # in a loop",
                 200 if during and not refused else (refused or [0])[0],
                 "OK" if during and not refused else "not all 200",
                 "",
@@ -398,52 +338,16 @@ class Demo:
         ]
 
     def wait_forever(self) -> None:
-        """Until Ctrl-C, or the operator exits."""
-        if self.operator is None:
-            raise DemoError("the operator is not running")
-        self.operator.wait()
-        raise DemoError(f"the operator exited:\n{_tail(self.workdir / 'operator.log')}")
+        """Until Ctrl-C, or a component of the cluster exits."""
+        name = self.kube.wait_for_exit()
+        raise DemoError(f"{name} exited:\n{self.kube.describe_logs()}")
 
     # -- cleanup ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop everything in reverse order and remove the demo's files."""
-        if self.gateway is not None:
-            self.gateway.stop()
-        if self.upstream is not None:
-            self.upstream.stop()
-        if self.operator is not None:
-            _terminate(self.operator)
+        """Stop the cluster (its pods, node and namespaces) and remove its files."""
         if self.cluster is not None:
             self.cluster.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _get_status(url: str) -> tuple[int, str, str]:
-    try:
-        return request(url)
-    except OSError:
-        return 0, "", ""
-
-
-def _terminate(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _tail(path: Path | None, lines: int = 30) -> str:
-    if path is None:
-        return ""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
 
 
 def _compact(body: str) -> str:

@@ -1,10 +1,12 @@
-"""`wardgate dev-cluster up|down|env`: a local control plane for trying Wardgate out.
+"""`wardgate dev-cluster up|down|env`: a local cluster for trying Wardgate out.
 
-`up` starts the cluster and supervises it in the foreground until Ctrl-C (or, with
-`--detach`, in the background); `env` prints the shell exports for the running one;
-`down` stops it. The running cluster is described by `state.json` in the state directory
-(`$WARDGATE_DEV_CLUSTER_DIR`, default `~/.cache/wardgate/dev-cluster`), next to a
-stable copy of its kubeconfig.
+`up` starts a control plane and a real node (containerd, kubelet, kube-proxy, CoreDNS in
+namespaces of their own; with `--kwok` a fake node instead) with the image built from this
+checkout, under its own name and the chart's default one, and supervises it in the
+foreground until Ctrl-C (or, with `--detach`, in the background); `env` prints the shell
+exports for the running one; `down` stops it. The running cluster is described by
+`state.json` in the state directory (`$WARDGATE_DEV_CLUSTER_DIR`, default
+`~/.cache/wardgate/dev-cluster`), next to a stable copy of its kubeconfig.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-DOWN_TIMEOUT_SECONDS = 30.0
-DETACH_TIMEOUT_SECONDS = 120.0
+DOWN_TIMEOUT_SECONDS = 120.0
+DETACH_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,12 @@ def _up(args: argparse.Namespace) -> int:
         print(render_exports(running))
         return 1
     if args.detach:
-        return _up_detached()
+        forwarded = ["--kwok"] if args.kwok else []
+        for archive in args.image_archive:
+            forwarded += ["--image-archive", str(archive)]
+        return _up_detached(forwarded)
 
+    from wardgate.devcluster import node
     from wardgate.devcluster.binaries import BinariesMissingError
     from wardgate.devcluster.cluster import ClusterError, LocalCluster
 
@@ -92,9 +98,17 @@ def _up(args: argparse.Namespace) -> int:
     state_path = directory / "state.json"
     kubeconfig = directory / "kubeconfig"
     try:
-        cluster = LocalCluster(log=lambda message: print(message, file=sys.stderr, flush=True))
+        if args.kwok:
+            cluster = LocalCluster(log=lambda message: print(message, file=sys.stderr, flush=True))
+        else:
+            print("building the image unless up to date (hack/build-image.sh)", file=sys.stderr)
+            cluster = LocalCluster(
+                real_node=True,
+                image_archives=(*node.local_image_archives(), *args.image_archive),
+                log=lambda message: print(message, file=sys.stderr, flush=True),
+            )
         cluster.start()
-    except (BinariesMissingError, ClusterError) as e:
+    except (BinariesMissingError, ClusterError, node.NodeError) as e:
         print(f"dev-cluster: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -129,13 +143,13 @@ def _up(args: argparse.Namespace) -> int:
         cluster.stop()
 
 
-def _up_detached() -> int:
+def _up_detached(forwarded: list[str]) -> int:
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "up.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "wardgate", "dev-cluster", "up"],
+            [sys.executable, "-m", "wardgate", "dev-cluster", "up", *forwarded],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -198,6 +212,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     up = actions.add_parser("up", help="start the cluster (foreground until Ctrl-C)")
     up.add_argument(
         "--detach", action="store_true", help="run in the background; print exports when ready"
+    )
+    up.add_argument(
+        "--kwok",
+        action="store_true",
+        help="a fake node (kwok) instead of the real one: pods become Ready without running",
+    )
+    up.add_argument(
+        "--image-archive",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="TAR",
+        help="an image archive to import into the node (repeatable; the image built from "
+        "this checkout is imported anyway)",
     )
     up.set_defaults(func=_up)
     actions.add_parser("down", help="stop the running cluster").set_defaults(func=_down)

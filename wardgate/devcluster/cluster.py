@@ -909,7 +909,7 @@ class LocalCluster:
                     str(bin_dir / "kubelet"),
                     f"--config={configs_node['kubelet']}",
                     f"--kubeconfig={configs_node['kubelet-kubeconfig']}",
-                    f"--root-dir={node_dir / 'kubelet'}",
+                    f"--root-dir={configs_node['kubelet-root']}",
                     f"--hostname-override={node.NODE_NAME}",
                     f"--node-ip={a.node_ip}",
                     "--v=1",

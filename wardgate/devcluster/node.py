@@ -72,6 +72,21 @@ class NodeError(RuntimeError):
     """The node could not be set up."""
 
 
+def local_image_archives() -> tuple[Path, ...]:
+    """The project's image archive from a source checkout, built by hack/build-image.sh
+    unless up to date (the pause image with it); none outside a checkout."""
+    script = Path(__file__).resolve().parents[2] / "hack" / "build-image.sh"
+    if not script.is_file():
+        return ()
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, timeout=3600, check=False
+    )
+    if result.returncode != 0:
+        raise NodeError(f"hack/build-image.sh failed:\n{result.stderr[-4000:]}")
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return (Path(values["image_archive"]),)
+
+
 @dataclass(frozen=True)
 class NodeAddresses:
     """The names and addresses a slot owns."""
@@ -116,6 +131,12 @@ class NodeAddresses:
     @property
     def cgroup(self) -> str:
         return watchdog.node_cgroup(self.slot)
+
+    @property
+    def run_dir(self) -> Path:
+        """Short paths for the node's sockets and kubelet's directory (a Unix socket path
+        has at most 107 bytes; the cluster's directory may be deep under $TMPDIR)."""
+        return watchdog.node_run_dir(self.slot)
 
 
 def missing_host_commands() -> list[str]:
@@ -259,7 +280,8 @@ def write_configs(
     cni_dir = directory / "cni"
     cni_dir.mkdir(exist_ok=True)
     containerd = directory / "containerd.toml"
-    socket = directory / "containerd.sock"
+    a.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    socket = a.run_dir / "containerd.sock"
     containerd.write_text(
         f"""version = 2
 root = "{directory / "containerd"}"
@@ -381,6 +403,7 @@ iptables: {{syncPeriod: 30s, minSyncPeriod: 0s}}
         "kube-proxy": proxy,
         "corefile": corefile,
         "kubelet-kubeconfig": kubelet_kubeconfig,
+        "kubelet-root": a.run_dir / "kubelet",
     }
 
 

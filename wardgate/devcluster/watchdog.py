@@ -68,6 +68,11 @@ def node_cgroup(slot: int) -> str:
     return f"wardgate-node-{slot}"
 
 
+def node_run_dir(slot: int) -> Path:
+    """A real node's sockets and kubelet's directory, on short paths."""
+    return Path(f"/run/wardgate-node-{slot}")
+
+
 def _cgroup_pids(root: Path) -> set[int]:
     pids: set[int] = set()
     for procs in root.rglob("cgroup.procs"):
@@ -78,7 +83,8 @@ def _cgroup_pids(root: Path) -> set[int]:
 
 def cleanup_slot(slot: int) -> None:
     """End every process of a real node's slot (containerd's shims and the containers
-    leave their process groups, not their cgroup), remove its cgroups and its veth pair.
+    leave their process groups, not their cgroup), remove its cgroups, its veth pair and
+    its directory in /run.
 
     Its namespaces, and with them its firewall rules, routes, sysctls and mounts, go
     with the last of its processes."""
@@ -106,6 +112,7 @@ def cleanup_slot(slot: int) -> None:
     link = f"wgh{slot}"
     if Path(f"/sys/class/net/{link}").exists():
         subprocess.run(["ip", "link", "del", link], capture_output=True, check=False, timeout=30)
+    shutil.rmtree(node_run_dir(slot), ignore_errors=True)
 
 
 def main() -> int:
