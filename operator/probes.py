@@ -103,15 +103,22 @@ def jwks_uri(spec: Mapping[str, Any]) -> str | None:
 
 
 def with_probe(
-    conditions: Iterable[Cond], fields: Mapping[str, Any], result: ProbeResult | None
+    conditions: Iterable[Cond],
+    fields: Mapping[str, Any],
+    result: ProbeResult | None,
+    uri: str | None = None,
 ) -> tuple[tuple[Cond, ...], dict[str, Any]]:
     """The Authorizer's rendered conditions and fields with a probe result folded in:
     `IdentityProviderReachable` before `Ready` (and the other derived conditions), which
-    are recomputed; `jwks` among the fields. No result (nothing to probe, or probing off):
-    unchanged."""
+    are recomputed; `jwks` among the fields. No result for a JWKS `uri` yet (its first
+    probe is under way): the condition is Unknown, so the Authorizer is not Ready before
+    its keys were seen once (a tool reading Ready would otherwise take a provider that is
+    down for healthy until the probe ends). Nothing to probe, or probing off: unchanged."""
     rendered = [c for c in conditions if c.type not in DERIVED]
     merged = dict(fields)
     if result is None:
+        if uri is not None:
+            rendered.append(Cond(CONDITION, "Unknown", "Pending", f"first probe of {uri}"))
         return summarise(rendered), merged
     if result.reachable:
         reachable = true(

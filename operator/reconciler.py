@@ -131,7 +131,7 @@ class Reconciler:
         conditions, fields = result.status.conditions, result.status.fields
         if self.probes is not None:
             uri = jwks_uri(observed.resource.spec)
-            conditions, fields = with_probe(conditions, fields, self.probes.result(key, uri))
+            conditions, fields = with_probe(conditions, fields, self.probes.result(key, uri), uri)
         await self.write_status("Authorizer", observed, conditions, fields)
 
     async def reconcile_gateway(self, key: ObjectKey) -> None:

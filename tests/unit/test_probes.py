@@ -84,6 +84,15 @@ def test_with_probe_folds_reachability_into_ready() -> None:
     assert conditions[-1].reason == "SecretNotFound"  # the first failure is the summary
 
 
+def test_an_authorizer_is_not_ready_before_its_first_probe() -> None:
+    """A JWKS not probed yet: Ready is Unknown (Pending), neither Stalled nor Reconciling,
+    so a tool reading Ready waits instead of taking a provider that may be down for up."""
+    conditions, fields = with_probe(RENDERED, {"issuer": "i"}, None, "https://idp/keys")
+    assert [c.type for c in conditions] == ["Accepted", "ResolvedRefs", CONDITION, "Ready"]
+    assert conditions[-1] == Cond("Ready", "Unknown", "Pending", "first probe of https://idp/keys")
+    assert fields == {"issuer": "i"}
+
+
 @pytest.fixture
 async def key_server() -> AsyncIterator[JwksServer]:
     server = await JwksServer(jwks(rsa_key("probe-1"))).start()
