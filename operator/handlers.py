@@ -247,6 +247,23 @@ class Controller:
     reconciler: Reconciler
     queue: WorkQueue[WorkKey]
     route_gateways: dict[ObjectKey, ObjectKey] = field(default_factory=dict)
+    generations: dict[tuple[str, str, str], object] = field(default_factory=dict)
+    """(kind, namespace, name) → the last `metadata.generation` seen of a Route or an
+    Authorizer."""
+
+    def spec_changed(self, kind: str, type: str, body: Body) -> bool:
+        """Whether an event can change what is rendered: not a status-only update (the
+        operator's own status writes come back as events; a render for each of 10,000
+        Route statuses re-rendered their Gateway over and over)."""
+        namespace, name = _identity(body)
+        key = (kind, namespace, name)
+        if type == "DELETED":
+            self.generations.pop(key, None)
+            return True
+        generation = (body.get("metadata") or {}).get("generation")
+        previous = self.generations.get(key)
+        self.generations[key] = generation
+        return type != "MODIFIED" or generation is None or generation != previous
 
     def enqueue_gateways_in(self, namespace: str) -> None:
         for namespace_, name in self.state.gateways_in(namespace):
@@ -507,6 +524,8 @@ def gateway_event(memo: kopf.Memo, type: str, body: Body) -> None:
 
 def route_event(memo: kopf.Memo, type: str, body: Body) -> None:
     controller: Controller = memo["controller"]
+    if not controller.spec_changed("Route", type, body):
+        return
     key = _identity(body)
     namespace, name = key
     previous = controller.route_gateways.pop(key, None)
@@ -523,6 +542,8 @@ def route_event(memo: kopf.Memo, type: str, body: Body) -> None:
 
 def authorizer_event(memo: kopf.Memo, type: str, body: Body) -> None:
     controller: Controller = memo["controller"]
+    if not controller.spec_changed("Authorizer", type, body):
+        return  # its status (the prober reconciles it when the provider's health changes)
     namespace, name = _identity(body)
     if type == "DELETED":
         controller.reconciler.forget("Authorizer", namespace, name)
