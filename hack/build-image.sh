@@ -92,6 +92,11 @@ if [[ "${1:-}" == "--print" ]]; then
   exit 0
 fi
 if [[ -f "${image_tar}" && -f "${pause_tar}" && -f "${cache}/containers.conf" ]]; then
+  # A build from another checkout removes older wardgate images from podman's storage
+  # (see below): the archive still has this one, so load it back for `podman run`.
+  if ! CONTAINERS_CONF="${cache}/containers.conf" podman image exists "${image_ref}"; then
+    CONTAINERS_CONF="${cache}/containers.conf" podman load --quiet --input "${image_tar}" > /dev/null
+  fi
   log "image up to date: ${image_ref} (${image_tar})"
   print_paths
   exit 0
