@@ -288,12 +288,30 @@ def redact_target(target: str, names: frozenset[str]) -> str:
     return f"{path}?{'&'.join(shown)}"
 
 
+_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _unreserved_decoded(text: str) -> str:
+    """`text` with only the escapes of unreserved characters decoded (RFC 3986 section
+    6.2.2.2): a stray `%` before a name (`%access%5Ftoken`) swallows the name's first
+    letters in a full decoding, while a lenient reader still sees `access_token`."""
+
+    def decode(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else match.group(0)
+
+    return _ESCAPE.sub(decode, text)
+
+
 def _appears_in(token: str, query: str) -> bool:
-    """Whether the token is in the query as sent, decoded once or twice."""
+    """Whether the token is in the query as sent, decoded once or twice, or with only its
+    unreserved characters' escapes decoded."""
     if not query:
         return False
     once = unquote_plus(query)
-    return token in query or token in once or token in unquote(once)
+    forms = (query, once, unquote(once), _unreserved_decoded(query), _unreserved_decoded(once))
+    return any(token in form for form in forms)
 
 
 def subprotocol_tokens(fields: Sequence[str], prefix: str) -> list[str]:

@@ -265,3 +265,14 @@ def test_a_query_token_never_reaches_the_upstream_url_or_a_log_line(
         shown = report.target
     assert _segments_in(shown) == [], shown
     assert _segments_in(str(report.to_json()["request"])) == []
+
+
+def test_a_stray_percent_before_a_token_parameter_does_not_smuggle_a_second_token() -> None:
+    """`%access%5Ftoken` decodes to no known name (`%ac` swallows two letters), yet a
+    lenient reader sees `access_token` in it: the request is refused, never forwarded
+    with an unverified token beside the verified one."""
+    query = f"%{NAME.replace('_', '%5F')}={_TOKEN}&{NAME}={_OTHER}"
+    admission, line = asyncio.run(_decide(query, []))
+    assert admission.principal is None
+    assert '"code":"ambiguous_token"' in line.replace(" ", "")
+    assert _segments_in(line) == []
