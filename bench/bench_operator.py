@@ -25,10 +25,11 @@ import kopf
 import yaml
 
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
+from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
 from wardgate.operator.handlers import Controller, Options, registry
 from wardgate.operator.inputs import resource_from_body, secret_from_body
-from wardgate.operator.kube import KubeApi, load_configuration, object_path
+from wardgate.operator.kube import KubeApi, object_path
 from wardgate.operator.manifests import Defaults, build_gateway_objects, config_map_text
 from wardgate.operator.render import render
 
@@ -172,7 +173,7 @@ def bench_cluster(cluster: KubeCluster, samples: int) -> dict[str, Any]:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
     cluster.kubectl("wait", "--for=condition=Established", "crd/routes.wardgate.io")
     cluster.kubectl("create", "namespace", NAMESPACE)
-    api = KubeApi.from_configuration(load_configuration(cluster.kubeconfig))
+    api = KubeApi.from_configuration(load_client_configuration(cluster.kubeconfig))
     seed = [
         {
             "apiVersion": "wardgate.io/v1alpha1",

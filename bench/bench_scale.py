@@ -46,9 +46,10 @@ import kopf
 import yaml
 
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
+from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
 from wardgate.operator.handlers import Controller, Options, registry
-from wardgate.operator.kube import KubeApi, load_configuration, object_path
+from wardgate.operator.kube import KubeApi, object_path
 from wardgate.operator.manifests import CONFIG_MAP_LIMIT, Defaults, config_map_size
 
 API = "wardgate.io/v1alpha1"
@@ -117,7 +118,7 @@ class Bench:
     def __init__(self, cluster: KubeCluster, args: argparse.Namespace) -> None:
         self.cluster = cluster
         self.args = args
-        self.api = KubeApi.from_configuration(load_configuration(cluster.kubeconfig))
+        self.api = KubeApi.from_configuration(load_client_configuration(cluster.kubeconfig))
         self.workdir = RESULTS / f"scale-{time.strftime('%Y%m%d-%H%M%S')}"
         self.workdir.mkdir(parents=True, exist_ok=True)
 

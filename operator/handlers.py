@@ -29,9 +29,10 @@ from typing import Any, Final
 import aiohttp
 import kopf
 
+from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.informer import Index, Informers, Watched
 from wardgate.operator.inputs import resource_from_body, secret_from_body
-from wardgate.operator.kube import CLUSTER_SCOPED, Body, KubeApi, KubeError, load_configuration
+from wardgate.operator.kube import CLUSTER_SCOPED, Body, KubeApi, KubeError
 from wardgate.operator.manifests import GATEWAY_LABEL, MANAGED_BY, Defaults
 from wardgate.operator.probes import JwksProber, jwks_uri
 from wardgate.operator.reconciler import Observed, Reconciler, ReplacingError, WorkKey
@@ -402,7 +403,7 @@ def _retry_delay(exc: Exception) -> float | None:
 @kopf.on.login(registry=registry)
 def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     options: Options = memo["options"]
-    configuration = load_configuration(options.kubeconfig)
+    configuration = load_client_configuration(options.kubeconfig)
     header: str = configuration.get_api_key_with_prefix("BearerToken") or ""
     scheme, _sep, token = header.partition(" ")
     return kopf.ConnectionInfo(
@@ -421,7 +422,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     options: Options = memo["options"]
     settings.posting.enabled = False  # our Events are posted by the reconciler
     settings.scanning.disabled = True
-    configuration = load_configuration(options.kubeconfig)
+    configuration = load_client_configuration(options.kubeconfig)
     kube = KubeApi.from_configuration(configuration)
     watched = {
         "Gateway": Watched("Gateway", gateway_index, lambda t, b: gateway_event(memo, t, b)),

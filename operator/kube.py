@@ -16,11 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
@@ -80,25 +78,6 @@ def object_path(kind: str, namespace: str, name: str | None = None) -> str:
         return f"/{prefix}/{plural}/{name}" if name else f"/{prefix}/{plural}"
     path = f"/{prefix}/namespaces/{namespace}/{plural}"
     return f"{path}/{name}" if name else path
-
-
-def load_configuration(kubeconfig: Path | None = None) -> k8s_client.Configuration:
-    """Client settings: the given kubeconfig, else in-cluster, else the default kubeconfig."""
-    configuration = k8s_client.Configuration()
-    if kubeconfig is not None:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig), client_configuration=configuration
-        )
-        return configuration
-    try:
-        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-    return configuration
 
 
 @dataclass

@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from wardgate.devcluster.cluster import KubeCluster, wait_until
+from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
 from wardgate.operator.handlers import Controller, Options, registry
-from wardgate.operator.kube import KubeApi, load_configuration, object_path
+from wardgate.operator.kube import KubeApi, object_path
 from wardgate.operator.manifests import Defaults, config_map_text
 
 TEST_IMAGE = "wardgate:test"
@@ -36,7 +37,7 @@ def install_crds(cluster: KubeCluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
     # Not `kubectl wait --for=condition=Established`: it fails instead of waiting when a new
     # CRD has no conditions yet.
-    api = KubeApi.from_configuration(load_configuration(cluster.kubeconfig))
+    api = KubeApi.from_configuration(load_client_configuration(cluster.kubeconfig))
 
     def established(name: str) -> bool:
         path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
@@ -202,7 +203,7 @@ class Objects:
 
     def __init__(self, cluster: KubeCluster) -> None:
         self.cluster = cluster
-        self.api = KubeApi.from_configuration(load_configuration(cluster.kubeconfig))
+        self.api = KubeApi.from_configuration(load_client_configuration(cluster.kubeconfig))
 
     def close(self) -> None:
         self.api.close()

@@ -723,28 +723,7 @@ class LocalCluster:
             if status != 201:
                 raise ClusterError(f"creating node {name} failed: {status} {body}")
 
-        nodes = [f"/api/v1/nodes/{name}" for name in self.node_names]
-        self._wait(
-            "the fake node to be Ready (kwok)",
-            lambda: all(_node_ready(api.request("GET", path)[1]) for path in nodes),
-        )
-        self.times.node_ready = time.monotonic() - started
-        self._say(f"node Ready after {self.times.node_ready:.1f} s")
-        # The controller manager runs when the node-lifecycle controller has lifted the
-        # not-ready taint (so Pods can be scheduled) and the service-account controller
-        # has created `default` in `default` (so Pods are admitted there).
-        self._wait(
-            "the controller manager to make the node schedulable",
-            lambda: all(_node_schedulable(api.request("GET", path)[1]) for path in nodes),
-        )
-        self._wait(
-            "the controller manager to create the default service account",
-            lambda: (
-                api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
-            ),
-        )
-        self.times.controllers_ready = time.monotonic() - started
-        self._say(f"cluster ready after {self.times.controllers_ready:.1f} s")
+        self._wait_until_usable(api, started, "the fake node to be Ready (kwok)")
 
     def _start_real(self, bin_dir: Path, directory: Path, started: float) -> None:
         """A control plane and a real node, all in the node's namespaces but the
@@ -934,10 +913,16 @@ class LocalCluster:
             status, body = api.request("POST", collection, obj)
             if status not in (201, 409):
                 raise ClusterError(f"creating the cluster DNS's {kind} failed: {status} {body}")
+        self._wait_until_usable(api, started, "the node to be Ready (kubelet)")
+
+    def _wait_until_usable(self, api: _Api, started: float, node_ready: str) -> None:
+        """Wait for the nodes to be Ready, then for the controller manager: it runs when
+        the node-lifecycle controller has lifted the not-ready taint (so Pods can be
+        scheduled) and the service-account controller has created `default` in `default`
+        (so Pods are admitted there)."""
         nodes = [f"/api/v1/nodes/{name}" for name in self.node_names]
         self._wait(
-            "the node to be Ready (kubelet)",
-            lambda: all(_node_ready(api.request("GET", path)[1]) for path in nodes),
+            node_ready, lambda: all(_node_ready(api.request("GET", path)[1]) for path in nodes)
         )
         self.times.node_ready = time.monotonic() - started
         self._say(f"node Ready after {self.times.node_ready:.1f} s")
