@@ -28,16 +28,9 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 versions_file="${repo_root}/wardgate/devcluster/versions.json"
 
-log() { printf '==> %s\n' "$*" >&2; }
-reported=""
-die() { printf 'gitops-binaries: ERROR: %s\n' "$*" >&2; reported=1; exit 1; }
-trap 'rc=$?; [[ ${rc} -eq 0 || -n "${reported}" ]] ||
-  printf "gitops-binaries: ERROR: build failed (exit %s); see the output above\n" "${rc}" >&2' EXIT
-
-read_version() {
-  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
-    "${versions_file}" "$1" || die "cannot read '$1' from ${versions_file}"
-}
+script_name=gitops-binaries
+# shellcheck source=hack/build-common.sh
+source "${repo_root}/hack/build-common.sh"
 
 SOURCE_CONTROLLER_VERSION="$(read_version source-controller)"
 KUSTOMIZE_CONTROLLER_VERSION="$(read_version kustomize-controller)"
@@ -53,11 +46,7 @@ if [[ "${1:-}" == "--print-dir" ]]; then
   exit 0
 fi
 
-# One build at a time per cache: two checkouts building together would race on the
-# temporary folders; the second waits and then finds everything built.
-mkdir -p "${cache_root}"
-exec {lock_fd}>"${cache_root}/.build.lock"
-flock "${lock_fd}"
+take_build_lock "${cache_root}"
 
 # The argocd-health stamp also covers its source, so that an edit rebuilds it.
 tool_dir="${repo_root}/tools/argocd-health"
@@ -67,8 +56,7 @@ ARGOCD_HEALTH_STAMP="gopher-lua ${GOPHER_LUA_VERSION} source ${tool_digest}"
 is_built() { # component version paths...
   local component="$1" version="$2"
   shift 2
-  [[ -f "${bin_dir}/.${component}.version" ]] || return 1
-  [[ "$(cat "${bin_dir}/.${component}.version")" == "${version}" ]] || return 1
+  stamp_matches "${component}" "${version}" || return 1
   local p
   for p in "$@"; do [[ -e "${p}" ]] || return 1; done
 }

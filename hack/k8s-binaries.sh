@@ -21,17 +21,9 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 versions_file="${repo_root}/wardgate/devcluster/versions.json"
 
-log() { printf '==> %s\n' "$*" >&2; }
-reported=""
-die() { printf 'k8s-binaries: ERROR: %s\n' "$*" >&2; reported=1; exit 1; }
-# Any other failure (set -e) still ends with a line that says so.
-trap 'rc=$?; [[ ${rc} -eq 0 || -n "${reported}" ]] ||
-  printf "k8s-binaries: ERROR: build failed (exit %s); see the output above\n" "${rc}" >&2' EXIT
-
-read_version() {
-  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
-    "${versions_file}" "$1" || die "cannot read '$1' from ${versions_file}"
-}
+script_name=k8s-binaries
+# shellcheck source=hack/build-common.sh
+source "${repo_root}/hack/build-common.sh"
 
 KUBERNETES_VERSION="$(read_version kubernetes)"
 ETCD_VERSION="$(read_version etcd)"
@@ -49,18 +41,13 @@ if [[ "${1:-}" == "--print-bin-dir" ]]; then
   exit 0
 fi
 
-# One build at a time per cache: two checkouts building together would race on the
-# temporary folders; the second waits and then finds everything built.
-mkdir -p "${cache_root}"
-exec {lock_fd}>"${cache_root}/.build.lock"
-flock "${lock_fd}"
+take_build_lock "${cache_root}"
 
 # A component is done when its stamp names the pinned version and its binaries exist.
 is_built() { # component version binaries...
   local component="$1" version="$2"
   shift 2
-  [[ -f "${bin_dir}/.${component}.version" ]] || return 1
-  [[ "$(cat "${bin_dir}/.${component}.version")" == "${version}" ]] || return 1
+  stamp_matches "${component}" "${version}" || return 1
   local b
   for b in "$@"; do [[ -x "${bin_dir}/${b}" ]] || return 1; done
 }
