@@ -26,6 +26,10 @@ TRANSIENT: Final = frozenset({"IdentityProviderReachable"})
 """Condition types that may turn true again with no change to any object (an identity
 provider coming back): they make an object not Ready, but neither Stalled nor Reconciling."""
 
+NOT_DELIVERED: Final = "GatewayConfigTooLarge"
+"""A Route's reason while its Gateway's config is too large to deliver: the Gateway's own
+Event says it once; one Event per Route (thousands) would bury it, so none is written."""
+
 
 @dataclass(frozen=True, slots=True)
 class Cond:
@@ -132,6 +136,10 @@ def eventful(previous: Sequence[Mapping[str, Any]], desired: Sequence[Cond]) -> 
     out = []
     for condition in transitions(previous, desired):
         old = before.get(condition.type) or {}
+        if condition.reason == NOT_DELIVERED or (
+            old.get("reason") == NOT_DELIVERED and condition.ok
+        ):
+            continue
         if needs_attention(condition.type, condition.status, condition.reason) or (
             needs_attention(old.get("type"), old.get("status"), old.get("reason"))
         ):

@@ -44,6 +44,7 @@ from wardgate.operator.status import (
     build_status,
     config_too_large,
     gateway_status,
+    routes_not_delivered,
     same_status,
 )
 
@@ -150,6 +151,7 @@ class Reconciler:
                 self.state.namespace_labels(),
                 self.state.services_in(namespace),
             )
+        route_statuses = result.routes
         if gateway is not None and gateway.resource.meta.deleting:
             # The garbage collector is removing what it owns; re-applying would fight it.
             self.written.pop(("Gateway", namespace, name), None)
@@ -165,6 +167,9 @@ class Reconciler:
                 if size > CONFIG_MAP_LIMIT:
                     # Never sent: the API server would refuse it (422) on every retry.
                     blocked = config_too_large(size, CONFIG_MAP_LIMIT, len(result.config.paths))
+                    route_statuses = routes_not_delivered(
+                        result.routes, key, size, CONFIG_MAP_LIMIT
+                    )
                 else:
                     try:
                         applied = await self.apply_objects(meta, objects)
@@ -196,7 +201,7 @@ class Reconciler:
                     "Route", observed, route_status.conditions, route_status.fields
                 )
 
-        await asyncio.gather(*(write_route(s) for s in result.routes))
+        await asyncio.gather(*(write_route(s) for s in route_statuses))
 
     async def _owned(self, meta: Meta, kind: str, name: str) -> Body | None:
         """The object, when it exists and this Gateway controls it."""

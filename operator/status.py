@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from wardgate.operator.conditions import (
+    DERIVED,
+    NOT_DELIVERED,
     Cond,
     false,
     merge_conditions,
@@ -13,7 +15,7 @@ from wardgate.operator.conditions import (
     summarise,
     true,
 )
-from wardgate.operator.render import Meta, ObjectStatus
+from wardgate.operator.render import Meta, ObjectKey, ObjectStatus
 
 Body = dict[str, Any]
 
@@ -105,6 +107,35 @@ def config_too_large(size: int, limit: int, paths: int) -> Cond:
         f"the rendered config of {paths} paths is {size} bytes compressed, over the "
         f"ConfigMap limit of {limit} bytes: split the Routes over more Gateways; the last "
         "config that fitted keeps serving",
+    )
+
+
+def routes_not_delivered(
+    routes: Sequence[ObjectStatus], gateway: ObjectKey, size: int, limit: int
+) -> tuple[ObjectStatus, ...]:
+    """The Routes' statuses when their Gateway's config was not delivered (too large): those
+    that would be Ready say they are not served as they stand; the others keep their own
+    reason."""
+    namespace, name = gateway
+    unserved = false(
+        "Accepted",
+        NOT_DELIVERED,
+        f"the config of Gateway {namespace}/{name} is not delivered: {size} bytes compressed, "
+        f"over the ConfigMap limit of {limit} bytes; its gateways keep serving the last config "
+        "that fitted, which may not hold this Route as it stands",
+    )
+    return tuple(
+        ObjectStatus(
+            status.kind,
+            status.meta,
+            summarise(
+                [unserved, *(c for c in status.conditions if c.type not in DERIVED | {"Accepted"})]
+            ),
+            status.fields,
+        )
+        if status.ready
+        else status
+        for status in routes
     )
 
 

@@ -76,6 +76,16 @@ def test_a_config_over_the_limit_is_reported_once_and_not_retried(
     size = int(condition["message"].split(" bytes compressed")[0].rsplit(" ", 1)[1])
     assert size > CONFIG_MAP_LIMIT
     assert objects.condition("Gateway", namespace, "api", "Ready")["reason"] == "ConfigTooLarge"
+    # Its Routes, valid on their own, do not say Ready for a config that was not delivered:
+    # each names the Gateway and the limit; none writes an Event of its own.
+    for name in ("small", "big-0", "big-47"):
+        not_served = objects.wait_condition(
+            "Route", namespace, name, "Ready", "False", "GatewayConfigTooLarge"
+        )
+        assert f"Gateway {namespace}/api" in not_served["message"]
+        assert f"limit of {CONFIG_MAP_LIMIT} bytes" in not_served["message"]
+        accepted = objects.condition("Route", namespace, name, "Accepted")
+        assert (accepted["status"], accepted["reason"]) == ("False", "GatewayConfigTooLarge")
     # Nothing is retried: once every change has been reconciled, no retry is pending.
     objects.wait("the operator to settle", operator.idle)
     # The last config that fitted keeps serving (the Routes arrive one by one, so it may
@@ -99,6 +109,10 @@ def test_a_config_over_the_limit_is_reported_once_and_not_retried(
         e for e in events(objects, namespace, "Gateway") if e["reason"] != "ConfigTooLarge"
     ]
     assert [e["type"] for e in recovered] == ["Normal"]
+    # The Routes that remain are Ready again, with no Event either way.
+    for name in ("small", "big-0"):
+        objects.wait_condition("Route", namespace, name, "Ready", "True")
+    assert events(objects, namespace, "Route") == []
 
 
 def test_events_only_for_failures_and_recoveries(

@@ -19,7 +19,7 @@ from wardgate.operator.manifests import (
     config_map_text,
 )
 from wardgate.operator.render import render
-from wardgate.operator.status import config_too_large
+from wardgate.operator.status import config_too_large, routes_not_delivered
 from wardgate.operator.workqueue import WorkQueue
 
 
@@ -113,6 +113,52 @@ def test_the_too_large_condition_says_the_size_and_the_limit() -> None:
     assert "2000123 bytes" in condition.message
     assert str(CONFIG_MAP_LIMIT) in condition.message
     assert "30000 paths" in condition.message
+
+
+def test_routes_of_an_undelivered_config_are_not_ready_and_write_no_event() -> None:
+    gateway = resource_from_body(
+        {"metadata": {"namespace": "team", "name": "api", "uid": "g"}, "spec": {}}
+    )
+    routes = [
+        resource_from_body(
+            {
+                "metadata": {"namespace": "team", "name": f"route-{i:05d}"},
+                "spec": {
+                    "gatewayRef": {"name": "api"},
+                    "paths": [{"method": "GET", "path": f"/r/{i}", "response": {"ok": True}}],
+                },
+            }
+        )
+        for i in range(3)
+    ]
+    assert all(s.ready for s in render(("team", "api"), gateway, routes, [], {}, {}, set()).routes)
+    broken = resource_from_body(
+        {
+            "metadata": {"namespace": "team", "name": "broken"},
+            "spec": {"gatewayRef": {"name": "api"}, "paths": [{"path": "no-slash"}]},
+        }
+    )
+    result = render(("team", "api"), gateway, [*routes, broken], [], {}, {}, set())
+    statuses = routes_not_delivered(result.routes, ("team", "api"), 2_000_123, CONFIG_MAP_LIMIT)
+    by_name = {s.meta.name: s for s in statuses}
+    for index in range(3):
+        status = by_name[f"route-{index:05d}"]
+        assert not status.ready
+        ready = next(c for c in status.conditions if c.type == "Ready")
+        assert (ready.status, ready.reason) == ("False", "GatewayConfigTooLarge")
+        assert "Gateway team/api" in ready.message
+        assert "2000123 bytes" in ready.message
+        assert str(CONFIG_MAP_LIMIT) in ready.message
+        assert [c.type for c in status.conditions if c.type == "Stalled"] == ["Stalled"]
+        assert status.fields == next(r.fields for r in result.routes if r.meta == status.meta)
+        # Thousands of Routes: the Gateway's Event says it once, the Routes write none,
+        # neither on the way in nor on the way back.
+        before = next(r for r in result.routes if r.meta == status.meta)
+        assert eventful(_stored(*before.conditions), status.conditions) == []
+        assert eventful(_stored(*status.conditions), before.conditions) == []
+    # A Route that is invalid on its own keeps its own reason.
+    assert by_name["broken"] == next(r for r in result.routes if r.meta.name == "broken")
+    assert not by_name["broken"].ready
 
 
 def _route(index: int) -> dict[str, Any]:
