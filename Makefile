@@ -39,6 +39,7 @@ image: deps k8s
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: deps
 	$(BIN)/mypy
