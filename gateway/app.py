@@ -295,6 +295,7 @@ class Gateway:
         self.max_line_bytes = limits.max_header_bytes
         self.max_headers = limits.max_headers
         self.header_timeout = limits.header_timeout_seconds
+        self.keep_alive_timeout = limits.keep_alive_timeout_seconds
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
@@ -913,9 +914,7 @@ def server_options(loaded: LoadedConfig) -> dict[str, Any]:
         # Request bodies pass upstream as sent; decompressing them would change the bytes
         # and let a small compressed body grow past the size limit unseen.
         "auto_decompress": False,
-        # Above the idle timeout of load balancers (60 s for most), so that they never send
-        # on a connection the gateway is closing; slow heads have their own, shorter limit.
-        "keepalive_timeout": 75.0,
+        "keepalive_timeout": limits.keep_alive_timeout_seconds,
         "header_timeout": limits.header_timeout_seconds,
     }
 

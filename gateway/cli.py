@@ -226,9 +226,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
-    if args.watch_config is not None and (args.workers > 1 or args.config is not None):
-        print("--watch-config serves one process from the ConfigMap: drop --workers and "
-              "--config", file=sys.stderr)  # fmt: skip
+    if args.watch_config is not None and args.config is not None:
+        print("--watch-config reads the config from the ConfigMap: drop --config",
+              file=sys.stderr)  # fmt: skip
         return 2
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Before prometheus-client is first imported: it picks its value store then.

@@ -557,6 +557,10 @@ class Limits(Model):
     """Time allowed from the first byte of a request head to its end; then 408 and the
     connection is closed (slow clients, slowloris). Idle keep-alive connections are not
     affected."""
+    keep_alive_timeout_seconds: float = Field(default=75.0, gt=0, le=3600)
+    """How long an idle keep-alive connection stays open. Above the idle timeout of the
+    load balancer in front (60 s for most; raise it for one that keeps connections
+    longer), so that the load balancer never sends on a connection the gateway closes."""
 
     @model_validator(mode="after")
     def _check_reachable(self) -> Limits:

@@ -11,6 +11,15 @@ serves, `/metrics` adds up the workers' values (prometheus-client multiprocess m
 `/config` reports JWKS health from the parent's own authorizers. A worker that dies is
 started again; one that fails before serving stops the whole gateway (exit 1).
 
+`--workers N` with `--watch-config`: the parent alone follows the ConfigMap (one watch and
+one read of the Secrets per pod, whatever N; the workers import no Kubernetes client). It
+validates each new version once, as a lone process would (a version that fails is logged
+once and changes nothing), then hands the validated config to every worker over its pipe;
+each worker compiles it, fetches its keys and swaps it in place, and tells the parent which
+config it serves. A worker started again starts on the latest valid config. The admin
+port's `/config/hash` (and `/config`) move to a new config once every worker serves it;
+`/config` lists each worker's process ID and config hash.
+
 Shutdown (SIGTERM or SIGINT): `/readyz` turns false at once; the listening sockets close,
 so no new connection is accepted; every response from then on carries
 `Connection: close`; in-flight requests get up to `drainSeconds` to finish; idle
@@ -26,27 +35,30 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from wardgate.gateway.admin import AdminSource, build_admin_app
 from wardgate.gateway.app import Gateway, GatewayHolder, GatewayRunner, build_app, server_options
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import ConfigError
-from wardgate.gateway.kubesource import ConfigWatch, Snapshot
 from wardgate.gateway.loading import LoadedConfig, SecretSource, load_config
 from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.proxy import create_client_session
 from wardgate.gateway.requestlog import RequestLog
+
+if TYPE_CHECKING:  # the Kubernetes client is imported where a watch is made (the CLI)
+    from wardgate.gateway.kubesource import ConfigWatch, Snapshot
 
 logger = logging.getLogger("wardgate.gateway")
 
@@ -143,9 +155,10 @@ async def _start_demo_upstream(options: ServeOptions) -> web.AppRunner | None:
 async def serve(
     loaded: LoadedConfig,
     options: ServeOptions,
-    ready: multiprocessing.connection.Connection | None = None,
+    supervisor: multiprocessing.connection.Connection | None = None,
 ) -> int:
-    """Serve the gateway in this process (alone, or as one of several workers)."""
+    """Serve the gateway in this process (alone, or as one of several workers, then with
+    the pipe to the supervising parent: ready and serving reports out, configs in)."""
     stop = _stop_event()
     metrics = GatewayMetrics()
     request_log = RequestLog(open_access_log(options.access_log))
@@ -158,6 +171,10 @@ async def serve(
     if options.watch is not None:
         following = asyncio.create_task(
             follow_config(runner.holder, options.watch), name="wardgate-follow-config"
+        )
+    elif supervisor is not None:
+        following = asyncio.create_task(
+            follow_supervisor(runner.holder, supervisor), name="wardgate-follow-supervisor"
         )
     try:
         site: web.BaseSite
@@ -182,8 +199,8 @@ async def serve(
             await web.TCPSite(admin_runner, options.admin_host, options.admin_port).start()
         host, port = runner.addresses[0][:2]
         _announce(host, port, admin_runner, options)
-        if ready is not None:
-            ready.send("ready")
+        if supervisor is not None:
+            supervisor.send(READY)
         await stop.wait()
         logger.info("draining (up to %ss)", loaded.config.drain_seconds)
         await drain(runner, site, runner.gateway.loaded.config.drain_seconds)
@@ -205,9 +222,29 @@ async def serve(
 async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
     """Apply each new snapshot of the watched ConfigMap in place, until cancelled.
 
+    Validation and compilation run in a thread, so that a large config does not hold up
+    requests for its whole build."""
+
+    async def apply(snapshot: Snapshot) -> None:
+        if snapshot.config_hash and snapshot.config_hash == holder.config_hash:
+            return
+        try:
+            gateway = await asyncio.to_thread(build_snapshot, holder, watch.prepare, snapshot)
+        except ConfigError as exc:
+            holder.refused(snapshot.config_hash, exc.problems)
+            return
+        await holder.swap(gateway, gateway.loaded.config_hash)
+
+    await follow_snapshots(watch, apply)
+
+
+async def follow_snapshots(
+    watch: ConfigWatch, apply: Callable[[Snapshot], Awaitable[None]]
+) -> None:
+    """Call `apply` with each new snapshot of the watched ConfigMap, until cancelled.
+
     The watch runs in a thread (the `kubernetes` client blocks); snapshots that arrive while
-    one is being compiled are coalesced to the latest. Validation and compilation run in a
-    thread too, so that a large config does not hold up requests for its whole build."""
+    one is being applied are coalesced to the latest."""
     loop = asyncio.get_running_loop()
     latest: list[Snapshot] = []
     changed = asyncio.Event()
@@ -228,18 +265,83 @@ async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
         while True:
             await changed.wait()
             changed.clear()
-            snapshot = latest.pop()
-            if snapshot.config_hash and snapshot.config_hash == holder.config_hash:
-                continue
-            try:
-                gateway = await asyncio.to_thread(build_snapshot, holder, watch.prepare, snapshot)
-            except ConfigError as exc:
-                holder.refused(snapshot.config_hash, exc.problems)
-                continue
-            await holder.swap(gateway, gateway.loaded.config_hash)
+            await apply(latest.pop())
     finally:
         stop.set()
         watch.source.close()
+
+
+READY: Final = "ready"
+SERVING: Final = "serving"
+"""A worker's report, with the hash of the config it serves from then on."""
+
+
+async def follow_supervisor(
+    holder: GatewayHolder, supervisor: multiprocessing.connection.Connection
+) -> None:
+    """Apply each config the supervising parent sends (validated there) in place, until
+    cancelled, and report each one served.
+
+    A thread receives (a large config is several megabytes of pickle: the event loop does
+    not wait for it); configs that arrive while one is being compiled are coalesced to the
+    latest."""
+    loop = asyncio.get_running_loop()
+    latest: list[bytes] = []
+    changed = asyncio.Event()
+
+    def offer(payload: bytes) -> None:
+        latest[:] = [payload]
+        changed.set()
+
+    def receive() -> None:
+        while True:
+            try:
+                payload = supervisor.recv_bytes()
+            except (EOFError, OSError):  # the parent is gone, or this process stops
+                return
+            try:
+                loop.call_soon_threadsafe(offer, payload)
+            except RuntimeError:  # the loop is closed: the worker is stopping
+                return
+
+    threading.Thread(target=receive, name="wardgate-supervisor-configs", daemon=True).start()
+    while True:
+        await changed.wait()
+        changed.clear()
+        payload = latest.pop()
+        try:
+            gateway = await asyncio.to_thread(_build_sent, holder, payload)
+        except ConfigError as exc:  # validated by the parent: only a bug gets here
+            holder.refused("(from the supervisor)", exc.problems)
+            continue
+        if gateway is None:
+            continue
+        await holder.swap(gateway, gateway.loaded.config_hash)
+        supervisor.send((SERVING, holder.config_hash))
+
+
+def _build_sent(holder: GatewayHolder, payload: bytes) -> Gateway | None:
+    """The `Gateway` of a config sent by the parent; None when it is the one serving."""
+    with collection_paused():
+        loaded: LoadedConfig = pickle.loads(payload)  # from this process's parent
+        if loaded.config_hash == holder.config_hash:
+            return None
+        return holder.build(loaded)
+
+
+def validate_snapshot(prepare: Callable[[object], object], snapshot: Snapshot) -> LoadedConfig:
+    """Validate a snapshot and build it once, without serving it (raises `ConfigError`):
+    what the supervisor checks before handing a config to its workers."""
+    with collection_paused():
+        loaded = load_config(
+            prepare(snapshot.document),
+            SecretSource(directory=None, environ=snapshot.secrets),
+            origin=snapshot.origin,
+            config_hash=snapshot.config_hash or None,
+        )
+        # The route table and the authorizers (opens no connection, starts nothing).
+        build_app(loaded)
+        return loaded
 
 
 def build_snapshot(
@@ -326,14 +428,14 @@ def _client_url(host: str, port: int) -> str:
 
 
 def _worker_main(
-    loaded: LoadedConfig, options: ServeOptions, ready: multiprocessing.connection.Connection
+    loaded: LoadedConfig, options: ServeOptions, supervisor: multiprocessing.connection.Connection
 ) -> None:
     """Entry point of a worker process."""
     configure_logging(options.log_level)
     # The parent forwards SIGINT as SIGTERM; a terminal's Ctrl-C reaches every process of
     # the group, and one drain is enough.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(run_loop(serve(loaded, options, ready)))
+    sys.exit(run_loop(serve(loaded, options, supervisor)))
 
 
 class _Worker:
@@ -342,6 +444,8 @@ class _Worker:
         self.process = process
         self.ready = False
         self.conn: multiprocessing.connection.Connection | None = None
+        self.config_hash = ""
+        """Of the config it reported serving."""
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -355,13 +459,20 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 
 async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
-    """Run `options.workers` worker processes and the admin server; forward signals."""
+    """Run `options.workers` worker processes and the admin server; forward signals; with
+    a watch, follow the config for all of them."""
     stop = _stop_event()
     loop = asyncio.get_running_loop()
     reserved = _reserve_port(options.host, options.port)
     port = reserved.getsockname()[1]
     worker_options = replace(
-        options, port=port, admin_port=None, banner=None, demo_socket=None, reuse_port=True
+        options,
+        port=port,
+        admin_port=None,
+        banner=None,
+        demo_socket=None,
+        reuse_port=True,
+        watch=None,
     )
     context = multiprocessing.get_context("spawn")
     workers: dict[int, _Worker] = {}
@@ -369,33 +480,68 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
     all_ready = asyncio.Event()
     draining = False
     exit_codes: list[int] = []
+    latest = [loaded]
+    """The latest valid config: what a worker starts (again) on."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    session = create_client_session()
+    source = AdminSource(
+        loaded,
+        ready=lambda: all_ready.is_set() and not draining,
+        authorizers=Authorizers.build(loaded, lambda: session),
+        extra=lambda: {
+            "workers": len(workers),
+            "workerProcesses": [
+                {"index": w.index, "pid": w.process.pid, "configHash": w.config_hash}
+                for w in sorted(workers.values(), key=lambda w: w.index)
+            ],
+        },
+    )
 
     def start(index: int) -> None:
-        receiver, sender = context.Pipe(duplex=False)
+        # Duplex: the worker reports ready and the configs it serves; configs go to it.
+        here, there = context.Pipe(duplex=True)
         process = context.Process(
             target=_worker_main,
-            args=(loaded, worker_options, sender),
+            args=(latest[0], worker_options, there),
             name=f"wardgate-worker-{index}",
             daemon=False,
         )
         process.start()
-        sender.close()
+        there.close()
         worker = _Worker(index, process)
-        worker.conn = receiver
+        worker.conn = here
+        worker.config_hash = latest[0].config_hash
         workers[index] = worker
-        loop.add_reader(receiver.fileno(), on_message, worker)
+        loop.add_reader(here.fileno(), on_message, worker)
         loop.add_reader(process.sentinel, on_exit, worker)
 
     def on_message(worker: _Worker) -> None:
         assert worker.conn is not None
         try:
-            worker.conn.recv()
+            message = worker.conn.recv()
         except (EOFError, OSError):
             loop.remove_reader(worker.conn.fileno())
             return
-        worker.ready = True
-        if all(w.ready for w in workers.values()):
-            all_ready.set()
+        if isinstance(message, tuple) and message[:1] == (SERVING,):
+            worker.config_hash = str(message[1])
+        else:
+            worker.ready = True
+            if all(w.ready for w in workers.values()):
+                all_ready.set()
+        settle()
+
+    def settle() -> None:
+        """Once every worker serves the latest config, the admin port reports it."""
+        new = latest[0]
+        if source.loaded is new or not all_ready.is_set():
+            return
+        if any(w.config_hash != new.config_hash for w in workers.values()):
+            return
+        source.loaded = new
+        task = loop.create_task(_swap_admin_authorizers(source, new, lambda: session))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def on_exit(worker: _Worker) -> None:
         loop.remove_reader(worker.process.sentinel)
@@ -419,25 +565,58 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
         all_ready.clear()
         loop.call_later(WORKER_RESTART_DELAY, start, worker.index)
 
+    metrics = GatewayMetrics() if options.watch is not None else None
+
+    async def hand_over(snapshot: Snapshot) -> None:
+        """Validate a new snapshot once, then send it to every worker."""
+        current = latest[0]
+        if snapshot.config_hash and snapshot.config_hash == current.config_hash:
+            return
+        assert options.watch is not None
+        try:
+            new = await asyncio.to_thread(validate_snapshot, options.watch.prepare, snapshot)
+        except ConfigError as exc:
+            if metrics is not None:
+                metrics.reload(ok=False)
+            logger.error(
+                "config %s refused, config %s keeps serving (%d problem(s)):\n  %s",
+                snapshot.config_hash,
+                current.config_hash,
+                len(exc.problems),
+                "\n  ".join(exc.problems),
+            )
+            return
+        latest[0] = new
+        payload = await asyncio.to_thread(pickle.dumps, new, pickle.HIGHEST_PROTOCOL)
+        for worker in list(workers.values()):
+            if worker.conn is not None and not worker.conn.closed:
+                # A worker that exits meanwhile is started again on `latest`.
+                with contextlib.suppress(OSError, ValueError):
+                    await asyncio.to_thread(worker.conn.send_bytes, payload)
+        logger.info(
+            "config %s (%d paths) handed to %d workers",
+            new.config_hash,
+            len(new.config.paths),
+            len(workers),
+        )
+
     for index in range(options.workers):
         start(index)
 
-    session = create_client_session()
-    authorizers = Authorizers.build(loaded, lambda: session)
+    following: asyncio.Task[None] | None = None
+    if options.watch is not None:
+        following = asyncio.create_task(
+            follow_snapshots(options.watch, hand_over), name="wardgate-follow-config"
+        )
     admin_runner: web.AppRunner | None = None
     demo = await _start_demo_upstream(options)
     try:
         if options.admin_port is not None:
-            source = AdminSource(
-                loaded,
-                ready=lambda: all_ready.is_set() and not draining,
-                authorizers=authorizers,
-                extra=lambda: {"workers": len(workers)},
-            )
             admin_runner = web.AppRunner(build_admin_app(source), access_log=None)
             await admin_runner.setup()
             await web.TCPSite(admin_runner, options.admin_host, options.admin_port).start()
-        await authorizers.prefetch()
+        if source.authorizers is not None:
+            await source.authorizers.prefetch()
         waiters = [asyncio.ensure_future(e.wait()) for e in (all_ready, failed, stop)]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
@@ -455,12 +634,16 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
                 waiter.cancel()
         draining = True
         stop.clear()
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         for worker in list(workers.values()):
             if worker.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.process.pid, signal.SIGTERM)
         if workers:
-            grace = loaded.config.drain_seconds + 10.0
+            grace = latest[0].config.drain_seconds + 10.0
             try:
                 await asyncio.wait_for(stop.wait(), grace)
             except TimeoutError:
@@ -468,12 +651,35 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
                     worker.process.kill()
                 exit_codes.append(1)
     finally:
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if admin_runner is not None:
             await admin_runner.cleanup()
         if demo is not None:
             await demo.cleanup()
-        await authorizers.close()
+        if source.authorizers is not None:
+            await source.authorizers.close()
         await session.close()
     if failed.is_set() or any(exit_codes):
         return 1
     return 0
+
+
+async def _swap_admin_authorizers(
+    source: AdminSource, loaded: LoadedConfig, session: Callable[[], ClientSession]
+) -> None:
+    """The admin port's authorizers (JWKS health in `/config`) for a new config."""
+    new = Authorizers.build(loaded, session)
+    try:
+        await new.prefetch()
+    except asyncio.CancelledError:
+        await new.close()
+        raise
+    old, source.authorizers = source.authorizers, new
+    if old is not None:
+        await old.close()

@@ -16,7 +16,7 @@ What it owns, per connection:
 - limits: `maxHeaderBytes` per line, `maxHeaders` fields, `maxHeadBytes` for the whole
   head (431 `header_too_large`); `headerTimeoutSeconds` from a head's first byte to its end
   (408 `request_timeout`, then close); idle keep-alive connections close after
-  `KEEPALIVE_SECONDS`;
+  `keepAliveTimeoutSeconds` (75 s by default);
 - versions: HTTP/1.x only (1.2 and above are read as 1.1); HTTP/0.9 and other majors are
   refused at once; bare LF line ends are accepted (RFC 9112 section 2.2); an `Upgrade` is
   not performed (the request is answered as a plain one, the next bytes are the next
@@ -63,9 +63,6 @@ if TYPE_CHECKING:  # the pipeline imports this module to build its runner
 
 logger = logging.getLogger("wardgate.gateway")
 
-# Above the idle timeout of load balancers (60 s for most), so that they never send on a
-# connection the gateway is closing; slow heads have their own, shorter limit.
-KEEPALIVE_SECONDS: Final = 75.0
 BODY_HIGH_WATER: Final = 256 * 1024
 # Requests parsed ahead of the one being answered (pipelining) before reading pauses.
 PIPELINE_DEPTH: Final = 16
@@ -276,7 +273,7 @@ class TrafficConnection(asyncio.Protocol):
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.server.connection_opened(self)
         self._last_active = self.loop.time()
-        self._idle_timer = self.loop.call_later(KEEPALIVE_SECONDS, self._check_idle)
+        self._idle_timer = self.loop.call_later(self.server.keep_alive_timeout, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connection_closed(self)
@@ -478,13 +475,16 @@ class TrafficConnection(asyncio.Protocol):
         self._idle_timer = None
         if self.transport is None:
             return
-        idle_until = self._last_active + KEEPALIVE_SECONDS
-        if self.busy or self._head_started or self.loop.time() < idle_until:
-            self._idle_timer = self.loop.call_at(
-                max(idle_until, self.loop.time() + 1.0), self._check_idle
-            )
-            return
-        self.transport.close()
+        timeout = self.server.keep_alive_timeout
+        idle_until = self._last_active + timeout
+        now = self.loop.time()
+        if self.busy or self._head_started:
+            # Not idle: a request is answered or a head arrives (which has its own limit).
+            self._idle_timer = self.loop.call_at(now + min(timeout, 1.0), self._check_idle)
+        elif now < idle_until:
+            self._idle_timer = self.loop.call_at(idle_until, self._check_idle)
+        else:
+            self.transport.close()
 
     # answering
 
@@ -751,6 +751,10 @@ class TrafficServer(web.Server):
     @property
     def header_timeout(self) -> float:
         return self.holder.current.header_timeout
+
+    @property
+    def keep_alive_timeout(self) -> float:
+        return self.holder.current.keep_alive_timeout
 
     def __call__(self) -> TrafficConnection:  # type: ignore[override]
         return TrafficConnection(self)

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kubernetes.utils.quantity import parse_quantity
+
 from wardgate.gateway.delivery import CONFIG_HASH_ANNOTATION, CONFIG_KEY, SECRET_ITEMS_KEY
 from wardgate.operator.models import API_VERSION, GatewaySpec
 from wardgate.operator.render import Meta, RenderResult, SecretItem
@@ -41,6 +43,8 @@ CONFIG_HASH: Final = CONFIG_HASH_ANNOTATION
 GATEWAY_LABEL: Final = "wardgate.io/gateway"
 MANAGED_BY: Final = "wardgate-operator"
 RUN_AS: Final = 65532
+MAX_DEFAULT_WORKERS: Final = 16
+"""At most this many workers from the CPU resources (`spec.workers` may set up to 64)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +203,33 @@ def build_config_map(meta: Meta, result: RenderResult) -> Manifest:
     return manifest
 
 
+def gateway_workers(spec: GatewaySpec) -> int:
+    """The gateway processes of a pod: `spec.workers`, else as many as whole cores in the
+    container's CPU limit, else in its CPU request (at least 1; 1 without either).
+
+    One process uses one core at most: fewer workers than cores leave CPU unused, more
+    share cores, which only adds latency (and under a CPU limit, throttling)."""
+    if spec.workers is not None:
+        return spec.workers
+    resources = spec.resources
+    if resources is None:
+        return 1
+    cpu = resources.limits.get("cpu", resources.requests.get("cpu"))
+    if cpu is None:
+        return 1
+    try:
+        cores = parse_quantity(cpu)  # type: ignore[no-untyped-call]
+    except ValueError:  # the API server refuses the Deployment and says why
+        return 1
+    return max(1, min(MAX_DEFAULT_WORKERS, int(cores)))
+
+
 def build_deployment(
     meta: Meta, spec: GatewaySpec, result: RenderResult, defaults: Defaults
 ) -> Manifest:
     assert result.config_hash is not None
     drain = spec.drain_seconds if spec.drain_seconds is not None else DEFAULT_DRAIN_SECONDS
+    workers = gateway_workers(spec)
     args = [
         "gateway",
         "--watch-config",
@@ -217,6 +243,8 @@ def build_deployment(
         "--admin-port",
         str(ADMIN_PORT),
     ]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     # No config or secrets volume: the kubelet refreshes those a minute or more after a
     # change, and the gateway reads both through the API as they change.
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]

@@ -308,6 +308,10 @@ class GatewaySpec(Model):
     """Request limits (token, body and header sizes)."""
     drain_seconds: float | None = Field(default=None, ge=0, le=600)
     """On shutdown, how long in-flight requests may take (default 20)."""
+    workers: int | None = Field(default=None, ge=1, le=64)
+    """Gateway processes per pod, sharing the traffic port (each uses one core at most).
+    Default: the container's CPU limit, else its CPU request, rounded down (at least 1);
+    1 when neither is set."""
 
     @model_validator(mode="after")
     def _check_delegations(self) -> GatewaySpec:

@@ -106,3 +106,55 @@ async def test_large_bodies_stream_both_ways_within_the_limit(
     assert [r.status for r in responses] == [413]
     assert re.search(rb'"code":"body_too_large"', responses[0].body)
     assert [s.path for s in upstream.seen] == ["/public/big"]
+
+
+async def test_idle_keep_alive_connections_close_after_the_keep_alive_timeout(
+    upstream: CountingUpstream, gateway_factory: StartGateway
+) -> None:
+    """`limits.keepAliveTimeoutSeconds` (75 s by default; shortened here): a connection idle
+    that long is closed by the gateway, whether it served a request or none; one that keeps
+    sending requests more often is never cut."""
+    timeout = 0.5
+    gateway = await _gateway(upstream, gateway_factory, limits={"keepAliveTimeoutSeconds": timeout})
+    loop = asyncio.get_running_loop()
+
+    async def closed_at(reader: asyncio.StreamReader) -> float:
+        assert await reader.read() == b""  # the gateway closed it, sending nothing
+        return loop.time()
+
+    unused = await asyncio.open_connection("127.0.0.1", gateway.port)
+    opened = loop.time()
+    unused_closed = asyncio.ensure_future(closed_at(unused[0]))
+    used = await asyncio.open_connection("127.0.0.1", gateway.port)
+    busy = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        assert await _health_on(*used) == 200
+        answered = loop.time()
+        used_closed = asyncio.ensure_future(closed_at(used[0]))
+        # A request every fifth of the timeout, for three timeouts: served on one connection.
+        for _ in range(15):
+            assert await _health_on(*busy) == 200
+            await asyncio.sleep(timeout / 5)
+        async with asyncio.timeout(10):
+            unused_end, used_end = await asyncio.gather(unused_closed, used_closed)
+    finally:
+        for _, writer in (unused, used, busy):
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    # Closed once idle for the timeout (timers run on the loop: plus scheduling slack),
+    # long before the default.
+    assert timeout * 0.9 <= unused_end - opened < timeout + 1.0, unused_end - opened
+    assert timeout * 0.9 <= used_end - answered < timeout + 1.0, used_end - answered
+    results.record(SUITE, "idle keep-alive connections closed")
+
+
+async def _health_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """`GET /health` on an open connection; its status."""
+    writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+        match = re.search(rb"(?i)content-length: (\d+)", head)
+        assert match is not None
+        await reader.readexactly(int(match[1]))
+    return int(head.split(b" ", 2)[1])

@@ -96,6 +96,14 @@ def test_server_override_defines_and_keeps_timeouts() -> None:
             ),
             "paths.2: GET /health duplicates paths.0",
         ),
+        (
+            lambda d: d.update(limits={"keepAliveTimeoutSeconds": 0}),
+            "limits.keepAliveTimeoutSeconds: Input should be greater than 0",
+        ),
+        (
+            lambda d: d.update(limits={"keepAliveTimeoutSeconds": 7200}),
+            "limits.keepAliveTimeoutSeconds: Input should be less than or equal to 3600",
+        ),
     ],
 )
 def test_problems_are_dotted_paths(change: Any, expected: str) -> None:
@@ -103,6 +111,16 @@ def test_problems_are_dotted_paths(change: Any, expected: str) -> None:
     change(document)
     found = problems(document)
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_idle_keep_alive_connections_close_after_75_seconds_by_default() -> None:
+    """Above the 60 s idle timeout of most load balancers (a shorter one is tested on the
+    traffic server)."""
+    config = parse_config(with_orders(copy.deepcopy(SEED)))
+    assert config.limits.keep_alive_timeout_seconds == 75.0
+    changed = with_orders(copy.deepcopy(SEED))
+    changed["limits"] = {"keepAliveTimeoutSeconds": 620}
+    assert parse_config(changed).limits.keep_alive_timeout_seconds == 620.0
 
 
 def test_duplicate_parameter_patterns() -> None:
