@@ -19,11 +19,11 @@ import base64
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final
-
-from kubernetes.utils.quantity import parse_quantity
 
 from wardgate.gateway.delivery import CONFIG_HASH_ANNOTATION, CONFIG_KEY, SECRET_ITEMS_KEY
 from wardgate.operator.models import API_VERSION, GatewaySpec
@@ -217,11 +217,23 @@ def gateway_workers(spec: GatewaySpec) -> int:
     cpu = resources.limits.get("cpu", resources.requests.get("cpu"))
     if cpu is None:
         return 1
-    try:
-        cores = parse_quantity(cpu)  # type: ignore[no-untyped-call]
-    except ValueError:  # the API server refuses the Deployment and says why
+    cores = cpu_cores(cpu)
+    if cores is None:  # the API server refuses the Deployment and says why
         return 1
     return max(1, min(MAX_DEFAULT_WORKERS, int(cores)))
+
+
+_CPU_QUANTITY: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(m?)")
+
+
+def cpu_cores(quantity: int | str) -> Decimal | None:
+    """A CPU quantity (`2`, `1.5`, `500m`) in cores; None for another form (this module is
+    pure: no Kubernetes client, whose parser knows every suffix)."""
+    match = _CPU_QUANTITY.fullmatch(str(quantity).strip())
+    if match is None:
+        return None
+    cores = Decimal(match[1])
+    return cores / 1000 if match[2] else cores
 
 
 def build_deployment(

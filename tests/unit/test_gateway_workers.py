@@ -30,7 +30,9 @@ def spec(**fields: Any) -> GatewaySpec:
         ({"requests": {"cpu": "500m"}, "limits": {"cpu": "2"}}, 2),  # the limit first
         ({"requests": {"cpu": "4"}, "limits": {"cpu": "1"}}, 1),
         ({"requests": {"cpu": "200"}}, MAX_DEFAULT_WORKERS),
+        ({"requests": {"cpu": "0.5"}, "limits": {"cpu": "3.9"}}, 3),
         ({"requests": {"cpu": "a lot"}}, 1),  # the API server refuses it, saying why
+        ({"requests": {"cpu": "2k"}}, 1),  # no gateway pod asks for that many
     ],
 )
 def test_default_from_cpu(resources: dict[str, Any] | None, expected: int) -> None:
