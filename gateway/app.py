@@ -53,7 +53,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from wardgate.gateway.authorizers import Authorizers, Check, Principal
-from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration
+from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration, WebSocketOptions
 from wardgate.gateway.cors import CORS_RESPONSE_HEADERS, CorsRules, is_preflight
 from wardgate.gateway.credentials import Credential, CredentialSources, redact_target
 from wardgate.gateway.errors import (
@@ -101,6 +101,7 @@ from wardgate.gateway.static import StaticResponse
 from wardgate.gateway.tokens import clip
 from wardgate.gateway.traffic import TrafficServer
 from wardgate.gateway.upstream import UpstreamPools
+from wardgate.gateway.websockets import WebSocketSession, check_handshake, is_websocket_upgrade
 
 logger = logging.getLogger("wardgate.gateway")
 
@@ -128,6 +129,10 @@ class Route:
     """Where the route's token comes from (None: a public route)."""
     route_json: str
     authorizer_json: str
+    websocket: WebSocketOptions | None = None
+    """WebSocket upgrades allowed (an `http_proxy` route)."""
+    leeway: float = 0.0
+    """The authorizer's leeway: a session closes on expiry when its token would be refused."""
 
 
 class Admission(Exchange):
@@ -142,6 +147,7 @@ class Admission(Exchange):
         "host",
         "principal",
         "route",
+        "session",
         "started",
         "target",
         "trusted_path",
@@ -177,6 +183,8 @@ class Admission(Exchange):
         """Whether the client went away while its body was read (nothing to answer)."""
         self.host: str | None = None
         """The request's host, when the gateway routes by hostname."""
+        self.session: WebSocketSession | None = None
+        """The WebSocket session the request opened."""
 
 
 SESSION_KEY: Final = web.AppKey("wardgate_client_session", aiohttp.ClientSession)
@@ -256,6 +264,9 @@ class Gateway:
                         if authorizer is not None
                         else True
                     ),
+                    subprotocol_prefixes=(
+                        credentials.subprotocol_prefixes if credentials is not None else ()
+                    ),
                 )
             route = Route(
                 pattern=entry.path,
@@ -267,6 +278,12 @@ class Gateway:
                 credentials=credentials,
                 route_json=json_value(entry.path),
                 authorizer_json=json_value(authorizer),
+                websocket=entry.websocket,
+                leeway=(
+                    named_authorizers[authorizer].leeway
+                    if authorizer is not None and authorizer in named_authorizers
+                    else 0.0
+                ),
             )
             route_entry = RouteEntry(entry.path, None if any_method else frozenset(methods), route)
             entries.append(route_entry)
@@ -366,8 +383,17 @@ class Gateway:
             if reply is None:
                 route = admission.route
                 assert route is not None  # admit raises or sets it
-                reply = await route.integration.respond(request, admission)
+                if route.websocket is not None and _switches(request):
+                    # Whatever the answer, the connection closes after it unless it switches:
+                    # the client may already have sent frames behind the request.
+                    admission.close = True
+                    reply = await self._upgrade(request, route, admission)
+                else:
+                    reply = await route.integration.respond(request, admission)
         except GatewayError as exc:
+            route = admission.route
+            if route is not None and route.websocket is not None and _switches(request):
+                admission.close = True
             reply = self.refusal(exc, admission)
         except ClientAborted:
             logger.info(
@@ -380,6 +406,27 @@ class Gateway:
             logger.exception("request %s failed", request_id)
             reply = self.refusal(GatewayError(INTERNAL_ERROR), admission)
         return reply, admission
+
+    async def _upgrade(self, request: Incoming, route: Route, admission: Admission) -> Reply:
+        """An authorised WebSocket upgrade: checked, then sent upstream."""
+        key = check_handshake(request.method, request.version, request.has_body, request.headers)
+        integration = route.integration
+        assert isinstance(integration, HttpProxy)  # the config holds `websocket` to it
+        options = route.websocket
+        assert options is not None
+        expires_at = None
+        principal = admission.principal
+        if options.close_on_expiry and principal is not None:
+            exp = principal.claims.get("exp")
+            if isinstance(exp, int | float) and not isinstance(exp, bool):
+                expires_at = float(exp) + route.leeway
+        session = admission.session = WebSocketSession(
+            route=route.pattern,
+            idle_seconds=options.idle_timeout_seconds,
+            expires_at=expires_at,
+            metrics=self.metrics,
+        )
+        return await integration.upgrade(request, admission, key, session)
 
     def refusal(self, error: GatewayError, admission: Admission) -> Reply:
         """The reply to a refused request, noted on its admission for `finish`."""
@@ -408,6 +455,9 @@ class Gateway:
             return
         if self.metrics is not None:
             self.metrics.request(route.pattern if route else None, status, admission.code)
+        session = admission.session
+        if session is not None and status == 101:
+            admission.detail = {**(admission.detail or {}), "websocket": session.summary()}
         if self.request_log.enabled:
             self.request_log.write(
                 format_entry(
@@ -668,6 +718,12 @@ def _apply_cors(
 
 
 _PARSER_CODES: Final = frozenset({MALFORMED_REQUEST.code, HEADER_TOO_LARGE.code})
+
+
+def _switches(request: Incoming) -> bool:
+    """Whether a request asks for a WebSocket upgrade that its server can perform (the
+    traffic server marks the requests its parser read as upgrades)."""
+    return bool(getattr(request, "upgrade", False)) and is_websocket_upgrade(request.headers)
 
 
 def reason_token(text: str) -> str:
@@ -946,6 +1002,12 @@ class GatewayRunner(web.BaseRunner):
 
     async def shutdown(self) -> None:
         await self._app.shutdown()
+
+    def going_away(self) -> None:
+        """Close the open WebSocket sessions with 1001 (the gateway drains)."""
+        server = self.server
+        if isinstance(server, TrafficServer):
+            server.going_away()
 
     async def _make_server(self) -> web.Server:
         self._app.on_startup.freeze()

@@ -488,6 +488,19 @@ def _auth_shorthand(value: Any) -> Any:
     return value
 
 
+DEFAULT_WEBSOCKET_IDLE_SECONDS: Final = 300.0
+
+
+class WebSocketOptions(Model):
+    """WebSocket upgrades on a path (`websocket: true` takes every default)."""
+
+    idle_timeout_seconds: float = Field(default=DEFAULT_WEBSOCKET_IDLE_SECONDS, ge=1, le=86400)
+    """A session with no frame either way for this long is closed (close code 1001)."""
+    close_on_expiry: bool = True
+    """Close the session (close code 4001) when the token that opened it expires (its `exp`
+    plus the authorizer's `leeway`), as a request with that token would then be refused."""
+
+
 class PathEntry(Model):
     """One method + path of the gateway."""
 
@@ -506,6 +519,9 @@ class PathEntry(Model):
     integration: Integration | None = None
     cors: CorsPolicy | None = None
     """Overrides the gateway's CORS policy for this path."""
+    websocket: Annotated[WebSocketOptions | None, BeforeValidator(_auth_shorthand)] = None
+    """Allow WebSocket upgrades (`true`, or an object of `WebSocketOptions`); without it an
+    `Upgrade` is removed and the request served as plain HTTP."""
 
     @model_validator(mode="after")
     def _check_action(self) -> PathEntry:
@@ -520,6 +536,11 @@ class PathEntry(Model):
             raise ValueError("`method` lists a method twice")
         if ANY_METHOD in self.methods() and len(self.methods()) > 1:
             raise ValueError("`*` (any method) cannot be combined with other methods")
+        if self.websocket is not None:
+            if not isinstance(self.integration, HttpProxyIntegration):
+                raise ValueError("`websocket` needs an `http_proxy` integration")
+            if "GET" not in self.methods() and ANY_METHOD not in self.methods():
+                raise ValueError("`websocket` needs `GET` among the methods (an upgrade is a GET)")
         return self
 
     def methods(self) -> tuple[str, ...]:

@@ -102,6 +102,7 @@ class CredentialSources:
         "cookie_names",
         "query_names",
         "reads_authorization",
+        "subprotocol_prefixes",
         "where",
     )
 
@@ -116,6 +117,10 @@ class CredentialSources:
         self.query_names = frozenset(s.name for s in self._sources if isinstance(s, QuerySource))
         """Parameters removed from the query sent upstream."""
         self.cookie_names = frozenset(s.name for s in self._sources if isinstance(s, CookieSource))
+        self.subprotocol_prefixes = tuple(
+            s.prefix for s in self._sources if isinstance(s, SubprotocolSource)
+        )
+        """`Sec-WebSocket-Protocol` entries that carry tokens (never sent upstream)."""
         self.reads_authorization = any(
             isinstance(s, AuthorizationHeaderSource) for s in self._sources
         )

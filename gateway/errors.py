@@ -257,6 +257,15 @@ METHOD_NOT_ALLOWED: Final = ErrorCode(
     "The route does not accept this method.",
     "The `Allow` header lists the methods the path accepts.",
 )
+INVALID_WEBSOCKET_UPGRADE: Final = ErrorCode(
+    "invalid_websocket_upgrade",
+    400,
+    "The WebSocket upgrade request is not a valid opening handshake.",
+    "A WebSocket upgrade is a `GET` over HTTP/1.1 without a body, with `Connection: Upgrade`, "
+    "`Upgrade: websocket`, one `Sec-WebSocket-Key` (16 bytes, base64) and "
+    "`Sec-WebSocket-Version: 13` (RFC 6455 section 4.1). Use a WebSocket client library. "
+    "The connection is closed after this answer.",
+)
 BODY_TOO_LARGE: Final = ErrorCode(
     "body_too_large",
     413,
@@ -276,6 +285,15 @@ UPSTREAM_TIMEOUT: Final = ErrorCode(
     "The upstream server did not answer in time.",
     "The server's `readTimeout` (or `connectTimeout`) elapsed. Check the upstream's load, "
     "or raise the timeout.",
+)
+UPSTREAM_BAD_UPGRADE: Final = ErrorCode(
+    "upstream_bad_upgrade",
+    502,
+    "The upstream answered with a protocol switch the gateway does not relay.",
+    "The upstream sent `101 Switching Protocols` to a request that asked for no upgrade, or "
+    "a WebSocket handshake answer that does not match the request (`Upgrade`, "
+    "`Sec-WebSocket-Accept`, a subprotocol or extension the client did not offer). Check "
+    "the upstream's WebSocket server; only routes with `websocket` are upgraded.",
 )
 INTERNAL_ERROR: Final = ErrorCode(
     "internal_error",
@@ -314,9 +332,11 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
     UNKNOWN_HOST,
     NO_ROUTE,
     METHOD_NOT_ALLOWED,
+    INVALID_WEBSOCKET_UPGRADE,
     BODY_TOO_LARGE,
     UPSTREAM_UNREACHABLE,
     UPSTREAM_TIMEOUT,
+    UPSTREAM_BAD_UPGRADE,
     INTERNAL_ERROR,
 )
 

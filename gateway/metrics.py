@@ -46,6 +46,7 @@ UPSTREAM_BUCKETS: Final = (
     30.0,
 )
 NO_ROUTE_LABEL: Final = "(none)"
+WEBSOCKET_BUCKETS: Final = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 
 # `*_created` series double the exposition and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -96,6 +97,33 @@ class GatewayMetrics:
             ("result",),
             registry=self.registry,
         )
+        self._websockets_open = Gauge(
+            "wardgate_websocket_connections",
+            "WebSocket sessions open now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self._websockets = Counter(
+            "wardgate_websocket_sessions",
+            "WebSocket sessions ended, by route pattern and close code (the first close frame's; "
+            "`none` when a connection ended without one, `3xxx`/`4xxx` for private codes).",
+            ("route", "close_code"),
+            registry=self.registry,
+        )
+        self._websocket_seconds = Histogram(
+            "wardgate_websocket_duration_seconds",
+            "How long WebSocket sessions lasted, by route pattern.",
+            ("route",),
+            buckets=WEBSOCKET_BUCKETS,
+            registry=self.registry,
+        )
+        self._websocket_bytes = Counter(
+            "wardgate_websocket_bytes",
+            "Bytes relayed by WebSocket sessions (frames as sent), by route pattern and "
+            "direction (`client`: from the client, `upstream`: from the upstream).",
+            ("route", "direction"),
+            registry=self.registry,
+        )
         self._served_hash: str | None = None
         self._request_children: dict[tuple[str, int, str], Counter] = {}
 
@@ -122,6 +150,18 @@ class GatewayMetrics:
     def upstream_histogram(self, server: str) -> Histogram:
         """The latency histogram of one server (its labelled child, looked up once)."""
         return self._upstream.labels(server)
+
+    def websocket_opened(self) -> None:
+        self._websockets_open.inc()
+
+    def websocket_closed(
+        self, route: str, close_code: str, seconds: float, from_client: int, from_upstream: int
+    ) -> None:
+        self._websockets_open.dec()
+        self._websockets.labels(route, close_code).inc()
+        self._websocket_seconds.labels(route).observe(seconds)
+        self._websocket_bytes.labels(route, "client").inc(from_client)
+        self._websocket_bytes.labels(route, "upstream").inc(from_upstream)
 
     def jwks_fetch(self, authorizer: str, ok: bool) -> None:
         self._jwks.labels(authorizer, "ok" if ok else "error").inc()

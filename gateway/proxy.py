@@ -40,8 +40,10 @@ import aiohttp
 from multidict import CIMultiDict
 
 from wardgate.gateway.config import HttpProxyIntegration, Limits, Server
+from wardgate.gateway.credentials import SUBPROTOCOL_HEADER, without_subprotocol_tokens
 from wardgate.gateway.errors import (
     BODY_TOO_LARGE,
+    UPSTREAM_BAD_UPGRADE,
     UPSTREAM_TIMEOUT,
     UPSTREAM_UNREACHABLE,
     GatewayError,
@@ -53,7 +55,9 @@ from wardgate.gateway.upstream import (
     UpstreamDisconnected,
     UpstreamError,
     UpstreamPools,
+    UpstreamSwitched,
 )
+from wardgate.gateway.websockets import WebSocketReply, WebSocketSession, check_upstream_answer
 
 # RFC 9110 section 7.6.1, plus `Proxy-Connection` (non-standard, still sent by some clients).
 HOP_BY_HOP_HEADERS: Final = frozenset(
@@ -177,6 +181,7 @@ class HttpProxy:
         "_read_timeout",
         "_server_name",
         "_strip",
+        "_subprotocol_prefixes",
     )
 
     def __init__(
@@ -189,6 +194,7 @@ class HttpProxy:
         metrics: GatewayMetrics | None,
         claim_headers: frozenset[str],
         forward_authorization: bool,
+        subprotocol_prefixes: tuple[str, ...] = (),
     ) -> None:
         parts = urlsplit(server.url)
         scheme = parts.scheme
@@ -205,6 +211,9 @@ class HttpProxy:
         self._connect_timeout = server.connect_timeout
         self._read_timeout = server.read_timeout
         self._dropped = dropped_request_headers(claim_headers, forward_authorization)
+        self._subprotocol_prefixes = subprotocol_prefixes
+        """Token entries of `Sec-WebSocket-Protocol` (the route's subprotocol token
+        sources): never sent upstream."""
 
     def upstream_path(self, path: str) -> str:
         """The path sent upstream for a normalised request path."""
@@ -222,8 +231,11 @@ class HttpProxy:
         exchange: Exchange,
         target: str,
         body: bytes | AsyncIterator[bytes] | None,
+        *,
+        upgrade: bool = False,
     ) -> bytes:
-        """The request line and headers sent upstream."""
+        """The request line and headers sent upstream (`upgrade`: with the WebSocket
+        upgrade's `Connection` and `Upgrade`)."""
         incoming = request.headers
         dropped = self._dropped
         connection = incoming.get("Connection")
@@ -239,6 +251,10 @@ class HttpProxy:
             if lowered not in dropped and (
                 "_" not in lowered or lowered.replace("_", "-") not in dropped
             ):
+                if self._subprotocol_prefixes and lowered == "sec-websocket-protocol":
+                    value = self._upstream_subprotocols(value)
+                    if not value:
+                        continue
                 append(f"{name}: {value}\r\n")
         for name, value in exchange.claim_headers.items():
             append(f"{name}: {value}\r\n")
@@ -252,6 +268,8 @@ class HttpProxy:
         if host:
             append(f"X-Forwarded-Host: {host}\r\n")
         append(f"X-Request-Id: {exchange.request_id}\r\n")
+        if upgrade:
+            append("Connection: Upgrade\r\nUpgrade: websocket\r\n")
         if body is None:
             if method not in _NO_BODY_METHODS:
                 append("Content-Length: 0\r\n")
@@ -262,6 +280,12 @@ class HttpProxy:
         append("\r\n")
         # The server decoded the incoming bytes this way: the upstream gets them unchanged.
         return "".join(lines).encode("utf-8", "surrogateescape")
+
+    def _upstream_subprotocols(self, value: str) -> str:
+        """A `Sec-WebSocket-Protocol` value without the route's token entries."""
+        for prefix in self._subprotocol_prefixes:
+            value = without_subprotocol_tokens(value, prefix)
+        return value
 
     async def _request_body(self, request: Incoming) -> bytes | AsyncIterator[bytes] | None:
         if not request.has_body:
@@ -344,6 +368,9 @@ class HttpProxy:
             except TimeoutError as exc:
                 conn.close()
                 raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
+            except UpstreamSwitched as exc:
+                conn.close()
+                raise GatewayError(UPSTREAM_BAD_UPGRADE, self._failure(exc)) from None
             except _BodyTooLarge:
                 conn.close()
                 raise GatewayError(BODY_TOO_LARGE, {"limit": self._limit}) from None
@@ -363,6 +390,75 @@ class HttpProxy:
         if reply.stream is None:
             pool.release(conn)
         return reply
+
+    async def upgrade(
+        self, request: Incoming, exchange: Exchange, key: str, session: WebSocketSession
+    ) -> Reply:
+        """Send a WebSocket upgrade upstream: a `WebSocketReply` (its `101`) when the
+        upstream switches, else the upstream's answer as for any request."""
+        target = self.upstream_path(exchange.path)
+        if exchange.query:
+            target = f"{target}?{exchange.query}"
+        head = self.request_head(request, exchange, target, None, upgrade=True)
+        pool = self._pool
+        started = time.perf_counter()
+        fresh = False
+        while True:
+            try:
+                conn = await pool.acquire(self._connect_timeout, fresh=fresh)
+            except TimeoutError as exc:
+                raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
+            except (OSError, UpstreamError) as exc:
+                raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
+            try:
+                conn.send(head, None, head_request=False, upgrade=True)
+                await conn.read_head(self._read_timeout)
+                break
+            except UpstreamDisconnected as exc:
+                conn.close()
+                if conn.reused and not fresh:
+                    fresh = True
+                    continue
+                raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
+            except TimeoutError as exc:
+                conn.close()
+                raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
+            except (OSError, UpstreamError) as exc:
+                conn.close()
+                raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
+            except BaseException:
+                conn.close()
+                raise
+        if self._latency is not None:
+            self._latency.observe(time.perf_counter() - started)
+        if not conn.upgraded:
+            try:
+                reply = await self._relay(exchange, conn)
+            except BaseException:
+                conn.close()
+                raise
+            if reply.stream is None:
+                pool.release(conn)
+            return reply
+        raw = CIMultiDict(
+            (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in conn.headers
+        )
+        sent = request.headers
+        # The subprotocols the upstream was offered (the token entries taken out).
+        protocols = [self._upstream_subprotocols(v) for v in sent.getall(SUBPROTOCOL_HEADER, [])]
+        problem = check_upstream_answer(
+            key, protocols, sent.getall("Sec-WebSocket-Extensions", []), raw
+        )
+        if problem is not None:
+            conn.close()
+            raise GatewayError(
+                UPSTREAM_BAD_UPGRADE, {"server": self._server_name, "reason": problem}
+            )
+        conn.detach()
+        headers, _ = response_headers(conn.headers)
+        headers.update(exchange.response_headers)
+        headers.setdefault("Server", SERVER_HEADER)
+        return WebSocketReply(headers, session, conn)
 
     async def _relay(self, exchange: Exchange, conn: UpstreamConnection) -> Reply:
         headers, length = response_headers(conn.headers)

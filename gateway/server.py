@@ -23,7 +23,9 @@ port's `/config/hash` (and `/config`) move to a new config once every worker ser
 Shutdown (SIGTERM or SIGINT): `/readyz` turns false at once; the listening sockets close,
 so no new connection is accepted; every response from then on carries
 `Connection: close`; in-flight requests get up to `drainSeconds` to finish; idle
-keep-alive connections are closed once nothing is in flight; then the process exits 0.
+keep-alive connections are closed once nothing is in flight; open WebSocket sessions get
+a close frame 1001 (Going Away) at once and count as in flight until both sides closed;
+then the process exits 0.
 The parent forwards the signal to the workers and exits 0 when all of them did.
 """
 
@@ -386,6 +388,9 @@ async def drain(runner: GatewayRunner, site: web.BaseSite, seconds: float) -> No
     gateway = runner.gateway
     gateway.draining = True
     await site.stop()
+    # Open WebSocket sessions get their close frame (1001) now, so that their close
+    # handshakes end within the drain period.
+    runner.going_away()
     holder = runner.holder
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds

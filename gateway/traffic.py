@@ -20,7 +20,10 @@ What it owns, per connection:
 - versions: HTTP/1.x only (1.2 and above are read as 1.1); HTTP/0.9 and other majors are
   refused at once; bare LF line ends are accepted (RFC 9112 section 2.2); an `Upgrade` is
   not performed (the request is answered as a plain one, the next bytes are the next
-  request);
+  request), except a WebSocket upgrade that the pipeline answers with the upstream's
+  `101`: then the connection becomes a `WebSocketSession`'s (`wardgate.gateway.websockets`)
+  and no more HTTP is parsed on it. Bytes after a WebSocket upgrade request wait, unparsed,
+  until it is answered;
 - a client that closes its connection while its body is read is a client abort: one log
   line, status 499 in the request log, no error answer;
 - draining: replies carry `Connection: close` once the gateway drains; `pre_shutdown`
@@ -56,6 +59,13 @@ from wardgate.gateway.exchange import (
     Reply,
     StreamBroken,
     status_line,
+)
+from wardgate.gateway.websockets import (
+    GOING_AWAY,
+    HELD_LIMIT,
+    WebSocketReply,
+    WebSocketSession,
+    is_websocket_upgrade,
 )
 
 if TYPE_CHECKING:  # the pipeline imports this module to build its runner
@@ -96,6 +106,7 @@ class TrafficRequest:
         "keep_alive",
         "method",
         "target",
+        "upgrade",
         "version",
     )
 
@@ -128,6 +139,9 @@ class TrafficRequest:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._continue_sent = False
+        self.upgrade = False
+        """Whether the parser read an upgrade (`Connection: upgrade` and `Upgrade`): only
+        then may the connection switch protocols."""
 
     @property
     def remote(self) -> str | None:
@@ -240,6 +254,10 @@ class TrafficConnection(asyncio.Protocol):
         """No more bytes are parsed (after a framing error or a request that closes)."""
         self.closing = False
         """Close once the queue is answered (drain, shutdown)."""
+        self.tunnel: WebSocketSession | None = None
+        """The WebSocket session the connection was switched to."""
+        self._held: bytearray | None = None
+        """Bytes after a WebSocket upgrade request, kept until it is answered."""
         # the head being parsed
         self._url: list[bytes] = []
         self._fields: list[tuple[bytes, bytes]] = []
@@ -277,6 +295,8 @@ class TrafficConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connection_closed(self)
+        if self.tunnel is not None:
+            self.tunnel.client_lost()
         self.transport = None
         self.stopped = True
         for timer in (self._head_timer, self._idle_timer):
@@ -290,6 +310,15 @@ class TrafficConnection(asyncio.Protocol):
             drain.set_exception(ConnectionResetError("the client closed the connection"))
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
+        held = self._held
+        if held is not None:
+            held += data
+            if len(held) > HELD_LIMIT:
+                self._pause_reading()
+            return
         if self.stopped:
             return
         self._last_active = self.loop.time()
@@ -314,6 +343,12 @@ class TrafficConnection(asyncio.Protocol):
             offset = upgrade.args[0] if upgrade.args else len(data)
             self.parser = self._new_parser()
             rest = data[offset:]
+            last = self.queue[-1] if self.queue else None
+            if isinstance(last, TrafficRequest) and is_websocket_upgrade(last.headers):
+                # The protocol of what follows is known once the upgrade is answered.
+                last.upgrade = True
+                self._held = bytearray(rest)
+                return
             if rest and not self.stopped:
                 self.data_received(rest)
             return
@@ -329,6 +364,8 @@ class TrafficConnection(asyncio.Protocol):
                 )
 
     def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            return False  # a session ends with either side's connection
         # The client sent all it will: answer what was received, then close.
         self.stopped = True
         if self.parsing is not None:
@@ -340,9 +377,13 @@ class TrafficConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable = False
+        if self.tunnel is not None:
+            self.tunnel.client_writable(False)
 
     def resume_writing(self) -> None:
         self._writable = True
+        if self.tunnel is not None:
+            self.tunnel.client_writable(True)
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -554,6 +595,12 @@ class TrafficConnection(asyncio.Protocol):
         if admission.aborted:
             gateway.finish(admission, CLIENT_ABORT_STATUS, self.peer)
             return True
+        if isinstance(reply, WebSocketReply):
+            try:
+                await self._switch(reply, request)
+            finally:
+                gateway.finish(admission, reply.status, self.peer)
+            return True
         close = admission.close or not request.keep_alive or gateway.draining or self.closing
         request.discard = True
         if not request.complete:
@@ -564,7 +611,45 @@ class TrafficConnection(asyncio.Protocol):
             close = await self._send(reply, request, close=close) or close
         finally:
             gateway.finish(admission, reply.status, self.peer)
+        held = self._held
+        if held is not None:
+            # An upgrade answered as a plain request: what followed it is HTTP again.
+            self._held = None
+            self._resume_reading()
+            if held and not close and not self.stopped:
+                self.data_received(bytes(held))
         return close
+
+    async def _switch(self, reply: WebSocketReply, request: TrafficRequest) -> None:
+        """Send the upstream's `101`, then relay the session until it ends."""
+        session = reply.session
+        upstream = reply.upstream
+        transport = self.transport
+        if not request.upgrade or transport is None or upstream.transport is None:
+            # Only a request the parser read as an upgrade switches the connection.
+            upstream.close()
+            return
+        lines = [status_line(101)]
+        for name, value in reply.headers.items():
+            lines.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
+        lines.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        self.write(b"".join(lines))
+        held, self._held = self._held, None
+        self.tunnel = session
+        upstream.tunnel = session
+        early = b"".join(upstream.early)
+        upstream.early.clear()
+        self.server.websocket_opened(session)
+        try:
+            session.start(transport, upstream.transport, bytes(held or b""), early)
+            if not upstream.open:
+                session.upstream_lost()
+            self._resume_reading()
+            if self.server.gateway.draining:
+                session.going_away(GOING_AWAY, "the gateway is shutting down")
+            await session.wait()
+        finally:
+            self.server.websocket_closed(session)
 
     async def _send(self, reply: Reply, request: TrafficRequest | None, *, close: bool) -> bool:
         """Write a reply; True when the connection must close after it."""
@@ -729,6 +814,7 @@ class TrafficServer(web.Server):
         super().__init__(unused_handler)  # type: ignore[arg-type]
         self.holder = holder
         self._open: dict[TrafficConnection, None] = {}
+        self._sessions: dict[WebSocketSession, None] = {}
 
     # The serving config's (a new config applies from the next request or head on).
 
@@ -769,7 +855,24 @@ class TrafficServer(web.Server):
     def connection_closed(self, connection: TrafficConnection) -> None:
         self._open.pop(connection, None)
 
+    def websocket_opened(self, session: WebSocketSession) -> None:
+        self._sessions[session] = None
+
+    def websocket_closed(self, session: WebSocketSession) -> None:
+        self._sessions.pop(session, None)
+
+    @property
+    def websockets(self) -> list[WebSocketSession]:
+        """The open WebSocket sessions."""
+        return list(self._sessions)
+
+    def going_away(self) -> None:
+        """Close every WebSocket session with 1001 (Going Away): the gateway drains."""
+        for session in list(self._sessions):
+            session.going_away(GOING_AWAY, "the gateway is shutting down")
+
     def pre_shutdown(self) -> None:
+        self.going_away()
         for connection in list(self._open):
             connection.close_when_idle()
 

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
@@ -40,6 +40,10 @@ HIGH_WATER: Final = 256 * 1024
 
 class UpstreamError(Exception):
     """The upstream could not be reached, or broke the exchange."""
+
+
+class UpstreamSwitched(UpstreamError):
+    """The upstream answered `101 Switching Protocols` to a request without an upgrade."""
 
 
 class UpstreamDisconnected(UpstreamError):
@@ -73,6 +77,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._writable = True
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._upgrade = False
+        self.upgraded = False
+        """The upstream switched to WebSocket (`101`): bytes go to `tunnel` from now on."""
+        self.tunnel: Tunnel | None = None
+        self.early: list[bytes] = []
+        """Bytes after the `101`, before the tunnel takes them."""
 
     # asyncio.Protocol
 
@@ -83,6 +93,9 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
         self.pool.forget(self)
+        if self.tunnel is not None:
+            self.tunnel.upstream_lost()
+            return
         if self._parser is not None and not self.complete and self._error is None:
             if self.head_done and not self._framed and not self._skip_body:
                 # A body without Content-Length or chunked coding ends with the connection.
@@ -97,6 +110,12 @@ class UpstreamConnection(asyncio.Protocol):
             drain.set_exception(UpstreamError("the upstream closed the connection"))
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded:
+            if self.tunnel is not None:
+                self.tunnel.from_upstream(data)
+            else:
+                self.early.append(data)
+            return
         parser = self._parser
         if parser is None or self.complete:
             # Nothing was asked: a confused upstream; this connection is not reusable.
@@ -105,6 +124,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._received = True
         try:
             parser.feed_data(data)
+        except httptools.HttpParserUpgrade as switch:
+            # llhttp stops after a `101` head: what follows is in the new protocol (the
+            # head's callback set `upgraded` when the request asked for it).
+            if self.status == 101:
+                offset = switch.args[0] if switch.args else len(data)
+                if offset < len(data):
+                    self.early.append(data[offset:])
+            elif self._error is None:
+                self._error = UpstreamError("an upgrade nobody asked for")
+                self.close()
+            self._wake()
         except httptools.HttpParserError as exc:
             self._error = UpstreamError(f"invalid response: {exc}")
             self.close()
@@ -115,9 +145,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable = False
+        if self.tunnel is not None:
+            self.tunnel.upstream_writable(False)
 
     def resume_writing(self) -> None:
         self._writable = True
+        if self.tunnel is not None:
+            self.tunnel.upstream_writable(True)
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -134,6 +168,22 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         assert self._parser is not None
         status = self._parser.get_status_code()
+        if status == 101:
+            if not self._upgrade:
+                # A switch to a request that asked for none: no tunnel is ever opened on it.
+                self._error = UpstreamSwitched(
+                    "101 Switching Protocols to a request without Upgrade"
+                )
+                self.close()
+                self._wake()
+                return
+            self.status = status
+            self.head_done = True
+            self.complete = True
+            self.keep_alive = False
+            self.upgraded = True
+            self._wake()
+            return
         if 100 <= status < 200:
             # An interim response (103 Early Hints): the real one follows.
             self.headers = []
@@ -170,9 +220,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     # the exchange
 
-    def send(self, head: bytes, body: bytes | None, *, head_request: bool) -> None:
-        """Write a request (its head, and its body when given whole)."""
+    def send(
+        self, head: bytes, body: bytes | None, *, head_request: bool, upgrade: bool = False
+    ) -> None:
+        """Write a request (its head, and its body when given whole); `upgrade`: the head
+        asks for a WebSocket upgrade, so a `101` answer switches the connection."""
         self._parser = httptools.HttpResponseParser(self)
+        self._upgrade = upgrade
         self.status = 0
         self.headers = []
         self.keep_alive = False
@@ -231,6 +285,11 @@ class UpstreamConnection(asyncio.Protocol):
             await self._wait(wait_seconds)
         return self.take_body()
 
+    def detach(self) -> None:
+        """Take an upgraded connection out of its pool (a session holds it, not a slot of
+        the pool's limit)."""
+        self.pool.forget(self)
+
     def rest(self) -> None:
         """Between exchanges: any byte that arrives now closes the connection."""
         self._parser = None
@@ -275,6 +334,16 @@ class UpstreamConnection(asyncio.Protocol):
     def _time_out(waiter: asyncio.Future[None]) -> None:
         if not waiter.done():
             waiter.set_exception(TimeoutError("no data from the upstream in time"))
+
+
+class Tunnel(Protocol):
+    """What an upgraded connection feeds (`wardgate.gateway.websockets.WebSocketSession`)."""
+
+    def from_upstream(self, data: bytes) -> None: ...
+
+    def upstream_lost(self) -> None: ...
+
+    def upstream_writable(self, writable: bool) -> None: ...
 
 
 class UpstreamPool:
