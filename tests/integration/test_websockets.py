@@ -22,10 +22,11 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
-
 from support.gateway import RunningGateway, start_gateway, stop_gateway
 from support.tokens import AUDIENCE, ISSUER, claims, hs_token
+
 from wardgate.gateway.server import drain
+from wardgate.gateway.traffic import TrafficServer
 
 MIB = 1024 * 1024
 
@@ -144,6 +145,11 @@ async def gateway(upstream: WebSocketUpstream) -> AsyncIterator[RunningGateway]:
     await stop_gateway(running)
 
 
+def jwt_expiry(jwt: str) -> float:
+    payload = jwt.split(".")[1]
+    return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+
+
 def live_token(**extra: Any) -> str:
     return token(scope="live:read", **extra)
 
@@ -161,11 +167,18 @@ def metric(gateway: RunningGateway, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-async def until(condition: Any, seconds: float = 10.0) -> None:
-    """Wait (by yielding to the loop) until `condition()` holds."""
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.01)
+def session_tasks(gateway: RunningGateway) -> list[asyncio.Task[None]]:
+    """The tasks serving the gateway's connections that carry a WebSocket session now."""
+    server = gateway.runner.server
+    assert isinstance(server, TrafficServer)
+    return [c.task for c in server.connections if c.tunnel is not None and c.task is not None]
+
+
+async def ended(gateway: RunningGateway, tasks: list[asyncio.Task[None]]) -> None:
+    """Wait until those connections are done (their sessions logged and counted)."""
+    assert tasks
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    gateway.request_log.flush()
 
 
 async def test_frames_both_ways_ping_pong_and_the_close_handshake_from_the_client(
@@ -175,6 +188,7 @@ async def test_frames_both_ways_ping_pong_and_the_close_handshake_from_the_clien
         gateway.url + "/ws/feed", headers=auth(), autoping=False, max_msg_size=4 * MIB
     ) as ws:
         assert metric(gateway, "wardgate_websocket_connections") == 1
+        tasks = session_tasks(gateway)
         await ws.send_str("hello")
         assert (await ws.receive()).data == "hello"
         await ws.send_bytes(b"\x00\x01binary")
@@ -191,13 +205,14 @@ async def test_frames_both_ways_ping_pong_and_the_close_handshake_from_the_clien
         assert ws.close_code == 1000
     await asyncio.wait_for(upstream.closed.wait(), 10)
     assert upstream.closes == [1000]
-    await until(lambda: metric(gateway, "wardgate_websocket_connections") == 0)
-    assert metric(gateway, "wardgate_websocket_sessions_total", route="/ws/*", close_code="1000") == 1
-    relayed = metric(
-        gateway, "wardgate_websocket_bytes_total", route="/ws/*", direction="client"
+    await ended(gateway, tasks)
+    assert metric(gateway, "wardgate_websocket_connections") == 0
+    sessions = metric(
+        gateway, "wardgate_websocket_sessions_total", route="/ws/*", close_code="1000"
     )
+    assert sessions == 1
+    relayed = metric(gateway, "wardgate_websocket_bytes_total", route="/ws/*", direction="client")
     assert relayed > MIB
-    await until(lambda: any(line["status"] == 101 for line in log_lines(gateway)))
     (line,) = [line for line in log_lines(gateway) if line["status"] == 101]
     session = line["detail"]["websocket"]
     assert (session["closeCode"], session["closedBy"]) == (1000, "client")
@@ -210,14 +225,14 @@ async def test_the_close_handshake_from_the_upstream(
     gateway: RunningGateway, upstream: WebSocketUpstream
 ) -> None:
     async with gateway.client.ws_connect(gateway.url + "/ws/feed", headers=auth()) as ws:
+        tasks = session_tasks(gateway)
         await ws.send_str("close 4000")
         message = await ws.receive()
         assert message.type == WSMsgType.CLOSE
         assert ws.close_code == 4000
-    await until(lambda: metric(gateway, "wardgate_websocket_connections") == 0)
+    await ended(gateway, tasks)
     assert (
-        metric(gateway, "wardgate_websocket_sessions_total", route="/ws/*", close_code="4xxx")
-        == 1
+        metric(gateway, "wardgate_websocket_sessions_total", route="/ws/*", close_code="4xxx") == 1
     )
 
 
@@ -277,14 +292,13 @@ async def test_the_query_token_is_removed_from_the_upstream_url_and_the_log(
     gateway: RunningGateway, upstream: WebSocketUpstream
 ) -> None:
     jwt = live_token()
-    async with gateway.client.ws_connect(
-        gateway.url + f"/ws/feed?room=1&access_token={jwt}"
-    ) as ws:
+    async with gateway.client.ws_connect(gateway.url + f"/ws/feed?room=1&access_token={jwt}") as ws:
+        tasks = session_tasks(gateway)
         await ws.send_str("hi")
         assert (await ws.receive()).data == "hi"
     (seen,) = upstream.upgrades
     assert seen.path == "/ws/feed?room=1"
-    await until(lambda: metric(gateway, "wardgate_websocket_connections") == 0)
+    await ended(gateway, tasks)
     for part in jwt.split("."):
         assert part not in gateway.log_text()
 
@@ -311,7 +325,9 @@ async def test_the_upstream_refusing_the_upgrade_is_answered_as_a_normal_respons
 
 async def test_an_invalid_handshake_is_refused_with_its_code(gateway: RunningGateway) -> None:
     headers = {**auth(), "Connection": "Upgrade", "Upgrade": "websocket"}
-    missing_key = await gateway.request("GET", "/ws/feed", {**headers, "Sec-WebSocket-Version": "13"})
+    missing_key = await gateway.request(
+        "GET", "/ws/feed", {**headers, "Sec-WebSocket-Version": "13"}
+    )
     assert (missing_key.status, missing_key.code) == (400, "invalid_websocket_upgrade")
     old_version = await gateway.request(
         "GET",
@@ -331,6 +347,7 @@ async def test_expiry_closes_the_session_with_4001(
 ) -> None:
     jwt = live_token(lifetime=2)
     async with gateway.client.ws_connect(gateway.url + "/ws/feed", headers=auth(jwt)) as ws:
+        tasks = session_tasks(gateway)
         await ws.send_str("hi")
         assert (await ws.receive()).data == "hi"
         message = await ws.receive(timeout=10)
@@ -338,10 +355,10 @@ async def test_expiry_closes_the_session_with_4001(
         assert ws.close_code == 4001
     await asyncio.wait_for(upstream.closed.wait(), 10)
     assert upstream.closes == [4001]
-    await until(lambda: metric(gateway, "wardgate_websocket_connections") == 0)
+    await ended(gateway, tasks)
+    assert time.time() >= jwt_expiry(jwt)
     assert (
-        metric(gateway, "wardgate_websocket_sessions_total", route="/ws/*", close_code="4001")
-        == 1
+        metric(gateway, "wardgate_websocket_sessions_total", route="/ws/*", close_code="4001") == 1
     )
 
 
@@ -367,7 +384,9 @@ async def test_drain_closes_open_sessions_with_1001_within_the_drain_period(
         await ws.send_str("hi")
         assert (await ws.receive()).data == "hi"
         site = next(iter(gateway.runner.sites))
-        draining = asyncio.create_task(drain(gateway.runner, site, 20.0))  # type: ignore[arg-type]
+        draining = asyncio.create_task(
+            drain(gateway.runner, site, 20.0)  # type: ignore[arg-type]
+        )
         message = await ws.receive(timeout=10)
         assert message.type == WSMsgType.CLOSE
         assert ws.close_code == 1001
