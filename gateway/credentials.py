@@ -287,7 +287,10 @@ def redact_target(target: str, names: frozenset[str]) -> str:
         if key in names:
             shown.append(f"{key}={REDACTED}")
             continue
-        if any(_appears_in(hidden, value) for hidden in (*values, *names, ";")):
+        if any(_appears_in(hidden, value) for hidden in (*values, *names, ";")) or any(
+            name in key for name in names
+        ):
+            # A look-alike name (`0access_token`) may carry a token too: shown by no one.
             return f"{path}?{REDACTED}"
         shown.append(pair)
     return f"{path}?{'&'.join(shown)}"

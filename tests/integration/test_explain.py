@@ -56,7 +56,9 @@ NOT_PRODUCIBLE = frozenset({"internal_error", "malformed_request", "header_too_l
 FRAMING_CODES = frozenset({"request_timeout", "unsupported_method", "unsupported_transfer_coding"})
 # Decided before routing on a gateway that lists hostnames, which this corpus's is not:
 # `tests/security/test_hostnames.py` has the gateway and explain agree on it.
-OTHER_CORPUS = frozenset({"unknown_host"})
+# WebSocket upgrades are checked and sent upstream after the decision (explain reports
+# whether the route allows them): `tests/integration/test_websockets.py` covers them.
+OTHER_CORPUS = frozenset({"unknown_host", "invalid_websocket_upgrade", "upstream_bad_upgrade"})
 MAX_BODY = 1024
 
 
