@@ -27,7 +27,7 @@ import yaml
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
 from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
-from wardgate.operator.handlers import Controller, Options, registry
+from wardgate.operator.handlers import Controller, Options, Runtime, registry
 from wardgate.operator.inputs import resource_from_body, secret_from_body
 from wardgate.operator.kube import KubeApi, object_path
 from wardgate.operator.manifests import Defaults, build_gateway_objects, config_map_text
@@ -125,7 +125,7 @@ def bench_render(routes: int = 1000, samples: int = 15, teams: int = 0) -> dict[
 
 class _Operator:
     def __init__(self, kubeconfig: Path) -> None:
-        self.memo = kopf.Memo(
+        self.memo = Runtime(
             options=Options(kubeconfig=kubeconfig, defaults=Defaults(image="wardgate:bench"))
         )
         self.ready, self.stop_flag = threading.Event(), threading.Event()
@@ -156,7 +156,8 @@ class _Operator:
 
     @property
     def controller(self) -> Controller:
-        controller: Controller = self.memo["controller"]
+        controller = self.memo.controller
+        assert controller is not None, "the operator has not started"
         return controller
 
 
@@ -225,7 +226,9 @@ def bench_cluster(cluster: KubeCluster, samples: int) -> dict[str, Any]:
 
         controller = operator.controller
         _wait(lambda: controller.queue.idle, interval=0.05)
-        writes = sum(controller.kube.writes.values())
+        kube = operator.memo.kube
+        assert kube is not None
+        writes = sum(kube.writes.values())
         before = controller.queue.processed
         keys = [("Gateway", NAMESPACE, "api")] + [
             ("Authorizer", NAMESPACE, a.resource.meta.name)
@@ -239,7 +242,7 @@ def bench_cluster(cluster: KubeCluster, samples: int) -> dict[str, Any]:
         future = asyncio.run_coroutine_threadsafe(enqueue(), operator.loop)
         future.result(10)
         _wait(lambda: controller.queue.processed >= before + len(keys) and controller.queue.idle)
-        noop_writes = sum(controller.kube.writes.values()) - writes
+        noop_writes = sum(kube.writes.values()) - writes
     api.close()
     return {
         "apply_to_configmap_kubectl_median_ms": statistics.median(kubectl_ms),

@@ -48,7 +48,7 @@ import yaml
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
 from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
-from wardgate.operator.handlers import Controller, Options, registry
+from wardgate.operator.handlers import Controller, Options, Runtime, registry
 from wardgate.operator.kube import KubeApi, object_path
 from wardgate.operator.manifests import CONFIG_MAP_LIMIT, Defaults, config_map_size
 
@@ -470,7 +470,7 @@ class InProcessOperator:
     """The operator in a thread of this process (its write counters readable)."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        self.memo = kopf.Memo(
+        self.memo = Runtime(
             options=Options(
                 kubeconfig=kubeconfig, defaults=Defaults(image=IMAGE), probe_seconds=None
             )
@@ -494,7 +494,7 @@ class InProcessOperator:
     def __enter__(self) -> InProcessOperator:
         self.thread.start()
         self.ready.wait(60)
-        wait(lambda: "controller" in self.memo, timeout=60)
+        wait(lambda: self.memo.controller is not None, timeout=60)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -503,11 +503,14 @@ class InProcessOperator:
 
     @property
     def controller(self) -> Controller:
-        controller: Controller = self.memo["controller"]
+        controller = self.memo.controller
+        assert controller is not None, "the operator has not started"
         return controller
 
     def writes(self) -> int:
-        return sum(self.controller.kube.writes.values())
+        kube = self.memo.kube
+        assert kube is not None
+        return sum(kube.writes.values())
 
     def settle(self, bench: Bench, namespaces: list[str]) -> None:
         """Until every Gateway is Ready (its kwok pods available) and nothing is queued."""

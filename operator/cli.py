@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     """Run until interrupted."""
     import kopf  # heavy imports only for this command
 
-    from wardgate.operator.handlers import Options, registry
+    from wardgate.operator.handlers import Options, Runtime, registry
     from wardgate.operator.manifests import Defaults
 
     for namespace in args.namespaces or ():
@@ -109,6 +109,6 @@ def run(args: argparse.Namespace) -> int:
         standalone=args.peering is None,
         peering_name=args.peering,
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(options=options),
+        memo=Runtime(options),
     )
     return 0

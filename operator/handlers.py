@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import aiohttp
 import kopf
@@ -35,7 +35,7 @@ from wardgate.operator.inputs import resource_from_body, secret_from_body
 from wardgate.operator.kube import CLUSTER_SCOPED, Body, KubeApi, KubeError
 from wardgate.operator.manifests import GATEWAY_LABEL, MANAGED_BY, Defaults
 from wardgate.operator.probes import JwksProber, jwks_uri
-from wardgate.operator.reconciler import Observed, Reconciler, ReplacingError, WorkKey
+from wardgate.operator.reconciler import Kube, Observed, Reconciler, ReplacingError, WorkKey
 from wardgate.operator.render import ObjectKey, SecretInfo
 from wardgate.operator.workqueue import WorkQueue
 
@@ -87,46 +87,80 @@ def _gateway_key_of(body: Mapping[str, Any], namespace: str) -> ObjectKey | None
 # --- Indexes (kept current by the informers) --------------------------------------------------
 
 
-def _identity(body: Mapping[str, Any]) -> tuple[str, str]:
+class IndexedSecret(NamedTuple):
+    """A Secret in the index of its namespace: never its values."""
+
+    uid: str
+    name: str
+    info: SecretInfo
+
+
+class IndexedService(NamedTuple):
+    """A Service in the index of its namespace: only that it exists matters."""
+
+    uid: str
+    name: str
+
+
+class IndexedNamespace(NamedTuple):
+    """A Namespace in the index by name."""
+
+    uid: str
+    labels: Mapping[str, str]
+    terminating: bool
+
+
+def _identity(body: Mapping[str, Any]) -> ObjectKey:
     metadata = body.get("metadata") or {}
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
-def gateway_index(body: Body) -> dict[Any, Any]:
+def gateway_index(body: Body) -> dict[ObjectKey, Observed]:
+    """A Gateway under its own key."""
     return {_identity(body): _observed(body)}
 
 
-def route_index(body: Body) -> dict[Any, Any]:
+def route_index(body: Body) -> dict[ObjectKey, Observed]:
+    """A Route under the key of the Gateway it names."""
     namespace, _name = _identity(body)
     key = _gateway_key_of(body, namespace)
     return {key: _observed(body)} if key else {}
 
 
-def authorizer_index(body: Body) -> dict[Any, Any]:
+def authorizer_index(body: Body) -> dict[str, Observed]:
+    """An Authorizer under its namespace."""
     return {_identity(body)[0]: _observed(body)}
 
 
-def secret_index(body: Body) -> dict[Any, Any]:
+def secret_index(body: Body) -> dict[str, IndexedSecret]:
+    """A Secret under its namespace (its keys' sizes and digests)."""
     if body.get("type") in IGNORED_SECRET_TYPES:
         return {}
     namespace, name = _identity(body)
     # Only sizes and digests are kept: the values go no further than this function.
-    return {namespace: (_uid(body), name, secret_from_body(body))}
+    return {namespace: IndexedSecret(uid=_uid(body), name=name, info=secret_from_body(body))}
 
 
-def service_index(body: Body) -> dict[Any, Any]:
+def service_index(body: Body) -> dict[str, IndexedService]:
+    """A Service under its namespace."""
     namespace, name = _identity(body)
-    return {namespace: (_uid(body), name)}
+    return {namespace: IndexedService(uid=_uid(body), name=name)}
 
 
-def namespace_index(body: Body) -> dict[Any, Any]:
+def namespace_index(body: Body) -> dict[str, IndexedNamespace]:
+    """A Namespace under its name, with its labels and whether it is being deleted."""
     _namespace, name = _identity(body)
     labels = (body.get("metadata") or {}).get("labels") or {}
-    return {name: (_uid(body), dict(labels), namespace_terminating(body))}
+    return {
+        name: IndexedNamespace(
+            uid=_uid(body), labels=dict(labels), terminating=namespace_terminating(body)
+        )
+    }
 
 
-def deployment_index(body: Body) -> dict[Any, Any]:
-    return {}  # only its events matter (a rollout's progress)
+def deployment_index(body: Body) -> dict[ObjectKey, Observed]:
+    """Nothing: only a Deployment's events matter (a rollout's progress)."""
+    return {}
 
 
 def _uid(body: Mapping[str, Any]) -> str:
@@ -139,11 +173,15 @@ def namespace_terminating(body: Mapping[str, Any]) -> bool:
     return bool(deleted) or (body.get("status") or {}).get("phase") == "Terminating"
 
 
-def _value_uid(value: Any) -> str:
-    """The uid of the object an index value came from (`Observed`, or a tuple uid first)."""
-    if isinstance(value, Observed):
-        return value.resource.meta.uid
-    return str(value[0])
+class _FromObject(Protocol):
+    """An index value: it knows the uid of the object it came from."""
+
+    @property
+    def uid(self) -> str: ...
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V", bound=_FromObject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,21 +199,22 @@ class IndexState:
     """The reconciler's view of the watched objects, read from the informers' indexes,
     without the objects the resync found gone."""
 
-    gateways: Index
-    routes: Index
-    authorizers: Index
-    secrets: Index
-    namespaces: Index
-    services: Index
+    gateways: Index[ObjectKey, Observed]
+    routes: Index[ObjectKey, Observed]
+    """Under the key of the Gateway each names."""
+    authorizers: Index[str, Observed]
+    secrets: Index[str, IndexedSecret]
+    namespaces: Index[str, IndexedNamespace]
+    services: Index[str, IndexedService]
     gone: set[str] = field(default_factory=set)
     """uids of objects deleted unseen (uids are never reused)."""
 
-    def _values(self, index: Index, key: Any) -> list[Any]:
+    def _values(self, index: Index[K, V], key: K) -> list[V]:
         if key not in index:
             return []
-        return [v for v in index[key] if _value_uid(v) not in self.gone]
+        return [v for v in index[key] if v.uid not in self.gone]
 
-    def _keys(self, index: Index) -> list[Any]:
+    def _keys(self, index: Index[K, V]) -> list[K]:
         return [key for key in list(index.keys()) if self._values(index, key)]
 
     def gateway(self, key: ObjectKey) -> Observed | None:
@@ -198,52 +237,57 @@ class IndexState:
         return self._values(self.authorizers, namespace)
 
     def secrets_in(self, namespace: str) -> Mapping[ObjectKey, SecretInfo]:
-        return {
-            (namespace, name): info for _uid, name, info in self._values(self.secrets, namespace)
-        }
+        return {(namespace, s.name): s.info for s in self._values(self.secrets, namespace)}
 
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
-        return {name: self._namespace(name)[0] for name in self._keys(self.namespaces)}
+        return {
+            name: found.labels
+            for name in self._keys(self.namespaces)
+            if (found := self._namespace(name)) is not None
+        }
 
     def services_in(self, namespace: str) -> Collection[ObjectKey]:
-        return {(namespace, name) for _uid, name in self._values(self.services, namespace)}
+        return {(namespace, s.name) for s in self._values(self.services, namespace)}
 
     def terminating(self, namespace: str) -> bool:
-        return self._namespace(namespace)[1]
+        found = self._namespace(namespace)
+        return found is not None and found.terminating
 
-    def _namespace(self, name: str) -> tuple[Mapping[str, str], bool]:
+    def _namespace(self, name: str) -> IndexedNamespace | None:
         found = self._values(self.namespaces, name)
-        return (found[0][1], found[0][2]) if found else ({}, False)
+        return found[0] if found else None
 
     def indexed(self) -> list[Indexed]:
         """Every object in the indexes (not those already gone)."""
         found: list[Indexed] = []
-        for kind, index in (
+        resources: tuple[tuple[str, Index[Any, Observed]], ...] = (
             ("Gateway", self.gateways),
             ("Route", self.routes),
             ("Authorizer", self.authorizers),
-        ):
+        )
+        for kind, index in resources:
             for key in self._keys(index):
                 for observed in self._values(index, key):
                     meta = observed.resource.meta
                     found.append(Indexed(kind, meta.namespace, meta.name, meta.uid))
         for namespace in self._keys(self.secrets):
-            for uid, name, _info in self._values(self.secrets, namespace):
-                found.append(Indexed("Secret", namespace, name, uid))
+            for secret in self._values(self.secrets, namespace):
+                found.append(Indexed("Secret", namespace, secret.name, secret.uid))
         for namespace in self._keys(self.services):
-            for uid, name in self._values(self.services, namespace):
-                found.append(Indexed("Service", namespace, name, uid))
+            for service in self._values(self.services, namespace):
+                found.append(Indexed("Service", namespace, service.name, service.uid))
         for name in self._keys(self.namespaces):
-            for uid, _labels, _terminating in self._values(self.namespaces, name):
-                found.append(Indexed("Namespace", "", name, uid))
+            for indexed in self._values(self.namespaces, name):
+                found.append(Indexed("Namespace", "", name, indexed.uid))
         return found
 
 
 @dataclass
 class Controller:
-    """What the handlers share (kept in kopf's memo)."""
+    """What the informers' events and the work queue share: they enqueue keys, it reconciles
+    them."""
 
-    kube: KubeApi
+    kube: Kube
     state: IndexState
     reconciler: Reconciler
     queue: WorkQueue[WorkKey]
@@ -285,6 +329,76 @@ class Controller:
             if isinstance(ref, Mapping) and ref.get("name") == secret:
                 names.append(observed.resource.meta.name)
         return names
+
+    async def process(self, key: WorkKey) -> None:
+        """Reconcile one key for the work queue: an API failure is retried with backoff, a
+        replacement after a short delay, a write into a deleted namespace not at all."""
+        try:
+            await self.reconciler.reconcile(key)
+        except KubeError as exc:
+            if exc.namespace_gone:
+                # Its watch events are on their way; retrying would only repeat the 404.
+                log.info("%s %s/%s: its namespace is gone", *key)
+                return
+            # No fixed delay: the work queue backs off exponentially (1 s, 2 s, ... 60 s), so
+            # a call the API server keeps refusing is not sent again every 2 s.
+            raise kopf.TemporaryError(f"API call failed: {exc}") from exc
+        except ReplacingError as exc:
+            raise kopf.TemporaryError(str(exc), delay=REPLACING_DELAY_SECONDS) from exc
+
+    # --- Events: enqueue what they affect ---------------------------------------------------
+
+    def on_gateway(self, type: str, body: Body) -> None:
+        namespace, name = _identity(body)
+        self.queue.add(("Gateway", namespace, name))
+
+    def on_route(self, type: str, body: Body) -> None:
+        if not self.spec_changed("Route", type, body):
+            return
+        key = _identity(body)
+        namespace, name = key
+        previous = self.route_gateways.pop(key, None)
+        current = _gateway_key_of(body, namespace)
+        if type == "DELETED":
+            current = None
+            self.reconciler.forget("Route", namespace, name)
+        elif current is not None:
+            self.route_gateways[key] = current
+        for gateway in {g for g in (previous, current) if g is not None}:
+            self.queue.add(("Gateway", *gateway))
+
+    def on_authorizer(self, type: str, body: Body) -> None:
+        if not self.spec_changed("Authorizer", type, body):
+            return  # its status (the prober reconciles it when the provider's health changes)
+        namespace, name = _identity(body)
+        if type == "DELETED":
+            self.reconciler.forget("Authorizer", namespace, name)
+        else:
+            self.queue.add(("Authorizer", namespace, name))
+        self.enqueue_gateways_in(namespace)
+
+    def on_secret(self, type: str, body: Body) -> None:
+        namespace, name = _identity(body)
+        users = self.authorizers_using(namespace, name)
+        for authorizer in users:
+            self.queue.add(("Authorizer", namespace, authorizer))
+        if users:
+            self.enqueue_gateways_in(namespace)
+
+    def on_deployment(self, type: str, body: Body) -> None:
+        namespace, _name = _identity(body)
+        gateway = ((body.get("metadata") or {}).get("labels") or {}).get(GATEWAY_LABEL)
+        if gateway:
+            self.queue.add(("Gateway", namespace, gateway))
+
+    def on_service(self, type: str, body: Body) -> None:
+        # Only whether a Service exists matters (a Route's ResolvedRefs), not its changes.
+        if type != "MODIFIED":
+            self.enqueue_gateways_in(_identity(body)[0])
+
+    def on_namespace(self, type: str, body: Body) -> None:
+        for namespace, name in self.state.gateway_keys():
+            self.queue.add(("Gateway", namespace, name))
 
 
 @dataclass
@@ -374,22 +488,6 @@ async def run_resync(controller: Controller, interval: float) -> None:
             log.exception("resync failed")
 
 
-async def _process(memo: kopf.Memo, key: WorkKey) -> None:
-    controller: Controller = memo["controller"]
-    try:
-        await controller.reconciler.reconcile(key)
-    except KubeError as exc:
-        if exc.namespace_gone:
-            # Its watch events are on their way; retrying would only repeat the 404.
-            log.info("%s %s/%s: its namespace is gone", *key)
-            return
-        # No fixed delay: the work queue backs off exponentially (1 s, 2 s, ... 60 s), so a
-        # call the API server keeps refusing is not sent again every 2 s.
-        raise kopf.TemporaryError(f"API call failed: {exc}") from exc
-    except ReplacingError as exc:
-        raise kopf.TemporaryError(str(exc), delay=REPLACING_DELAY_SECONDS) from exc
-
-
 def _retry_delay(exc: Exception) -> float | None:
     """A replacement's short fixed delay; None (exponential backoff) for everything else."""
     if isinstance(exc, kopf.TemporaryError) and isinstance(exc.__cause__, ReplacingError):
@@ -400,10 +498,24 @@ def _retry_delay(exc: Exception) -> float | None:
 # --- Operator lifecycle ------------------------------------------------------------------------
 
 
+@dataclass
+class Runtime:
+    """What the operator's process shares, passed to kopf as its `memo`: the options it was
+    started with, then what start-up builds (None before it, and after a failed start)."""
+
+    options: Options
+    kube: KubeApi | None = None
+    controller: Controller | None = None
+    informers: Informers | None = None
+    started: asyncio.Task[None] | None = None
+    """Waits for the first listing, then starts the queue, the probes and the resync."""
+    probes: Probes | None = None
+    resync: asyncio.Task[None] | None = None
+
+
 @kopf.on.login(registry=registry)
-def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
-    options: Options = memo["options"]
-    configuration = load_client_configuration(options.kubeconfig)
+def login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
+    configuration = load_client_configuration(memo.options.kubeconfig)
     header: str = configuration.get_api_key_with_prefix("BearerToken") or ""
     scheme, _sep, token = header.partition(" ")
     return kopf.ConnectionInfo(
@@ -417,68 +529,77 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     )
 
 
+def build_controller(kube: Kube, defaults: Defaults, workers: int) -> Controller:
+    """The indexes, the state read from them, the reconciler and the work queue, wired."""
+    state = IndexState(
+        gateways=Index(),
+        routes=Index(),
+        authorizers=Index(),
+        secrets=Index(),
+        namespaces=Index(),
+        services=Index(),
+    )
+    reconciler = Reconciler(kube, state, defaults)
+    queue: WorkQueue[WorkKey] = WorkQueue(
+        lambda key: controller.process(key), _retry_delay, workers=workers
+    )
+    controller = Controller(kube, state, reconciler, queue)
+    return controller
+
+
+def watched_resources(controller: Controller) -> list[Watched[Any, Any]]:
+    """Each resource the informers follow: its index (one of the state's) and its events."""
+    state = controller.state
+    return [
+        Watched("Gateway", gateway_index, controller.on_gateway, store=state.gateways),
+        Watched("Route", route_index, controller.on_route, store=state.routes),
+        Watched("Authorizer", authorizer_index, controller.on_authorizer, store=state.authorizers),
+        Watched("Secret", secret_index, controller.on_secret, store=state.secrets),
+        Watched("Namespace", namespace_index, controller.on_namespace, store=state.namespaces),
+        Watched("Service", service_index, controller.on_service, store=state.services),
+        Watched(
+            "Deployment",
+            deployment_index,
+            controller.on_deployment,
+            label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+        ),
+    ]
+
+
 @kopf.on.startup(registry=registry)
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    options: Options = memo["options"]
+async def startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
+    options = memo.options
     settings.posting.enabled = False  # our Events are posted by the reconciler
     settings.scanning.disabled = True
     configuration = load_client_configuration(options.kubeconfig)
     kube = KubeApi.from_configuration(configuration)
-    watched = {
-        "Gateway": Watched("Gateway", gateway_index, lambda t, b: gateway_event(memo, t, b)),
-        "Route": Watched("Route", route_index, lambda t, b: route_event(memo, t, b)),
-        "Authorizer": Watched(
-            "Authorizer", authorizer_index, lambda t, b: authorizer_event(memo, t, b)
-        ),
-        "Secret": Watched("Secret", secret_index, lambda t, b: secret_event(memo, t, b)),
-        "Namespace": Watched(
-            "Namespace", namespace_index, lambda t, b: namespace_event(memo, t, b)
-        ),
-        "Service": Watched("Service", service_index, lambda t, b: service_event(memo, t, b)),
-        "Deployment": Watched(
-            "Deployment",
-            deployment_index,
-            lambda t, b: deployment_event(memo, t, b),
-            label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
-        ),
-    }
-    state = IndexState(
-        watched["Gateway"].store,
-        watched["Route"].store,
-        watched["Authorizer"].store,
-        watched["Secret"].store,
-        watched["Namespace"].store,
-        watched["Service"].store,
+    controller = build_controller(kube, options.defaults, options.workers)
+    informers = Informers(
+        configuration, watched_resources(controller), options.namespaces, CLUSTER_SCOPED
     )
-    reconciler = Reconciler(kube, state, options.defaults)
-
-    async def process(key: WorkKey) -> None:
-        await _process(memo, key)
-
-    queue: WorkQueue[WorkKey] = WorkQueue(process, _retry_delay, workers=options.workers)
-    informers = Informers(configuration, list(watched.values()), options.namespaces, CLUSTER_SCOPED)
-    memo["controller"] = Controller(kube, state, reconciler, queue)
-    memo["informers"] = informers
+    memo.kube = kube
+    memo.controller = controller
+    memo.informers = informers
     informers.start()
-    memo["started"] = asyncio.create_task(
-        _start_when_synced(memo, informers, options), name="wardgate-start"
+    memo.started = asyncio.create_task(
+        _start_when_synced(memo, controller, informers), name="wardgate-start"
     )
 
 
-async def _start_when_synced(memo: kopf.Memo, informers: Informers, options: Options) -> None:
+async def _start_when_synced(memo: Runtime, controller: Controller, informers: Informers) -> None:
     """Reconcile once every resource has been listed: never from a partial state."""
-    controller: Controller = memo["controller"]
+    options = memo.options
     loop = asyncio.get_running_loop()
     started = loop.time()
     await informers.synced()
     log.info("listed %d objects in %.1f s; reconciling", informers.listed(), loop.time() - started)
     controller.queue.start()
     if options.probe_seconds:
-        memo["probes"] = start_probes(
+        memo.probes = start_probes(
             controller.reconciler, controller.state, controller.queue, options.probe_seconds
         )
     if options.resync_seconds:
-        memo["resync"] = asyncio.create_task(
+        memo.resync = asyncio.create_task(
             run_resync(controller, options.resync_seconds), name="wardgate-resync"
         )
     # The queue has no idle event: this runs once, at start-up.
@@ -492,91 +613,17 @@ async def _start_when_synced(memo: kopf.Memo, informers: Informers, options: Opt
 
 
 @kopf.on.cleanup(registry=registry)
-async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    started: asyncio.Task[None] | None = memo.get("started")
-    if started is not None:
-        started.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await started
-    probes: Probes | None = memo.get("probes")
-    if probes is not None:
-        await probes.stop()
-    resync_task: asyncio.Task[None] | None = memo.get("resync")
-    if resync_task is not None:
-        resync_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await resync_task
-    informers: Informers | None = memo.get("informers")
-    if informers is not None:
-        await informers.stop()
-    controller: Controller | None = memo.get("controller")
-    if controller is not None:
-        await controller.queue.stop()
-        controller.kube.close()
-
-
-# --- Events: enqueue what they affect -----------------------------------------------------------
-
-
-def gateway_event(memo: kopf.Memo, type: str, body: Body) -> None:
-    namespace, name = _identity(body)
-    memo["controller"].queue.add(("Gateway", namespace, name))
-
-
-def route_event(memo: kopf.Memo, type: str, body: Body) -> None:
-    controller: Controller = memo["controller"]
-    if not controller.spec_changed("Route", type, body):
-        return
-    key = _identity(body)
-    namespace, name = key
-    previous = controller.route_gateways.pop(key, None)
-    current = _gateway_key_of(body, namespace)
-    if type == "DELETED":
-        current = None
-        controller.reconciler.forget("Route", namespace, name)
-    elif current is not None:
-        controller.route_gateways[key] = current
-    for gateway in {previous, current} - {None}:
-        assert gateway is not None
-        controller.queue.add(("Gateway", *gateway))
-
-
-def authorizer_event(memo: kopf.Memo, type: str, body: Body) -> None:
-    controller: Controller = memo["controller"]
-    if not controller.spec_changed("Authorizer", type, body):
-        return  # its status (the prober reconciles it when the provider's health changes)
-    namespace, name = _identity(body)
-    if type == "DELETED":
-        controller.reconciler.forget("Authorizer", namespace, name)
-    else:
-        controller.queue.add(("Authorizer", namespace, name))
-    controller.enqueue_gateways_in(namespace)
-
-
-def secret_event(memo: kopf.Memo, type: str, body: Body) -> None:
-    controller: Controller = memo["controller"]
-    namespace, name = _identity(body)
-    users = controller.authorizers_using(namespace, name)
-    for authorizer in users:
-        controller.queue.add(("Authorizer", namespace, authorizer))
-    if users:
-        controller.enqueue_gateways_in(namespace)
-
-
-def deployment_event(memo: kopf.Memo, type: str, body: Body) -> None:
-    namespace, _name = _identity(body)
-    gateway = ((body.get("metadata") or {}).get("labels") or {}).get(GATEWAY_LABEL)
-    if gateway:
-        memo["controller"].queue.add(("Gateway", namespace, gateway))
-
-
-def service_event(memo: kopf.Memo, type: str, body: Body) -> None:
-    # Only whether a Service exists matters (a Route's ResolvedRefs), not its changes.
-    if type != "MODIFIED":
-        memo["controller"].enqueue_gateways_in(_identity(body)[0])
-
-
-def namespace_event(memo: kopf.Memo, type: str, body: Body) -> None:
-    controller: Controller = memo["controller"]
-    for namespace, name in controller.state.gateway_keys():
-        controller.queue.add(("Gateway", namespace, name))
+async def cleanup(memo: Runtime, **_: Any) -> None:
+    for task in (memo.started, memo.resync):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if memo.probes is not None:
+        await memo.probes.stop()
+    if memo.informers is not None:
+        await memo.informers.stop()
+    if memo.controller is not None:
+        await memo.controller.queue.stop()
+    if memo.kube is not None:
+        memo.kube.close()

@@ -26,9 +26,9 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
@@ -43,32 +43,35 @@ WATCH_SECONDS: Final = 300
 READ_TIMEOUT_SECONDS: Final = WATCH_SECONDS + 30
 RETRY_SECONDS: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 
-IndexFunction = Callable[[Body], Mapping[Hashable, Any]]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+IndexFunction = Callable[[Body], Mapping[K, V]]
 """An object's entries in an index (key → value); empty when it is not indexed."""
 EventFunction = Callable[[str, Body], None]
 """Called on the event loop for each change: (`ADDED` | `MODIFIED` | `DELETED`, object)."""
 
 
-class Index(Mapping[Hashable, list[Any]]):
+class Index(Mapping[K, list[V]]):
     """key → the values of the objects indexed under it (as kopf's `Index` reads)."""
 
     def __init__(self) -> None:
-        self._entries: dict[Hashable, dict[str, Any]] = {}
+        self._entries: dict[K, dict[str, V]] = {}
 
-    def __getitem__(self, key: Hashable) -> list[Any]:
+    def __getitem__(self, key: K) -> list[V]:
         return list(self._entries[key].values())
 
-    def __iter__(self) -> Iterator[Hashable]:
+    def __iter__(self) -> Iterator[K]:
         return iter(self._entries)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, uid: str, entries: Mapping[Hashable, Any]) -> None:
+    def put(self, uid: str, entries: Mapping[K, V]) -> None:
         for key, value in entries.items():
             self._entries.setdefault(key, {})[uid] = value
 
-    def drop(self, uid: str, keys: Iterator[Hashable] | list[Hashable]) -> None:
+    def drop(self, uid: str, keys: Iterable[K]) -> None:
         for key in keys:
             values = self._entries.get(key)
             if values is not None:
@@ -77,17 +80,27 @@ class Index(Mapping[Hashable, list[Any]]):
                     del self._entries[key]
 
 
+class Seen(NamedTuple, Generic[K]):
+    """What an informer remembers of one object it indexed."""
+
+    resource_version: str
+    keys: tuple[K, ...]
+    """Its keys in the index."""
+    namespace: str
+    name: str
+
+
 @dataclass
-class Watched:
+class Watched(Generic[K, V]):
     """One resource: what to list, how to index it, what to call on each change."""
 
     kind: str
-    index: IndexFunction
+    index: IndexFunction[K, V]
     on_event: EventFunction
     label_selector: str = ""
-    store: Index = field(default_factory=Index)
-    versions: dict[str, tuple[str, tuple[Hashable, ...], str, str]] = field(default_factory=dict)
-    """uid → (resourceVersion, its keys in `store`, namespace, name)."""
+    store: Index[K, V] = field(default_factory=Index)
+    versions: dict[str, Seen[K]] = field(default_factory=dict)
+    """uid → what was last seen of it."""
 
     def apply(self, kind: str, body: Body) -> None:
         """One watch event, on the event loop."""
@@ -95,20 +108,22 @@ class Watched:
         uid = str(metadata.get("uid") or "")
         previous = self.versions.pop(uid, None)
         if previous is not None:
-            self.store.drop(uid, list(previous[1]))
+            self.store.drop(uid, previous.keys)
         if kind == "DELETED":
             if previous is None:
                 return
         else:
             entries = self.index(body)
             self.store.put(uid, entries)
-            self.versions[uid] = (
-                str(metadata.get("resourceVersion") or ""),
-                tuple(entries),
-                str(metadata.get("namespace") or ""),
-                str(metadata.get("name") or ""),
+            self.versions[uid] = Seen(
+                resource_version=str(metadata.get("resourceVersion") or ""),
+                keys=tuple(entries),
+                namespace=str(metadata.get("namespace") or ""),
+                name=str(metadata.get("name") or ""),
             )
-            if previous is not None and previous[0] == metadata.get("resourceVersion"):
+            if previous is not None and previous.resource_version == metadata.get(
+                "resourceVersion"
+            ):
                 return  # listed again, unchanged
             kind = "MODIFIED" if previous is not None else "ADDED"
         self.on_event(kind, body)
@@ -117,9 +132,9 @@ class Watched:
         """A new listing: what is missing from it was deleted meanwhile."""
         listed = {str((item.get("metadata") or {}).get("uid") or "") for item in items}
         for uid in [u for u in self.versions if u not in listed]:
-            _version, keys, namespace, name = self.versions.pop(uid)
-            self.store.drop(uid, list(keys))
-            gone = {"uid": uid, "namespace": namespace, "name": name}
+            seen = self.versions.pop(uid)
+            self.store.drop(uid, seen.keys)
+            gone = {"uid": uid, "namespace": seen.namespace, "name": seen.name}
             self.on_event("DELETED", {"metadata": gone})
         for item in items:
             self.apply("ADDED", item)
@@ -131,7 +146,7 @@ class Informer:
     def __init__(
         self,
         api: k8s_client.ApiClient,
-        watched: Watched,
+        watched: Watched[Any, Any],
         namespace: str,
         loop: asyncio.AbstractEventLoop,
         stop: threading.Event,
@@ -281,7 +296,7 @@ class Informers:
     def __init__(
         self,
         configuration: k8s_client.Configuration,
-        watched: list[Watched],
+        watched: list[Watched[Any, Any]],
         namespaces: list[str] | None,
         cluster_scoped: frozenset[str],
     ) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol
 
 from wardgate.gateway.memory import collection_paused
 from wardgate.operator.conditions import DERIVED, Cond, eventful
-from wardgate.operator.kube import Body, KubeApi, KubeError
+from wardgate.operator.kube import Body, KubeError
 from wardgate.operator.manifests import (
     APPLIED_HASH,
     CONFIG_HASH,
@@ -64,9 +64,30 @@ class Observed:
     resource: Resource
     status: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def uid(self) -> str:
+        return self.resource.meta.uid
+
+
+class Kube(Protocol):
+    """The API calls of the reconciler and the resync (`KubeApi`, or a dict-backed fake in
+    unit tests). Bodies are plain JSON dicts; a failed call raises `KubeError`."""
+
+    async def get(self, kind: str, namespace: str, name: str) -> Body | None:
+        """The object, or None when it does not exist."""
+        ...
+
+    async def list_metadata(self, kind: str, namespace: str) -> list[Body]: ...
+    async def apply(self, manifest: Body) -> Body: ...
+    async def delete(
+        self, kind: str, namespace: str, name: str, *, orphan: bool = False
+    ) -> None: ...
+    async def patch_status(self, kind: str, namespace: str, name: str, status: Body) -> Body: ...
+    async def create_event(self, namespace: str, event: Body) -> None: ...
+
 
 class State(Protocol):
-    """The watched objects (kopf's indexes, or a dict in unit tests)."""
+    """The watched objects (the informers' indexes, or a dict in unit tests)."""
 
     def gateway(self, key: ObjectKey) -> Observed | None: ...
     def gateway_keys(self) -> Iterable[ObjectKey]: ...
@@ -95,7 +116,7 @@ class ReplacingError(Exception):
 class Reconciler:
     """Reconciles keys against the cluster."""
 
-    kube: KubeApi
+    kube: Kube
     state: State
     defaults: Defaults
     clock: Callable[[], str] = now_text
@@ -106,6 +127,8 @@ class Reconciler:
     """Identity-provider health for the Authorizers' status, when probing is on."""
     renders: int = 0
     """Gateways rendered so far (what the coalescing window saves)."""
+    config_map_limit: int = CONFIG_MAP_LIMIT
+    """The largest config ConfigMap sent (compressed bytes)."""
 
     async def reconcile(self, key: WorkKey) -> None:
         kind, namespace, name = key
@@ -164,12 +187,11 @@ class Reconciler:
             if result.config is not None and result.spec is not None:
                 objects = build_gateway_objects(meta, result.spec, result, self.defaults)
                 size = config_map_size(objects.apply[0])
-                if size > CONFIG_MAP_LIMIT:
+                max_size = self.config_map_limit
+                if size > max_size:
                     # Never sent: the API server would refuse it (422) on every retry.
-                    blocked = config_too_large(size, CONFIG_MAP_LIMIT, len(result.config.paths))
-                    route_statuses = routes_not_delivered(
-                        result.routes, key, size, CONFIG_MAP_LIMIT
-                    )
+                    blocked = config_too_large(size, max_size, len(result.config.paths))
+                    route_statuses = routes_not_delivered(result.routes, key, size, max_size)
                 else:
                     try:
                         applied = await self.apply_objects(meta, objects)

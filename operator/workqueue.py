@@ -20,6 +20,12 @@ COALESCE_SECONDS = 0.25
 log = logging.getLogger(__name__)
 
 
+def backoff_seconds(failures: int) -> float:
+    """The delay before retrying a key after its `failures`-th failure in a row: 1 s, 2 s,
+    4 s, ... up to `MAX_BACKOFF_SECONDS`."""
+    return min(MAX_BACKOFF_SECONDS, 0.5 * 2.0**failures)
+
+
 class WorkQueue(Generic[K]):
     """Run `process(key)` for each added key by `workers` tasks."""
 
@@ -105,7 +111,7 @@ class WorkQueue(Generic[K]):
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = self._retry_delay(exc)
                 if delay is None:
-                    delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**failures)
+                    delay = backoff_seconds(failures)
                 log.warning("processing %s failed (%s); retrying in %.1f s", key, exc, delay)
                 if key not in self._timers:
                     self._timers[key] = asyncio.get_running_loop().call_later(

@@ -21,7 +21,7 @@ import yaml
 from wardgate.devcluster.cluster import KubeCluster, wait_until
 from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
-from wardgate.operator.handlers import Controller, Options, registry
+from wardgate.operator.handlers import Controller, Options, Runtime, registry
 from wardgate.operator.kube import KubeApi, object_path
 from wardgate.operator.manifests import Defaults, config_map_text
 
@@ -59,7 +59,7 @@ class RunningOperator:
     workers: int = 2
     probe_seconds: float | None = None
     resync_seconds: float | None = None
-    memo: kopf.Memo = field(init=False)
+    memo: Runtime = field(init=False)
     _ready: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -74,12 +74,12 @@ class RunningOperator:
             probe_seconds=self.probe_seconds,
             resync_seconds=self.resync_seconds,
         )
-        self.memo = kopf.Memo(options=options)
+        self.memo = Runtime(options)
         self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
         self._thread.start()
         if not self._ready.wait(60):
             raise TimeoutError(f"the operator did not start: {self.error!r}")
-        wait_until(lambda: "controller" in self.memo, what="operator startup", timeout=30)
+        wait_until(lambda: self.memo.controller is not None, what="operator startup", timeout=30)
         return self
 
     def _run(self) -> None:
@@ -118,12 +118,20 @@ class RunningOperator:
 
     @property
     def controller(self) -> Controller:
-        controller: Controller = self.memo["controller"]
+        controller = self.memo.controller
+        assert controller is not None, "the operator has not started"
         return controller
+
+    @property
+    def kube(self) -> KubeApi:
+        """The operator's API client (its write counters)."""
+        kube = self.memo.kube
+        assert kube is not None, "the operator has not started"
+        return kube
 
     def writes(self, namespace: str | None = None) -> int:
         """Write calls so far: all of them, or those in one namespace."""
-        kube = self.controller.kube
+        kube = self.kube
         if namespace is not None:
             return kube.namespace_writes[namespace]
         return sum(kube.writes.values())

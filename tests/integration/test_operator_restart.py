@@ -30,7 +30,7 @@ def test_restart_mid_reconcile_converges_without_duplicates(
 ) -> None:
     first = RunningOperator(cluster.kubeconfig).start()
     try:
-        kube = first.controller.kube
+        kube = first.kube
         original = kube.apply
 
         async def apply_then_crash(manifest: dict[str, Any]) -> dict[str, Any]:
