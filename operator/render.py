@@ -143,19 +143,19 @@ class AuthorizerResult:
     digests: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RenderResult:
-    """The outcome for one Gateway key."""
+    """The outcome for one Gateway key (built by keyword: most outcomes have no config)."""
 
-    config: GatewayConfig | None
+    config: GatewayConfig | None = None
     """The config to roll out; None when the rollout is blocked (or there is no Gateway)."""
-    document: dict[str, Any] | None
-    config_json: str | None
-    config_hash: str | None
-    secret_items: tuple[SecretItem, ...]
-    gateway: ObjectStatus | None
-    routes: tuple[ObjectStatus, ...]
-    authorizers: tuple[ObjectStatus, ...]
+    document: dict[str, Any] | None = None
+    config_json: str | None = None
+    config_hash: str | None = None
+    secret_items: tuple[SecretItem, ...] = ()
+    gateway: ObjectStatus | None = None
+    routes: tuple[ObjectStatus, ...] = ()
+    authorizers: tuple[ObjectStatus, ...] = ()
     spec: GatewaySpec | None = None
 
 
@@ -323,7 +323,7 @@ def render(
             )
             for r in ordered
         )
-        return RenderResult(None, None, None, None, (), None, statuses, authorizer_statuses)
+        return RenderResult(routes=statuses, authorizers=authorizer_statuses)
 
     try:
         spec = GATEWAY_SPEC_ADAPTER.validate_python(dict(gateway.spec))
@@ -339,7 +339,7 @@ def render(
             )
             for r in ordered
         )
-        return RenderResult(None, None, None, None, (), gw_status, statuses, authorizer_statuses)
+        return RenderResult(gateway=gw_status, routes=statuses, authorizers=authorizer_statuses)
 
     default_name = spec.default_authorizer
     default_ok = default_name is not None and default_name in by_name
@@ -395,7 +395,10 @@ def render(
         )
         gw_status = ObjectStatus("Gateway", gateway.meta, (accepted, refs), fields)
         return RenderResult(
-            None, None, None, None, (), gw_status, tuple(route_statuses), authorizer_statuses, spec
+            gateway=gw_status,
+            routes=tuple(route_statuses),
+            authorizers=authorizer_statuses,
+            spec=spec,
         )
 
     document: dict[str, Any] = {}
@@ -442,7 +445,7 @@ def render(
             for status in route_statuses
         )
         return RenderResult(
-            None, None, None, None, (), gw_status, unserved, authorizer_statuses, spec
+            gateway=gw_status, routes=unserved, authorizers=authorizer_statuses, spec=spec
         )
     items = tuple(
         sorted(
@@ -461,15 +464,15 @@ def render(
     )
     gw_status = ObjectStatus("Gateway", gateway.meta, (accepted, refs), fields)
     return RenderResult(
-        config,
-        document,
-        config_json,
-        config_hash,
-        items,
-        gw_status,
-        tuple(route_statuses),
-        authorizer_statuses,
-        spec,
+        config=config,
+        document=document,
+        config_json=config_json,
+        config_hash=config_hash,
+        secret_items=items,
+        gateway=gw_status,
+        routes=tuple(route_statuses),
+        authorizers=authorizer_statuses,
+        spec=spec,
     )
 
 
