@@ -75,6 +75,8 @@ class Report:
     integration: str | None = None
     forwarded_headers: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    websocket: str | None = None
+    """For a WebSocket upgrade request: what the route does with it."""
     policy: list[str] = field(default_factory=list)
     """With `--gateway`: the Route paths matching the request and the rule that admitted or
     refused each (from the Routes' status)."""
@@ -139,6 +141,7 @@ class Report:
                 "integration": self.integration,
                 "forwardedHeaders": self.forwarded_headers,
             },
+            "websocket": self.websocket,
             "warnings": self.warnings,
             "policy": self.policy,
         }
@@ -167,10 +170,11 @@ async def explain_request(
     from multidict import CIMultiDict
 
     from wardgate.gateway.app import Admission, Gateway
-    from wardgate.gateway.authorizers import Authorizers
+    from wardgate.gateway.authorizers import Authorizers, Check
     from wardgate.gateway.credentials import redact_target
     from wardgate.gateway.errors import GatewayError
     from wardgate.gateway.proxy import create_client_session
+    from wardgate.gateway.websockets import check_handshake, is_websocket_upgrade
 
     now = time.time() if at is None else at
 
@@ -228,6 +232,22 @@ async def explain_request(
             if spec is not None:
                 report.authorizer_type = spec.type
                 report.leeway = spec.leeway
+    upgrade = route is not None and is_websocket_upgrade(request_headers)
+    if upgrade and route is not None and route.websocket is None:
+        report.websocket = (
+            "an upgrade to a route without `websocket`: the Upgrade is removed and the "
+            "request served as plain HTTP"
+        )
+    if upgrade and error is None and preflight is None and route is not None and route.websocket:
+        try:
+            check_handshake(method, (1, 1), False, request_headers)
+        except GatewayError as exc:
+            error = exc
+            report.checks.append(
+                Check("websocket", False, "an opening handshake", None, str(exc.detail.get("note")))
+            )
+        else:
+            report.websocket = _describe_websocket(route, admission, loaded)
     if error is not None:
         entry = error.error
         report.status = entry.status
@@ -244,6 +264,32 @@ async def explain_request(
     report.forwarded_headers = dict(admission.claim_headers)
     report.status, report.integration = _integration(loaded, route)
     return report
+
+
+def _describe_websocket(route: Route, admission: Admission, loaded: LoadedConfig) -> str:
+    """What happens to an admitted WebSocket upgrade on `route`."""
+    options = route.websocket
+    assert options is not None
+    parts = [
+        "upgrade allowed: sent to the upstream, relayed both ways once it answers 101",
+        f"idle timeout {_duration(options.idle_timeout_seconds)} (close 1001)",
+    ]
+    principal = admission.principal
+    exp = principal.claims.get("exp") if principal is not None else None
+    if not options.close_on_expiry:
+        parts.append("stays open past the token's exp (closeOnExpiry: false)")
+    elif isinstance(exp, int | float) and not isinstance(exp, bool):
+        parts.append(f"closed with 4001 at {iso_time(float(exp) + route.leeway)} (exp + leeway)")
+    elif principal is not None:
+        parts.append("the token has no exp: not closed on expiry")
+    prefixes = route.credentials.subprotocol_prefixes if route.credentials is not None else ()
+    if prefixes:
+        parts.append(
+            "Sec-WebSocket-Protocol entries "
+            + ", ".join(f"{p}<token>" for p in prefixes)
+            + " removed before the upstream"
+        )
+    return "; ".join(parts)
 
 
 def _check_head_limits(
@@ -555,7 +601,11 @@ def render_text(report: Report, source: str) -> str:
         add("then", report.integration or "")
         if report.forwarded_headers:
             add("headers", f"to the upstream: {_value(report.forwarded_headers)}")
+        if report.websocket:
+            add("websocket", report.websocket)
     else:
+        if report.websocket:
+            add("websocket", report.websocket)
         add("result", f"REFUSED: {report.status} {report.code}: {report.message}")
         failing = report.failing_check
         if failing is not None:

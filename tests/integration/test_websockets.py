@@ -22,9 +22,13 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
+from pydantic import SecretStr
 from support.gateway import RunningGateway, start_gateway, stop_gateway
-from support.tokens import AUDIENCE, ISSUER, claims, hs_token
+from support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 
+from wardgate.gateway.config import parse_config
+from wardgate.gateway.explain import explain_request, render_text
+from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.server import drain
 from wardgate.gateway.traffic import TrafficServer
 
@@ -470,3 +474,37 @@ async def test_an_unmasked_client_frame_closes_the_session_with_1002(
     await asyncio.wait_for(upstream.closed.wait(), 10)
     assert upstream.closes == [1002]
     writer.close()
+
+
+async def test_explain_says_what_an_upgrade_request_gets(upstream: WebSocketUpstream) -> None:
+    loaded = LoadedConfig(
+        config=parse_config(document(upstream.url)),
+        secrets={"JWT_SECRET": SecretStr(HS_SECRET)},
+    )
+    jwt = live_token()
+    handshake = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Protocol": f"chat, bearer.{jwt}",
+    }
+    report = await explain_request(loaded, "GET", "/ws/feed", handshake)
+    assert report.admitted
+    text = render_text(report, "test")
+    assert "websocket upgrade allowed" in text
+    assert "closed with 4001 at" in text
+    assert "bearer.<token> removed before the upstream" in text
+    assert jwt not in text
+    assert report.to_json()["websocket"] == report.websocket
+    plain = await explain_request(loaded, "GET", "/plain/feed", {**handshake, **auth(jwt)})
+    assert plain.admitted
+    assert plain.websocket is not None
+    assert "served as plain HTTP" in plain.websocket
+    old = await explain_request(
+        loaded, "GET", "/ws/feed", {**handshake, "Sec-WebSocket-Version": "8"}
+    )
+    assert (old.status, old.code) == (400, "invalid_websocket_upgrade")
+    failing = old.failing_check
+    assert failing is not None
+    assert failing.name == "websocket"
