@@ -20,7 +20,8 @@ Every request goes through `Gateway.respond`, one coroutine, then `Gateway.finis
 7. the integration: a precomputed static response, or the HTTP proxy.
 
 Steps 2-6 are the decision, `Gateway.admit`: `wardgate explain` runs the same function with
-a trace, so what it reports is what the gateway does.
+a recorder that keeps its steps (`wardgate.gateway.recording`), so what it reports is what
+the gateway does.
 
 Errors are `GatewayError`s from the catalogue, turned into replies in one place
 (`Gateway.error_reply`, the status line and fixed headers encoded once per code):
@@ -52,7 +53,7 @@ import aiohttp
 from aiohttp import web
 from multidict import MultiMapping
 
-from wardgate.gateway.authorizers import Authorizers, Check, Principal
+from wardgate.gateway.authorizers import Authorizers, Principal
 from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration, WebSocketOptions
 from wardgate.gateway.cors import CORS_RESPONSE_HEADERS, CorsRules, is_preflight
 from wardgate.gateway.credentials import Credential, CredentialSources, redact_target
@@ -96,6 +97,7 @@ from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upstream_pools
+from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry, json_value
 from wardgate.gateway.static import StaticResponse
 from wardgate.gateway.tokens import clip
@@ -478,8 +480,7 @@ class Gateway:
         self,
         admission: Admission,
         headers: MultiMapping[str],
-        *,
-        trace: list[Check] | None = None,
+        recorder: Recorder = NO_RECORDER,
     ) -> Reply | None:
         """Decide one request: steps 2-6 of the module docstring, shared by `respond` and
         `wardgate explain`.
@@ -487,8 +488,8 @@ class Gateway:
         Raises the request's `GatewayError`; returns the answer to a CORS preflight, or
         None when the request is admitted: then `admission.route` is set, with
         `admission.principal` and its claim headers when the route has auth. What was
-        established before a refusal (the path, the route) stays on `admission`. With a
-        `trace`, every step appends a `Check` (the authorizers append theirs).
+        established before a refusal (the path, the route) stays on `admission`. Every
+        step goes to `recorder` (the authorizers' steps too).
         """
         method = admission.method
         raw = admission.target
@@ -500,9 +501,7 @@ class Gateway:
             try:
                 raw = _absolute_form_path(raw)
             except GatewayError as exc:
-                if trace is not None:
-                    shown = clip(redact_target(raw, self.query_token_names))
-                    trace.append(Check("target", False, "a path", shown, exc.detail["reason"]))
+                recorder.step_from(self._target_refusal, raw, exc.detail["reason"])
                 raise
         raw_path, _, admission.query = raw.partition("?")
         admission.path = raw_path
@@ -511,31 +510,23 @@ class Gateway:
         try:
             path = normalise_path(raw_path)
         except PathEncodingError as exc:
-            if trace is not None:
-                trace.append(Check("path", False, actual=raw_path, note=exc.reason))
+            recorder.step("path", False, actual=raw_path, note=exc.reason)
             raise GatewayError(INVALID_PATH, {"reason": exc.reason}) from None
         admission.path = path
         admission.trusted_path = True
-        if trace is not None:
-            note = "unchanged" if path == raw_path else f"normalised from {raw_path!r}"
-            trace.append(Check("path", True, actual=path, note=note))
+        recorder.step_from(_path_step, path, raw_path)
         if self.hosts is not None:
             host = admission.host = request_host(
                 _absolute_form_host(admission.target) or headers.get("Host")
             )
             if not self.hosts.serves(host):
-                if trace is not None:
-                    trace.append(Check("host", False, self.hosts.hostnames(), host, "not served"))
+                recorder.step("host", False, self.hosts.hostnames(), host, "not served")
                 raise GatewayError(UNKNOWN_HOST, {"host": clip(host)})
-            if trace is not None:
-                trace.append(Check("host", True, None, host))
+            recorder.step("host", True, None, host)
         if method == "OPTIONS" and is_preflight(method, headers):
             preflight = self._preflight(path, headers, admission)
             if preflight is not None:
-                if trace is not None:
-                    trace.append(
-                        Check("preflight", True, note="a CORS preflight, answered before auth")
-                    )
+                recorder.step("preflight", True, note="a CORS preflight, answered before auth")
                 return preflight
         result = self._match(method, path, admission.host)
         if not isinstance(result, Match):
@@ -543,40 +534,30 @@ class Gateway:
                 route = admission.route = self._any_route(path, admission.host)
                 if route is not None and route.cors is not self.cors:
                     _apply_cors(route.cors, headers, admission.response_headers)
-                if trace is not None:
-                    trace.append(
-                        Check("route", False, list(result.allowed), method, "method not allowed")
-                    )
+                recorder.step("route", False, list(result.allowed), method, "method not allowed")
                 raise GatewayError(
                     METHOD_NOT_ALLOWED,
                     {"method": method, "allowed": list(result.allowed)},
                     {"Allow": ", ".join(result.allowed)},
                 )
-            if trace is not None:
-                trace.append(Check("route", False, list(result.closest), path, "no route"))
+            recorder.step("route", False, list(result.closest), path, "no route")
             raise GatewayError(NO_ROUTE, {"path": path, "closest": list(result.closest)})
         route = admission.route = result.payload
         if method == "TRACE" and route.methods is None:
             # A route with `method: "*"` does not echo requests back: `TRACE` must be listed.
-            if trace is not None:
-                trace.append(Check("route", False, "TRACE listed", "*", "TRACE not listed"))
+            recorder.step("route", False, "TRACE listed", "*", "TRACE not listed")
             raise GatewayError(UNSUPPORTED_METHOD, {"method": method})
         if route.cors is not self.cors:
             _apply_cors(route.cors, headers, admission.response_headers)
         route_auth = route.auth
-        if trace is not None:
-            trace.append(Check("route", True, route.pattern, path))
+        recorder.step("route", True, route.pattern, path)
         # One request, one credential: with two `Authorization` headers the gateway would
         # verify one while an upstream may read the other (or their join).
         authorizations = headers.getall("Authorization", ())
         if len(authorizations) > 1:
-            if trace is not None:
-                trace.append(
-                    Check("authorization", False, 1, len(authorizations), "one header at most")
-                )
+            recorder.step("authorization", False, 1, len(authorizations), "one header at most")
             raise GatewayError(DUPLICATE_AUTHORIZATION, {"headers": len(authorizations)})
-        if trace is not None:
-            trace.append(self._auth_check(route))
+        recorder.step_from(_auth_step, route)
         credentials = route.credentials
         if route_auth is None or credentials is None:
             return None
@@ -589,9 +570,9 @@ class Gateway:
                 credential: str | Credential | None = headers.get("Authorization")
             else:
                 credential = admission.credential = self._find_credential(
-                    credentials, route, method, headers, query, trace
+                    credentials, route, method, headers, query, recorder
                 )
-            principal = await self.authorizers.authorize(route_auth, credential, trace=trace)
+            principal = await self.authorizers.authorize(route_auth, credential, recorder)
         except GatewayError as exc:
             if self.metrics is not None:
                 self.metrics.denial(exc.error.code, route.authorizer or "")
@@ -607,38 +588,22 @@ class Gateway:
         method: str,
         headers: MultiMapping[str],
         query: str,
-        trace: list[Check] | None,
+        recorder: Recorder,
     ) -> Credential:
-        """The route's token from its `tokenSources` (a refusal traced as the authorizers
-        trace theirs)."""
+        """The route's token from its `tokenSources` (a refusal recorded as the
+        authorizers record theirs)."""
         try:
             return credentials.find(method, headers, query)
         except GatewayError as exc:
             detail = exc.detail
             detail.setdefault("authorizer", route.authorizer)
-            if trace is not None:
-                trace.append(
-                    Check(
-                        str(detail.get("check", "token")),
-                        False,
-                        credentials.where,
-                        detail.get("actual"),
-                        detail.get("note"),
-                    )
-                )
+            recorder.refusal(detail, expected=credentials.where)
             raise
 
-    @staticmethod
-    def _auth_check(route: Route) -> Check:
-        """Whether a route needs auth and why this authorizer (for a trace)."""
-        route_auth = route.auth
-        if route_auth is None:
-            return Check("auth", True, None, None, "not required: the route is public")
-        if route_auth.authorizer is not None:
-            why = f"the route names the authorizer {route_auth.authorizer!r}"
-        else:
-            why = f"the route says `auth`, so the Gateway's default {route.authorizer!r} applies"
-        return Check("auth", True, route.authorizer, None, f"required: {why}")
+    def _target_refusal(self, raw: str, reason: str) -> Check:
+        """A request target that is no path, as shown (a token in its query redacted)."""
+        shown = clip(redact_target(raw, self.query_token_names))
+        return Check("target", False, "a path", shown, reason)
 
     def _match(self, method: str, path: str, host: str | None) -> MatchResult[Route]:
         if self.hosts is None or host is None:
@@ -705,6 +670,23 @@ class Gateway:
             fixed = tuple((n, v) for n, v in fixed if n.lower() not in replaced)
             return Reply(entry.status, {**error.headers, **response_headers}, body, fixed=fixed)
         return Reply(entry.status, response_headers, body, fixed=fixed, head=head)
+
+
+def _path_step(path: str, raw_path: str) -> Check:
+    note = "unchanged" if path == raw_path else f"normalised from {raw_path!r}"
+    return Check("path", True, actual=path, note=note)
+
+
+def _auth_step(route: Route) -> Check:
+    """Whether a route needs auth and why this authorizer."""
+    route_auth = route.auth
+    if route_auth is None:
+        return Check("auth", True, None, None, "not required: the route is public")
+    if route_auth.authorizer is not None:
+        why = f"the route names the authorizer {route_auth.authorizer!r}"
+    else:
+        why = f"the route says `auth`, so the Gateway's default {route.authorizer!r} applies"
+    return Check("auth", True, route.authorizer, None, f"required: {why}")
 
 
 def _apply_cors(

@@ -96,6 +96,7 @@ from wardgate.gateway.jwks import (
     parse_key_set,
 )
 from wardgate.gateway.loading import LoadedConfig
+from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.tokens import ParsedToken, bearer_token, clip, json_type, parse_token
 from wardgate.gateway.verification import Verified, VerifiedTokens
 
@@ -121,17 +122,6 @@ class Principal:
     """Verified claims (read-only)."""
     scopes: frozenset[str]
     """From `scope` (space-separated), `scp` (string or array) and `permissions` (array)."""
-
-
-@dataclass(slots=True)
-class Check:
-    """One step of a decision, for `wardgate explain` and for logs."""
-
-    name: str
-    passed: bool
-    expected: Any = None
-    actual: Any = None
-    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +243,78 @@ def header_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
+# Descriptions of passed checks, built only when a recorder keeps steps
+# (`Recorder.step_from`).
+
+
+def _token_step(authorization: str | Credential | None, token: str, limit: int) -> Check:
+    if isinstance(authorization, Credential):
+        return Check(
+            "token",
+            True,
+            None,
+            f"{authorization.where}, {len(token)} characters",
+            f"limit {limit} bytes",
+        )
+    return Check(
+        "authorization",
+        True,
+        "Bearer <token>",
+        f"Bearer, {len(token)} characters",
+        f"limit {limit} bytes",
+    )
+
+
+def _format_step(parsed: ParsedToken) -> Check:
+    note = "decoded, NOT verified yet"
+    if parsed.ignored_headers:
+        note += f"; ignored header parameters {list(parsed.ignored_headers)}"
+    return Check(
+        "format",
+        True,
+        actual={"header": dict(parsed.header), "claims": dict(parsed.claims)},
+        note=note,
+    )
+
+
+def _secret_step(kid: str | None, alg: str) -> Check:
+    return Check("kid", True, actual=clip(kid), note=f"{alg}: the secret")
+
+
+def _key_set_step(key_set: KeySet, kid: str | None) -> Check:
+    return Check("kid", True, key_set.kids(), clip(kid))
+
+
+def _signature_step(alg: str, keys: int) -> Check:
+    return Check("signature", True, note=f"{alg}, {keys} candidate key(s)")
+
+
+def _time_step(name: str, claims: Mapping[str, Any], now: float, leeway: float) -> Check:
+    """`exp`, `nbf` or `iat` passed (or absent, which passes for `nbf` and `iat`)."""
+    if name not in claims:
+        if name == "exp":
+            return Check("exp", True, None, round(now, 3), note="no exp claim")
+        return Check(name, True, note=f"no {name} claim")
+    return Check(name, True, claims[name], round(now, 3), note=f"leeway {leeway}s")
+
+
+def _api_key_step(allowed: Sequence[str], role: str) -> Check:
+    return Check("api_key", True, list(allowed), role)
+
+
+def _claims_step(route_auth: RouteAuth) -> Check:
+    return Check("claims", True, dict(route_auth.claims))
+
+
+def _scopes_step(granted: frozenset[str], route_auth: RouteAuth) -> Check:
+    expected: dict[str, list[str]] = {}
+    if route_auth.scopes:
+        expected["all"] = list(route_auth.scopes)
+    if route_auth.any_scopes:
+        expected["any"] = list(route_auth.any_scopes)
+    return Check("scopes", True, expected, sorted(granted))
+
+
 class RuntimeAuthorizer:
     """One configured authorizer, ready to verify tokens."""
 
@@ -286,6 +348,11 @@ class RuntimeAuthorizer:
         """Tokens with a verified signature refused by a claim that cannot change for
         the better (expired, wrong issuer or audience; not yet valid until it may be): their
         claims, so that a repeat is refused again without parsing or a signature check."""
+        # What a recorded step shows as expected, built once.
+        self._algorithm_list = list(self.algorithms)
+        self._issuer_list = list(self.issuers) if self.issuers is not None else None
+        self._audience_list = list(self.audiences) if self.audiences is not None else None
+        self._required_claims_list = list(self.required_claims)
         self.warnings: list[str] = []
         where = "authorizer" if name == "default" else f"authorizers.{name}"
         self.where = where
@@ -354,16 +421,31 @@ class RuntimeAuthorizer:
         self.cache.clear()
         self.refused.clear()
 
+    def cached(self, token: str) -> _Result | None:
+        """The verified-token cache's result for `token` (a hit also starts a background
+        refresh of keys past their lifetime), or None; raises the refusal of a token
+        refused before by a lasting claim check."""
+        now = self.clock()
+        result = self.cache.get(token, now)
+        if result is not None:
+            jwks = self.jwks
+            if jwks is not None and now >= jwks.expires_at:
+                jwks.revalidate(now)
+            return result
+        if self.refused:
+            self.refuse_again(token, now)
+        return None
+
     def refuse_again(self, token: str, now: float) -> None:
         """Raise the refusal of a token refused before by a lasting claim check (a cache
         hit re-runs only the claim checks, so the details are those of now)."""
         claims = self.refused.get(token, now)
         if claims is not None:
-            self._check_claims(claims, now, None)
+            self._check_claims(claims, now, NO_RECORDER)
 
     # --- route-independent checks (cached) ---------------------------------------------
 
-    async def verify(self, token: str, trace: list[Check] | None) -> _Result:
+    async def verify(self, token: str, recorder: Recorder) -> _Result:
         """Steps 3-11 of the module docstring, then cache the result."""
         if self.is_supabase and token.startswith(SUPABASE_NEW_KEY_PREFIXES):
             raise _error(
@@ -373,30 +455,16 @@ class RuntimeAuthorizer:
             )
         parsed = parse_token(token)
         claims = parsed.claims
-        if trace is not None:
-            note = "decoded, NOT verified yet"
-            if parsed.ignored_headers:
-                note += f"; ignored header parameters {list(parsed.ignored_headers)}"
-            trace.append(
-                Check(
-                    "format",
-                    True,
-                    actual={"header": dict(parsed.header), "claims": dict(claims)},
-                    note=note,
-                )
-            )
-        alg = parsed.alg
+        recorder.step_from(_format_step, parsed)
         self._check_algorithm(parsed)
-        if trace is not None:
-            trace.append(Check("algorithm", True, list(self.algorithms), alg))
-        keys = await self._keys(parsed, trace)
+        recorder.step("algorithm", True, self._algorithm_list, parsed.alg)
+        keys = await self._keys(parsed, recorder)
         self._check_signature(parsed, keys)
-        if trace is not None:
-            trace.append(Check("signature", True, note=f"{alg}, {len(keys)} candidate key(s)"))
+        recorder.step_from(_signature_step, parsed.alg, len(keys))
 
         now = self.clock()
         try:
-            not_before, expires, api_key_role = self._check_claims(claims, now, trace)
+            not_before, expires, api_key_role = self._check_claims(claims, now, recorder)
         except GatewayError as exc:
             if exc.error in LASTING_REFUSALS:
                 # Until `nbf` (with the leeway) a not-yet-valid token stays refused; the
@@ -419,10 +487,10 @@ class RuntimeAuthorizer:
         return result
 
     def _check_claims(
-        self, claims: Mapping[str, Any], now: float, trace: list[Check] | None
+        self, claims: Mapping[str, Any], now: float, recorder: Recorder
     ) -> tuple[float, float, str | None]:
         """Steps 7-11: the validity window, and the API-key role of a Supabase key."""
-        not_before, expires = self._check_times(claims, now, trace)
+        not_before, expires = self._check_times(claims, now, recorder)
 
         api_key_role: str | None = None
         role = claims.get("role")
@@ -433,15 +501,14 @@ class RuntimeAuthorizer:
             and role in SUPABASE_API_KEY_ROLES
         ):
             api_key_role = role
-            if trace is not None:
-                skipped = "skipped: a Supabase API key, not a user token"
-                trace.append(Check("issuer", True, actual=SUPABASE_API_KEY_ISSUER, note=skipped))
-                trace.append(Check("audience", True, note=skipped))
-                trace.append(Check("required_claims", True, note=skipped))
+            skipped = "skipped: a Supabase API key, not a user token"
+            recorder.step("issuer", True, actual=SUPABASE_API_KEY_ISSUER, note=skipped)
+            recorder.step("audience", True, note=skipped)
+            recorder.step("required_claims", True, note=skipped)
         else:
-            self._check_issuer(claims, trace)
-            self._check_audience(claims, trace)
-            self._check_required_claims(claims, trace)
+            self._check_issuer(claims, recorder)
+            self._check_audience(claims, recorder)
+            self._check_required_claims(claims, recorder)
         return not_before, expires, api_key_role
 
     def _check_algorithm(self, parsed: ParsedToken) -> None:
@@ -491,12 +558,11 @@ class RuntimeAuthorizer:
             actual=clip(alg),
         )
 
-    async def _keys(self, parsed: ParsedToken, trace: list[Check] | None) -> list[Any]:
+    async def _keys(self, parsed: ParsedToken, recorder: Recorder) -> list[Any]:
         alg, kid = parsed.alg, parsed.kid
         hmac_key = self.hmac_keys.get(alg)
         if hmac_key is not None:
-            if trace is not None:
-                trace.append(Check("kid", True, actual=clip(kid), note=f"{alg}: the secret"))
+            recorder.step_from(_secret_step, kid, alg)
             return [hmac_key]
         if self.static_keys is not None:
             key_set = self.static_keys
@@ -516,8 +582,7 @@ class RuntimeAuthorizer:
         else:  # a configuration the models rule out; never a 401 for it
             raise _error(INTERNAL_ERROR, "kid", f"no key source for {alg}")
         if keys:
-            if trace is not None:
-                trace.append(Check("kid", True, key_set.kids(), clip(kid)))
+            recorder.step_from(_key_set_step, key_set, kid)
             return keys
         raise self._no_key(kid, alg, key_set)
 
@@ -587,7 +652,7 @@ class RuntimeAuthorizer:
         )
 
     def _check_times(
-        self, claims: Mapping[str, Any], now: float, trace: list[Check] | None
+        self, claims: Mapping[str, Any], now: float, recorder: Recorder
     ) -> tuple[float, float]:
         """The validity window `[not_before, expires)` with the leeway applied."""
         leeway = self.leeway
@@ -623,22 +688,12 @@ class RuntimeAuthorizer:
                     leeway=leeway,
                     deltaSeconds=round(late, 3),
                 )
-        if trace is not None:
-            trace.append(
-                Check(
-                    "exp",
-                    True,
-                    claims.get("exp"),
-                    round(now, 3),
-                    note=f"leeway {leeway}s" if exp is not None else "no exp claim",
-                )
-            )
+        recorder.step_from(_time_step, "exp", claims, now, leeway)
         not_before = -math.inf
         for name in ("nbf", "iat"):
             value = times[name]
             if value is None:
-                if trace is not None:
-                    trace.append(Check(name, True, note=f"no {name} claim"))
+                recorder.step_from(_time_step, name, claims, now, leeway)
                 continue
             start = value - leeway
             if now < start:
@@ -655,18 +710,14 @@ class RuntimeAuthorizer:
                     deltaSeconds=round(early, 3),
                 )
             not_before = max(not_before, start)
-            if trace is not None:
-                trace.append(
-                    Check(name, True, claims.get(name), round(now, 3), note=f"leeway {leeway}s")
-                )
+            recorder.step_from(_time_step, name, claims, now, leeway)
         return not_before, expires
 
-    def _check_issuer(self, claims: Mapping[str, Any], trace: list[Check] | None) -> None:
+    def _check_issuer(self, claims: Mapping[str, Any], recorder: Recorder) -> None:
         issuers = self.issuers
         iss = claims.get("iss", _MISSING)
         if issuers is None:
-            if trace is not None:
-                trace.append(Check("issuer", True, note="no issuer configured: unchecked"))
+            recorder.step("issuer", True, note="no issuer configured: unchecked")
             return
         if iss is _MISSING or not isinstance(iss, str) or iss not in issuers:
             note = None
@@ -691,14 +742,12 @@ class RuntimeAuthorizer:
                 expected=list(issuers),
                 actual=clip(iss) if isinstance(iss, str) else None,
             )
-        if trace is not None:
-            trace.append(Check("issuer", True, list(issuers), iss))
+        recorder.step("issuer", True, self._issuer_list, iss)
 
-    def _check_audience(self, claims: Mapping[str, Any], trace: list[Check] | None) -> None:
+    def _check_audience(self, claims: Mapping[str, Any], recorder: Recorder) -> None:
         audiences = self.audiences
         if audiences is None:
-            if trace is not None:
-                trace.append(Check("audience", True, note="no audience configured: unchecked"))
+            recorder.step("audience", True, note="no audience configured: unchecked")
             return
         aud = claims.get("aud", _MISSING)
         if isinstance(aud, str):
@@ -723,10 +772,9 @@ class RuntimeAuthorizer:
                 expected=list(audiences),
                 actual=[clip(a) for a in found[:10]] if found is not None else None,
             )
-        if trace is not None:
-            trace.append(Check("audience", True, list(audiences), found))
+        recorder.step("audience", True, self._audience_list, found)
 
-    def _check_required_claims(self, claims: Mapping[str, Any], trace: list[Check] | None) -> None:
+    def _check_required_claims(self, claims: Mapping[str, Any], recorder: Recorder) -> None:
         if not self.required_claims:
             return
         missing = [n for n in self.required_claims if _claim(claims, n) in (_MISSING, None)]
@@ -738,11 +786,10 @@ class RuntimeAuthorizer:
                 expected=list(self.required_claims),
                 missing=missing,
             )
-        if trace is not None:
-            trace.append(Check("required_claims", True, list(self.required_claims)))
+        recorder.step("required_claims", True, self._required_claims_list)
 
 
-def check_route(result: _Result, route_auth: RouteAuth, trace: list[Check] | None) -> Principal:
+def check_route(result: _Result, route_auth: RouteAuth, recorder: Recorder) -> Principal:
     """Steps 12-14: the route's API key roles, claims and scopes."""
     principal = result.principal
     role = result.api_key_role
@@ -756,8 +803,7 @@ def check_route(result: _Result, route_auth: RouteAuth, trace: list[Check] | Non
                 expected=list(allowed),
                 actual=role,
             )
-        if trace is not None:
-            trace.append(Check("api_key", True, list(allowed), role))
+        recorder.step_from(_api_key_step, allowed, role)
     if route_auth.claims:
         for name, wanted in route_auth.claims.items():
             value = _claim(principal.claims, name)
@@ -779,16 +825,13 @@ def check_route(result: _Result, route_auth: RouteAuth, trace: list[Check] | Non
                     expected=wanted,
                     actual=clip(value),
                 )
-        if trace is not None:
-            trace.append(Check("claims", True, dict(route_auth.claims)))
+        recorder.step_from(_claims_step, route_auth)
     if route_auth.scopes or route_auth.any_scopes:
-        _check_scopes(principal.scopes, route_auth, trace)
+        _check_scopes(principal.scopes, route_auth, recorder)
     return principal
 
 
-def _check_scopes(
-    granted: frozenset[str], route_auth: RouteAuth, trace: list[Check] | None
-) -> None:
+def _check_scopes(granted: frozenset[str], route_auth: RouteAuth, recorder: Recorder) -> None:
     """Step 14: every scope of `scopes`, and one of `anyScopes`, among the granted ones.
 
     The refusal names what is missing in its message and in the RFC 6750 challenge's
@@ -801,13 +844,7 @@ def _check_scopes(
     elif any_of and granted.isdisjoint(any_of):
         needed, wanted = list(any_of), "one of " + ", ".join(any_of)
     else:
-        if trace is not None:
-            expected: dict[str, list[str]] = {}
-            if route_auth.scopes:
-                expected["all"] = list(route_auth.scopes)
-            if any_of:
-                expected["any"] = list(any_of)
-            trace.append(Check("scopes", True, expected, sorted(granted)))
+        recorder.step_from(_scopes_step, granted, route_auth)
         return
     error = _error(
         INSUFFICIENT_SCOPE,
@@ -877,13 +914,14 @@ class Authorizers:
         self,
         route_auth: RouteAuth,
         authorization: str | Credential | None,
-        *,
-        trace: list[Check] | None = None,
+        recorder: Recorder = NO_RECORDER,
     ) -> Principal:
         """The principal of a request to a route, or a `GatewayError` (see the module doc).
 
         `authorization` is an `Authorization` header value, or a token already found by
-        the route's `CredentialSources` (a cookie, a query parameter...)."""
+        the route's `CredentialSources` (a cookie, a query parameter...). `recorder` gets
+        each check; a token the verified-token cache answers records only the route's
+        checks (`wardgate explain` builds its own authorizers, so every check runs)."""
         name = route_auth.authorizer or self._default
         runtime = self._by_name.get(name) if name is not None else None
         if runtime is None:
@@ -891,61 +929,24 @@ class Authorizers:
         try:
             if isinstance(authorization, Credential):
                 token = authorization.token
-                if trace is not None:
-                    trace.append(
-                        Check(
-                            "token",
-                            True,
-                            None,
-                            f"{authorization.where}, {len(token)} characters",
-                            f"limit {self._max_token_bytes} bytes",
-                        )
-                    )
             else:
                 token = bearer_token(authorization, self._max_token_bytes)
-                if trace is not None:
-                    trace.append(
-                        Check(
-                            "authorization",
-                            True,
-                            "Bearer <token>",
-                            f"Bearer, {len(token)} characters",
-                            f"limit {self._max_token_bytes} bytes",
-                        )
-                    )
-            result = None
-            if trace is None:
-                now = self._clock()
-                result = runtime.cache.get(token, now)
-                jwks = runtime.jwks
-                if jwks is not None and now >= jwks.expires_at and result is not None:
-                    jwks.revalidate(now)
-                if result is None and runtime.refused:
-                    runtime.refuse_again(token, now)
+            result = runtime.cached(token)
             if result is None:
-                result = await runtime.verify(token, trace)
+                recorder.step_from(_token_step, authorization, token, self._max_token_bytes)
+                result = await runtime.verify(token, recorder)
             if (
                 result.api_key_role is None
                 and not route_auth.scopes
                 and not route_auth.any_scopes
                 and not route_auth.claims
-                and trace is None
             ):
                 return result.principal
-            return check_route(result, route_auth, trace)
+            return check_route(result, route_auth, recorder)
         except GatewayError as exc:
             detail = exc.detail
             detail.setdefault("authorizer", runtime.name)
-            if trace is not None:
-                trace.append(
-                    Check(
-                        str(detail.get("check", "")),
-                        False,
-                        detail.get("expected"),
-                        detail.get("actual"),
-                        detail.get("note"),
-                    )
-                )
+            recorder.refusal(detail)
             raise
 
     def forwarded_headers(self, principal: Principal) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """`wardgate explain`: the decision the gateway would make for one request, step by step.
 
 It builds the gateway from the config (a file, or the ConfigMap the operator renders for a
-Gateway) and runs `Gateway.admit` with a trace: the very function every request goes
-through, so what it reports is what the gateway does. The token is decoded for display
+Gateway) and runs `Gateway.admit` with a `Trace` recorder: the very function every request
+goes through, so what it reports is what the gateway does. The token is decoded for display
 (marked unverified); JWKS are fetched for real, with this command's own client session.
 The upstream is never contacted: for a proxied route, explain stops at "admitted".
 With `--gateway`, it also lists the Route paths of that Gateway matching the request and
@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     import aiohttp
 
     from wardgate.gateway.app import Admission, Gateway, Route
-    from wardgate.gateway.authorizers import Check
     from wardgate.gateway.credentials import Credential
     from wardgate.gateway.loading import LoadedConfig
     from wardgate.gateway.matching import Consideration
+    from wardgate.gateway.recording import Check
 
 ERRORS_DOC: Final = "docs/errors.md"
 UNVERIFIED: Final = "UNVERIFIED"
@@ -174,6 +174,7 @@ async def explain_request(
     from wardgate.gateway.credentials import redact_target
     from wardgate.gateway.errors import GatewayError
     from wardgate.gateway.proxy import create_client_session
+    from wardgate.gateway.recording import Trace
     from wardgate.gateway.websockets import check_handshake, is_websocket_upgrade
 
     now = time.time() if at is None else at
@@ -193,7 +194,7 @@ async def explain_request(
         preflight = None
         try:
             _check_head_limits(loaded, target, request_headers, report.checks)
-            preflight = await gateway.admit(admission, request_headers, trace=report.checks)
+            preflight = await gateway.admit(admission, request_headers, Trace(report.checks))
         except GatewayError as exc:
             error = exc
         finally:
@@ -300,8 +301,8 @@ def _check_head_limits(
 ) -> None:
     """The server's limits on the request head, which it applies before the decision:
     `header_too_large` as the gateway would answer it."""
-    from wardgate.gateway.authorizers import Check
     from wardgate.gateway.errors import HEADER_TOO_LARGE, GatewayError
+    from wardgate.gateway.recording import Check
 
     limits = loaded.config.limits
     fields = list(headers.items()) if isinstance(headers, Mapping) else list(headers)

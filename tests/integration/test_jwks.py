@@ -27,10 +27,11 @@ from support.tokens import (
     rsa_key,
 )
 
-from wardgate.gateway.authorizers import Authorizers, Check
+from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import RouteAuth, parse_config
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.loading import LoadedConfig
+from wardgate.gateway.recording import Check, Trace
 
 ISS = "https://issuer.example.com"
 AUD = "api-audience"
@@ -481,7 +482,7 @@ async def test_trace_shows_available_kids(server: JwksServer, factory: Any) -> N
     auth = factory(jwt_authorizer(server))
     trace: list[Check] = []
     with pytest.raises(GatewayError):
-        await auth.authorize(RouteAuth(), f"Bearer {ec_key('zzz').sign(good())}", trace=trace)
+        await auth.authorize(RouteAuth(), f"Bearer {ec_key('zzz').sign(good())}", Trace(trace))
     assert trace[-1] == Check("kid", False, ["a", "b"], "zzz", trace[-1].note)
 
 

@@ -28,10 +28,11 @@ from support.tokens import (
     rsa_key,
 )
 
-from wardgate.gateway.authorizers import Authorizers, Check, Principal
+from wardgate.gateway.authorizers import Authorizers, Principal
 from wardgate.gateway.config import ConfigError, RouteAuth, parse_config
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.loading import LoadedConfig
+from wardgate.gateway.recording import Check, Trace
 
 ISS = "https://issuer.example.com"
 AUD = "api-audience"
@@ -310,7 +311,7 @@ async def test_embedded_key_headers_are_ignored(
             assert await code(inline, token) in ("invalid_signature", "unknown_kid")
     trace: list[Check] = []
     await inline.authorize(
-        RouteAuth(), f"Bearer {trusted.sign(good(), {'jku': 'http://x'})}", trace=trace
+        RouteAuth(), f"Bearer {trusted.sign(good(), {'jku': 'http://x'})}", Trace(trace)
     )
     format_check = next(c for c in trace if c.name == "format")
     assert "ignored header parameters ['jku']" in (format_check.note or "")
@@ -577,7 +578,7 @@ async def test_first_failing_check_decides(hs: Authorizers) -> None:
 async def test_trace_lists_every_check_in_order(hs: Authorizers) -> None:
     trace: list[Check] = []
     route = RouteAuth(scopes=["a"], claims={"org": "acme"})
-    await hs.authorize(route, f"Bearer {hs_token(good(scope='a', org='acme'))}", trace=trace)
+    await hs.authorize(route, f"Bearer {hs_token(good(scope='a', org='acme'))}", Trace(trace))
     assert [c.name for c in trace] == [
         "authorization", "format", "algorithm", "kid", "signature", "exp", "nbf", "iat",
         "issuer", "audience", "claims", "scopes",
@@ -585,12 +586,12 @@ async def test_trace_lists_every_check_in_order(hs: Authorizers) -> None:
     assert all(c.passed for c in trace)
     failing: list[Check] = []
     with pytest.raises(GatewayError):
-        await hs.authorize(route, f"Bearer {hs_token(good(iss='x'))}", trace=failing)
+        await hs.authorize(route, f"Bearer {hs_token(good(iss='x'))}", Trace(failing))
     assert failing[-1] == Check("issuer", False, [ISS], "x", None)
     assert [c.passed for c in failing[:-1]] == [True] * (len(failing) - 1)
     header: list[Check] = []
     with pytest.raises(GatewayError):
-        await hs.authorize(route, None, trace=header)
+        await hs.authorize(route, None, Trace(header))
     assert header == [Check("authorization", False, None, None, "no Authorization header")]
 
 
