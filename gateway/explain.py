@@ -170,11 +170,11 @@ async def explain_request(
     from multidict import CIMultiDict
 
     from wardgate.gateway.app import Admission, Gateway
-    from wardgate.gateway.authorizers import Authorizers, Check
+    from wardgate.gateway.authorizers import Authorizers
     from wardgate.gateway.credentials import redact_target
     from wardgate.gateway.errors import GatewayError
     from wardgate.gateway.proxy import create_client_session
-    from wardgate.gateway.recording import Trace
+    from wardgate.gateway.recording import Check, Trace
     from wardgate.gateway.websockets import check_handshake, is_websocket_upgrade
 
     now = time.time() if at is None else at
