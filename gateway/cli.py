@@ -330,6 +330,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     for warning in Authorizers.build(loaded, no_session).warnings():
         print(f"warning: {warning}", file=sys.stderr)
+    for warning in loaded.config.hostname_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file}: valid ({len(loaded.config.paths)} paths)")
     return 0
 

@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from wardgate.gateway.hosts import check_hostname, hostname_covers
+from wardgate.gateway.hosts import check_hostname, check_unique_hostnames, hostname_covers
 from wardgate.gateway.matching import PatternError, validate_pattern
 
 SECRET_REFERENCE_PREFIX: Final = "$secret."
@@ -478,6 +478,12 @@ def _check_pattern(value: str) -> str:
 RoutePattern = Annotated[str, AfterValidator(_check_pattern)]
 Hostname = Annotated[str, AfterValidator(check_hostname)]
 """`api.example.com`, or `*.example.com` (any name below `example.com`)."""
+Hostnames = Annotated[list[Hostname], AfterValidator(check_unique_hostnames)]
+"""Hostnames, each once."""
+SomeHostnames = Annotated[
+    list[Hostname], Field(min_length=1), AfterValidator(check_unique_hostnames)
+]
+"""At least one hostname, each once."""
 
 
 def _auth_shorthand(value: Any) -> Any:
@@ -508,7 +514,7 @@ class PathEntry(Model):
     """A method, a list of methods, or `*` for any."""
     path: RoutePattern
     """`/exact/segments`, `{param}` segments, and a trailing `/*` prefix wildcard."""
-    hostnames: list[Hostname] | None = Field(default=None, min_length=1)
+    hostnames: SomeHostnames | None = None
     """The hosts this entry serves (each within the gateway's `hostnames`); every host the
     gateway serves when absent."""
     auth: Annotated[RouteAuth | None, BeforeValidator(_auth_shorthand)] = None
@@ -619,7 +625,7 @@ class GatewayConfig(Model):
     authorizers: dict[str, Authorizer] = Field(default_factory=dict)
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     paths: list[PathEntry] = Field(default_factory=list)
-    hostnames: list[Hostname] = Field(default_factory=list)
+    hostnames: Hostnames = Field(default_factory=list)
     """The hosts the gateway serves (exact or `*.example.com`); any host when empty. A
     request for another host is 404 `unknown_host`."""
     cors: CorsPolicy | None = None
@@ -702,6 +708,18 @@ class GatewayConfig(Model):
             # One line each, already prefixed with its dotted path (see format_validation_error).
             raise ValueError("\n".join(problems))
         return self
+
+    def hostname_warnings(self) -> list[str]:
+        """Hostnames the gateway lists that no path serves (their requests are all 404)."""
+        if any(not entry.hostnames for entry in self.paths):
+            return []  # a path without hostnames serves every host
+        named = {hostname for entry in self.paths for hostname in entry.hostnames or ()}
+        return [
+            f"hostnames.{index}: no path serves {hostname}: every request for it is 404 "
+            "`no_route` (give a path `hostnames` that include it, or one without `hostnames`)"
+            for index, hostname in enumerate(self.hostnames)
+            if not any(hostname_covers(hostname, n) or hostname_covers(n, hostname) for n in named)
+        ]
 
     def named_authorizers(self) -> dict[str, JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer]:
         """Every authorizer by name; the inline default is named `default`."""

@@ -150,15 +150,15 @@ class CredentialSources:
                     describe(source),
                 )
         if found is None:
+            # The body names where this route reads a token; the catalogue's message cannot.
+            message = f"The request carries no token; it is read from {', '.join(self.where)}."
             if self.default:
                 bearer_token(None, self._max_bytes)  # the header's own `missing_token`
             error = GatewayError(
                 MISSING_TOKEN,
                 {"check": "token", "note": "no token in " + ", ".join(self.where)},
             )
-            error.message = "The request carries no token; it is read from " + (
-                ", ".join(self.where) + "."
-            )
+            error.message = message
             raise error
         if found.kind != "authorization":
             size = len(found.token.encode("utf-8", "surrogateescape"))

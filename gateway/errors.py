@@ -49,8 +49,11 @@ HEADER_TOO_LARGE: Final = ErrorCode(
 MISSING_TOKEN: Final = ErrorCode(
     "missing_token",
     401,
-    "The request has no Authorization header.",
-    "Send `Authorization: Bearer <token>`. Browsers drop it on cross-origin redirects.",
+    "The request carries no token where the route reads one (the Authorization header, "
+    "unless its `tokenSources` name a cookie, a query parameter or a WebSocket subprotocol).",
+    "Send `Authorization: Bearer <token>`, or the token where the route's `tokenSources` say "
+    "(the error body names them). Browsers drop `Authorization` on cross-origin redirects, "
+    "and a browser's `WebSocket` and `EventSource` cannot set it.",
     "invalid_request",
 )
 INVALID_AUTH_SCHEME: Final = ErrorCode(

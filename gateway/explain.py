@@ -77,6 +77,11 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     websocket: str | None = None
     """For a WebSocket upgrade request: what the route does with it."""
+    host_tables: list[str] | None = None
+    """The hostnames whose routes may serve the request's host, in the order tried (`*` for
+    the routes that name no hostname); None when the gateway has no hostnames."""
+    host_table: str | None = None
+    """The one of them that decided the route (or the refusal)."""
     policy: list[str] = field(default_factory=list)
     """With `--gateway`: the Route paths matching the request and the rule that admitted or
     refused each (from the Routes' status)."""
@@ -105,6 +110,7 @@ class Report:
             "request": {"method": self.method, "target": self.target},
             "clock": {"now": self.now, "iso": iso_time(self.now), "source": self.clock},
             "path": {"normalised": self.path, "note": self.path_note},
+            "host": {"tried": self.host_tables, "decided": self.host_table},
             "route": {
                 "matched": self.route,
                 "methods": self.route_methods,
@@ -253,7 +259,8 @@ async def explain_request(
         entry = error.error
         report.status = entry.status
         report.code = entry.code
-        report.message = entry.message
+        # What the body says (it may name more than the catalogue: the token sources).
+        report.message = error.message or entry.message
         report.hint = entry.hint
         report.detail = dict(error.detail)
         return report
@@ -333,14 +340,37 @@ def _describe_path(report: Report, gateway: Gateway, admission: Admission) -> No
     report.path_note = path_check.note if path_check is not None else None
     router = gateway.router
     if gateway.hosts is not None and admission.host is not None:
-        tables = gateway.hosts.tables(admission.host)
-        if tables:
-            router = tables[0][1]
+        # The table that decided, as the gateway's own match chose it.
+        tables = dict(gateway.hosts.tables(admission.host))
+        _, decided = gateway.hosts.match(admission.method, admission.host, admission.path)
+        report.host_tables = [key or ANY_HOST_SHOWN for key in tables]
+        report.host_table = None if decided is None else decided or ANY_HOST_SHOWN
+        if decided is not None:
+            router = tables[decided]
     try:
         explanation = router.explain_match(admission.method, admission.path, len(router))
     except PathEncodingError:  # pragma: no cover - a normalised path normalises again
         return
     report.considered = closest_first(explanation.considered, admission.path)[:_CONSIDERED_SHOWN]
+
+
+ANY_HOST_SHOWN: Final = "*"
+"""How the routes that name no hostname are shown among the host tables."""
+
+
+def _describe_host_tables(report: Report) -> str:
+    """Which hostnames' routes were tried, in order, and which one decided."""
+    tried = report.host_tables
+    if tried is None:
+        return ""
+    if not tried:
+        return ": served, but no route names it"
+    shown = ["any host" if key == ANY_HOST_SHOWN else key for key in tried]
+    decided = report.host_table
+    text = f": routes of {', then '.join(shown)}"
+    if decided is not None and len(tried) > 1:
+        text += f"; decided by {'any host' if decided == ANY_HOST_SHOWN else decided}"
+    return text
 
 
 def closest_first(considered: Iterable[Consideration], path: str) -> list[Consideration]:
@@ -539,7 +569,7 @@ def render_text(report: Report, source: str) -> str:
     host_check = next((c for c in report.checks if c.name == "host"), None)
     if host_check is not None:
         if host_check.passed:
-            add("host", str(host_check.actual))
+            add("host", f"{host_check.actual}{_describe_host_tables(report)}")
         else:
             add("host", f"FAIL {host_check.actual!r} is not among {_value(host_check.expected)}")
     route_check = next((c for c in report.checks if c.name == "route"), None)

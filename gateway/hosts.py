@@ -52,6 +52,16 @@ def check_hostname(value: str) -> str:
     return value
 
 
+def check_unique_hostnames(values: list[str]) -> list[str]:
+    """A list of config hostnames, each at most once."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{value} is listed twice")
+        seen.add(value)
+    return values
+
+
 def request_host(value: str | None) -> str:
     """The host of a `Host` value: lower case, without port and trailing dot."""
     if not value:
@@ -78,6 +88,24 @@ def hostname_covers(outer: str, inner: str) -> bool:
         return False
     suffix = outer[1:]
     return inner.endswith(suffix) and len(inner.removeprefix("*.")) > len(suffix) - 1
+
+
+def served_hostnames(requested: Sequence[str], served: Sequence[str]) -> list[str]:
+    """The hostnames of `requested` that a gateway serving `served` serves, as Gateway API
+    intersects a Route's hostnames with its listener's: a requested hostname within a served
+    one stays as it is; otherwise the served hostnames within it replace it
+    (`*.example.com` of a gateway serving `a.example.com` is `a.example.com`). The hosts
+    matched are exactly those both match; in the order of `requested`, each once. A gateway
+    that lists none serves every hostname."""
+    if not served:
+        return list(dict.fromkeys(requested))
+    found: dict[str, None] = {}
+    for hostname in requested:
+        if any(hostname_covers(outer, hostname) for outer in served):
+            found[hostname] = None
+        else:
+            found.update((inner, None) for inner in served if hostname_covers(hostname, inner))
+    return list(found)
 
 
 class HostTable(Generic[T]):

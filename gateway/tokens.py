@@ -91,7 +91,10 @@ def bearer_token(authorization: str | None, max_bytes: int) -> str:
     The scheme is case-insensitive; exactly one space and one token must follow it.
     """
     if authorization is None:
-        raise _fail(MISSING_TOKEN, "authorization", "no Authorization header")
+        missing = _fail(MISSING_TOKEN, "authorization", "no Authorization header")
+        # The catalogue's message covers every token source; this route reads only the header.
+        missing.message = "The request carries no token; it is read from the Authorization header."
+        raise missing
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer":
         if not authorization.strip():

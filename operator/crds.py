@@ -129,6 +129,9 @@ MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, Any]]]] = {
     # Overlap between namespaces' patterns follows the matcher's semantics: the operator
     # checks it and reports the Gateway `Accepted=False, reason=Invalid`.
     "GatewaySpec._check_delegations": [],
+    # Wildcards cover names the way the matcher decides (`hostname_covers`): the operator
+    # checks it and reports the Route `Accepted=False, reason=Invalid`.
+    "RouteSpec._check_path_hostnames": [],
     "Autoscaling._check_bounds": [
         _rule(
             "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
@@ -137,6 +140,11 @@ MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, Any]]]] = {
     ],
 }
 
+_LABEL_PATTERN: Final = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+# Two labels at least after `*.`, as `check_hostname` requires.
+_HOSTNAME_PATTERN: Final = (
+    rf"(\*\.{_LABEL_PATTERN}(\.{_LABEL_PATTERN})+|{_LABEL_PATTERN}(\.{_LABEL_PATTERN})*)"
+)
 _URL_PATTERN: Final = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
 _METHOD_PATTERN: Final = r"^([A-Z]+|\*)$"
 
@@ -197,11 +205,11 @@ AFTER_VALIDATORS: Final[Mapping[Callable[..., Any], Schema]] = {
             )
         ]
     },
-    hosts.check_hostname: {
-        "maxLength": 253,
-        "pattern": r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-        r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
-    },
+    # A pattern, not a CEL rule with a readable message: `matches()` on every item of these
+    # unbounded lists exceeds the API server's CEL cost budget.
+    hosts.check_hostname: {"maxLength": 253, "pattern": f"^{_HOSTNAME_PATTERN}$"},
+    # Duplicates are refused by the API server itself (a list of type `set`).
+    hosts.check_unique_hostnames: {"x-kubernetes-list-type": "set"},
     gateway_config._check_method: {"pattern": _METHOD_PATTERN},
     gateway_config._check_scope_token: {"pattern": r"^[\x21\x23-\x5b\x5d-\x7e]+$"},
     # The matcher's full rules (dot segments, parameter names, wildcard placement) are checked
@@ -428,6 +436,8 @@ class Structural:
                 out[key] = True
         if kind == "array":
             out["items"] = self.convert(node.get("items", {}))
+            if "x-kubernetes-list-type" in node:
+                out["x-kubernetes-list-type"] = node["x-kubernetes-list-type"]
         if kind == "object":
             if "properties" in node:
                 out["properties"] = {k: self.convert(v) for k, v in node["properties"].items()}

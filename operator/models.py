@@ -15,6 +15,7 @@ from pydantic import Field, JsonValue, TypeAdapter, model_validator
 from wardgate.gateway.config import (
     Auth0Authorizer,
     CorsPolicy,
+    Hostnames,
     HttpUrl,
     JwtAuthorizer,
     Limits,
@@ -22,8 +23,10 @@ from wardgate.gateway.config import (
     PathEntry,
     RoutePattern,
     ScopeToken,
+    SomeHostnames,
     SupabaseAuthorizer,
 )
+from wardgate.gateway.hosts import hostname_covers
 from wardgate.gateway.matching import patterns_overlap
 
 GROUP: Final = "wardgate.io"
@@ -108,9 +111,28 @@ class RouteSpec(Model):
 
     gateway_ref: GatewayRef
     """The Gateway these paths attach to."""
+    hostnames: SomeHostnames | None = None
+    """The hosts these paths serve (exact, or `*.example.com`), narrowed to those the Gateway
+    serves (`api.example.com` of a Gateway serving `*.example.com`, or `a.example.com` of a
+    Route naming `*.example.com` and a Gateway serving `a.example.com`); a Route none of whose
+    hostnames the Gateway serves is not accepted (`NoMatchingHostname`). Every host of the
+    Gateway when absent. A path's own `hostnames` narrow these further."""
     paths: list[PathEntry] = Field(min_length=1)
     """Method + path entries, as in the gateway config. `auth.authorizer` names an Authorizer
     in the Gateway's namespace."""
+
+    @model_validator(mode="after")
+    def _check_path_hostnames(self) -> RouteSpec:
+        if not self.hostnames:
+            return self
+        for index, path in enumerate(self.paths):
+            for position, hostname in enumerate(path.hostnames or ()):
+                if not any(hostname_covers(outer, hostname) for outer in self.hostnames):
+                    raise ValueError(
+                        f"paths.{index}.hostnames.{position}: {hostname} is not among the "
+                        f"Route's hostnames ({', '.join(self.hostnames)})"
+                    )
+        return self
 
 
 # --- Gateway -------------------------------------------------------------------------------
@@ -288,6 +310,10 @@ class GatewaySpec(Model):
     service: GatewayServiceSpec = Field(default_factory=GatewayServiceSpec)
     default_authorizer: str | None = Field(default=None, min_length=1)
     """Name of the Authorizer (in this namespace) used by paths with `auth: true`."""
+    hostnames: Hostnames = Field(default_factory=list)
+    """The hosts the gateway serves: exact (`api.example.com`) or wildcards (`*.example.com`,
+    any name below `example.com` but not `example.com` itself); any host when empty. A
+    request for another host is 404 `unknown_host`; a Route may narrow to some of them."""
     servers: dict[str, GatewayServer] = Field(default_factory=dict)
     """Upstream servers by name, as Route integrations name them."""
     allowed_routes: AllowedRoutes = Field(default_factory=AllowedRoutes)

@@ -6,7 +6,11 @@ object is returned as that object's status; it never raises for bad input.
 Policy (see docs/operator.md):
 - A Route with any problem is left out whole, with `Accepted=False` and the reason; the
   other Routes render. The older Route (creation time, then namespace/name) keeps a contested
-  method + path.
+  host + method + path; the same method and path on different hosts (an exact host, a
+  wildcard, and "any host" are three different hosts) do not conflict.
+- A Route's hostnames (`spec.hostnames`, a path's `hostnames`) are narrowed to those the
+  Gateway serves, as Gateway API intersects a Route's hostnames with its listener's; a
+  Route or path left with none is `Accepted=False, reason=NoMatchingHostname`.
 - An Authorizer that is not ready (invalid, or a Secret or key it references is missing)
   takes out the Routes whose paths use it, each `Accepted=False, reason=AuthorizerNotReady`
   naming it; the other Routes render (the blast radius of one object, as for a bad Route).
@@ -45,6 +49,7 @@ from wardgate.gateway.config import (
     route_pattern_key,
     secret_name,
 )
+from wardgate.gateway.hosts import served_hostnames
 from wardgate.operator.conditions import LINT_CONDITION, Cond, false, summarise, true
 from wardgate.operator.models import (
     AUTHORIZER_SPEC_ADAPTER,
@@ -60,6 +65,8 @@ from wardgate.operator.policy import decide_route, namespace_admitted
 
 ObjectKey = tuple[str, str]
 """(namespace, name)"""
+ClaimKey = tuple[str, str, str]
+"""(hostname, method, path pattern key) one Route serves; hostname `""`: any host."""
 
 # HMAC keys shorter than the hash output weaken the signature (RFC 7518, section 3.2).
 HMAC_MIN_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -349,7 +356,7 @@ def render(
         if result.entry is None
     }
     default_ready = default_ok and default_name not in not_ready
-    claimed: dict[tuple[str, str], tuple[Resource, str]] = {}
+    claimed: dict[ClaimKey, tuple[Resource, str]] = {}
     accepted_paths: list[PathEntry] = []
     used_authorizers: set[str] = {default_name} if default_ready and default_name else set()
     route_statuses: list[ObjectStatus] = []
@@ -411,6 +418,8 @@ def render(
         name: _server_document(gw_namespace, server)
         for name, server in sorted(spec.servers.items())
     }
+    if spec.hostnames:
+        document["hostnames"] = list(spec.hostnames)
     document["paths"] = [_path_document(p) for p in accepted_paths]
     if spec.cors is not None:
         document["cors"] = spec.cors.model_dump(mode="json", by_alias=True, exclude_unset=True)
@@ -524,7 +533,7 @@ def _render_route(
     spec: GatewaySpec,
     authorizers: Mapping[str, Resource],
     default_ok: bool,
-    claimed: dict[tuple[str, str], tuple[Resource, str]],
+    claimed: dict[ClaimKey, tuple[Resource, str]],
     namespace_labels: Mapping[str, Mapping[str, str]],
     services: Collection[ObjectKey] | None,
     not_ready: Mapping[str, str],
@@ -594,27 +603,115 @@ def _render_route(
                 f"spec.paths.{index}.auth: Authorizer {used!r} is not ready ({not_ready[used]}); "
                 "the Route is left out of the config until it is",
             )
-    keys: dict[tuple[str, str], str] = {}
+    hosted = _hosted_paths(route_spec.hostnames, paths, spec.hostnames, gateway)
+    if isinstance(hosted, str):
+        return reject("NoMatchingHostname", hosted)
+    paths = hosted.paths
+    keys: dict[ClaimKey, str] = {}
     for index, path in enumerate(paths):
-        for method in path.methods():
-            key = (method, route_pattern_key(path.path))
-            if key in keys:
-                return reject(
-                    "Invalid", f"spec.paths.{index}: {method} {path.path} duplicates {keys[key]}"
-                )
-            keys[key] = f"spec.paths.{index}"
-            if key in claimed:
-                other, other_where = claimed[key]
-                return reject(
-                    "Conflict",
-                    f"{method} {path.path} is already served by Route "
-                    f"{other.meta.namespace}/{other.meta.name} ({other_where}), which is older",
-                )
+        for host in path.hostnames or (ANY_HOST,):
+            on_host = _on_host(host, spec.hostnames)
+            for method in path.methods():
+                key = (host, method, route_pattern_key(path.path))
+                if key in keys:
+                    return reject(
+                        "Invalid",
+                        f"spec.paths.{index}: {method} {path.path}{on_host} duplicates {keys[key]}",
+                    )
+                keys[key] = f"spec.paths.{index}"
+                if key in claimed:
+                    other, other_where = claimed[key]
+                    return reject(
+                        "Conflict",
+                        f"{method} {path.path}{on_host} is already served by Route "
+                        f"{other.meta.namespace}/{other.meta.name} ({other_where}), "
+                        f"{_precedence(other, route)}",
+                    )
     for key, where in keys.items():
         claimed[key] = (route, where)
-    accepted = true("Accepted", "Accepted", f"{len(paths)} paths attached")
+    attached = f"{len(paths)} paths attached"
+    if route_spec.hostnames:
+        attached += f" on {', '.join(hosted.hostnames)}"
+    if hosted.ignored:
+        attached += f" ({'; '.join(hosted.ignored)})"
+    accepted = true("Accepted", "Accepted", attached)
     names = {_authorizer_of(p, spec) or "" for p in paths if p.auth is not None} - {""}
     return _route_status(route, accepted, fields, refs), list(paths), names
+
+
+ANY_HOST: Final = ""
+
+
+def _on_host(host: str, gateway_hostnames: Sequence[str]) -> str:
+    """Where a claim lies, for a message: nothing when no hostname is involved at all."""
+    if host:
+        return f" on {host}"
+    return " on every host of the Gateway (no hostnames)" if gateway_hostnames else ""
+
+
+def _precedence(winner: Resource, loser: Resource) -> str:
+    """Why the earlier Route keeps what both claim (creation time, then namespace/name)."""
+    created = winner.meta.creation_timestamp
+    if created != loser.meta.creation_timestamp:
+        return f"which is older (created {created}; this Route {loser.meta.creation_timestamp})"
+    return f"created at the same time ({created}) and first by namespace/name"
+
+
+@dataclass(frozen=True, slots=True)
+class _Hosted:
+    """A Route's paths with the hostnames they serve on the Gateway."""
+
+    paths: list[PathEntry]
+    hostnames: list[str]
+    """The Route's `spec.hostnames` as served (empty without them)."""
+    ignored: list[str]
+    """Notes on the hostnames the Gateway does not serve, left out."""
+
+
+def _hosted_paths(
+    route_hostnames: Sequence[str] | None,
+    paths: Sequence[PathEntry],
+    served: Sequence[str],
+    gateway: Meta,
+) -> _Hosted | str:
+    """The paths narrowed to the hostnames the Gateway serves (each path's `hostnames` set
+    when the Route or the path names any), or why none is left."""
+    gateway_name = f"Gateway {gateway.namespace}/{gateway.name}"
+    its = f"its hostnames: {', '.join(served)}"
+    route_level: list[str] | None = None
+    ignored: list[str] = []
+    if route_hostnames:
+        route_level = served_hostnames(route_hostnames, served)
+        if not route_level:
+            return (
+                f"spec.hostnames: {gateway_name} serves none of "
+                f"{', '.join(route_hostnames)} ({its})"
+            )
+        ignored = [
+            f"spec.hostnames.{i}: {h} is not served by {gateway_name}, left out"
+            for i, h in enumerate(route_hostnames)
+            if not served_hostnames([h], served)
+        ]
+    hosted: list[PathEntry] = []
+    for index, path in enumerate(paths):
+        hostnames = route_level
+        if path.hostnames:
+            within = route_level if route_level is not None else served
+            hostnames = served_hostnames(path.hostnames, within)
+            if not hostnames:
+                return (
+                    f"spec.paths.{index}.hostnames: {gateway_name} serves none of "
+                    f"{', '.join(path.hostnames)} ({its})"
+                )
+            ignored += [
+                f"spec.paths.{index}.hostnames.{i}: {h} is not served by {gateway_name}, left out"
+                for i, h in enumerate(path.hostnames)
+                if not served_hostnames([h], within)
+            ]
+        if hostnames is not None and hostnames != path.hostnames:
+            path = path.model_copy(update={"hostnames": hostnames})
+        hosted.append(path)
+    return _Hosted(hosted, route_level or [], ignored)
 
 
 def _backend_refs(

@@ -179,7 +179,7 @@ async def test_error_body_and_challenge(start: Start, upstream: Upstream) -> Non
     assert body == {
         "error": {
             "code": "missing_token",
-            "message": "The request has no Authorization header.",
+            "message": "The request carries no token; it is read from the Authorization header.",
             "requestId": "trace-123",
         }
     }

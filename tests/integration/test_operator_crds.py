@@ -95,6 +95,30 @@ ROUTES = [
     Case("auth-field-typo", _path(auth={"scope": ["read"]}, response=1), False),
     Case("any-scopes", _path(auth={"anyScopes": ["read", "admin"]}, response=1), True),
     Case("empty-parameter", _path(path="/a/{}", response=1), False, operator=True),
+    Case("hostnames", {**_path(response=1), "hostnames": ["api.example.com", "*.shop.test"]}, True),
+    Case("hostnames-empty", {**_path(response=1), "hostnames": []}, False),
+    Case("hostname-upper-case", {**_path(response=1), "hostnames": ["API.example.com"]}, False),
+    Case("hostname-port", {**_path(response=1), "hostnames": ["api.example.com:443"]}, False),
+    Case("hostname-scheme", {**_path(response=1), "hostnames": ["https://api.example.com"]}, False),
+    Case("hostname-trailing-dot", {**_path(response=1), "hostnames": ["api.example.com."]}, False),
+    Case("hostname-bare-wildcard", {**_path(response=1), "hostnames": ["*"]}, False),
+    Case("hostname-wildcard-one-label", {**_path(response=1), "hostnames": ["*.com"]}, False),
+    Case("hostname-inner-wildcard", {**_path(response=1), "hostnames": ["a.*.example.com"]}, False),
+    Case("hostname-twice", {**_path(response=1), "hostnames": ["a.test", "a.test"]}, False),
+    Case("path-hostnames", _path(response=1, hostnames=["a.example.com"]), True),
+    Case("path-hostname-port", _path(response=1, hostnames=["a.example.com:80"]), False),
+    Case("path-hostname-twice", _path(response=1, hostnames=["a.test", "a.test"]), False),
+    Case(
+        "path-hostname-within-route",
+        {**_path(response=1, hostnames=["a.example.com"]), "hostnames": ["*.example.com"]},
+        True,
+    ),
+    Case(
+        "path-hostname-outside-route",
+        {**_path(response=1, hostnames=["a.other.test"]), "hostnames": ["*.example.com"]},
+        False,
+        operator=True,
+    ),
 ]
 
 JWT = {"type": "jwt", "secret": "$secret.KEY", "secretRef": {"name": "keys"}}
@@ -268,6 +292,14 @@ GATEWAYS = [
         },
         True,
     ),
+    Case("hostnames", {"hostnames": ["api.example.com", "*.example.com"]}, True),
+    Case("hostnames-none", {"hostnames": []}, True),
+    Case("hostname-upper-case", {"hostnames": ["Api.example.com"]}, False),
+    Case("hostname-port", {"hostnames": ["api.example.com:8443"]}, False),
+    Case("hostname-ip-literal", {"hostnames": ["[::1]"]}, False),
+    Case("hostname-wildcard-one-label", {"hostnames": ["*.com"]}, False),
+    Case("hostname-twice", {"hostnames": ["a.test", "*.test.org", "a.test"]}, False),
+    Case("hostname-too-long", {"hostnames": [("a" * 63 + ".") * 4 + "test"]}, False),
     Case("unauthenticated-anyone", {"authPolicy": {"unauthenticated": [{}]}}, False),
     Case(
         "unauthenticated-empty",
@@ -378,6 +410,21 @@ def test_a_typo_in_a_route_auth_is_refused_at_apply(objects: Objects, namespace:
             "Gateway",
             {"limits": {"maxTokenBytes": 8192, "maxHeaderBytes": 8190}},
             "`maxHeaderBytes` must be at least `maxTokenBytes` + 21",
+        ),
+        (
+            "Gateway",
+            {"hostnames": ["https://api.example.com"]},
+            "spec.hostnames[0]: Invalid value",
+        ),
+        (
+            "Route",
+            {**_path(response=1), "hostnames": ["API.example.com:443"]},
+            "spec.hostnames[0]: Invalid value",
+        ),
+        (
+            "Gateway",
+            {"hostnames": ["a.test", "a.test"]},
+            'spec.hostnames[1]: Duplicate value: "a.test"',
         ),
     ],
 )
