@@ -64,6 +64,7 @@ from wardgate.gateway.errors import (
     INVALID_PATH,
     MALFORMED_REQUEST,
     METHOD_NOT_ALLOWED,
+    MISDIRECTED_REQUEST,
     NO_ROUTE,
     UNKNOWN_HOST,
     UNSUPPORTED_METHOD,
@@ -100,6 +101,7 @@ from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upst
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry, json_value
 from wardgate.gateway.static import StaticResponse
+from wardgate.gateway.tls import CertificateSet, CertificateSpec, TlsSession, utc_now
 from wardgate.gateway.tokens import clip
 from wardgate.gateway.traffic import TrafficServer
 from wardgate.gateway.upstream import UpstreamPools
@@ -152,6 +154,7 @@ class Admission(Exchange):
         "session",
         "started",
         "target",
+        "tls",
         "trusted_path",
     )
 
@@ -179,6 +182,8 @@ class Admission(Exchange):
         self.started = 0.0
         self.detail: dict[str, Any] | None = None
         """Expected-versus-actual facts of a refusal, for the log line."""
+        self.tls: TlsSession | None = None
+        """The TLS connection's SNI name and certificate; None over plain HTTP."""
         self.close = False
         """Whether the connection must close after the reply."""
         self.aborted = False
@@ -205,6 +210,7 @@ class Gateway:
         metrics: GatewayMetrics | None = None,
         request_log: RequestLog | None = None,
         upstreams: UpstreamPools | None = None,
+        previous_certificates: CertificateSet | None = None,
     ) -> None:
         config = loaded.config
         self.loaded = loaded
@@ -315,6 +321,14 @@ class Gateway:
         self.max_headers = limits.max_headers
         self.header_timeout = limits.header_timeout_seconds
         self.keep_alive_timeout = limits.keep_alive_timeout_seconds
+        self.certificates: CertificateSet | None = None
+        """The TLS listener's certificates; None when the config has no `tls`."""
+        self.https_redirect_port: int | None = None
+        """With `tls.redirectHttp`: plain-HTTP requests get a 308 to HTTPS on this port."""
+        if config.tls is not None:
+            self.certificates = build_certificates(loaded, previous_certificates)
+            if config.tls.redirect_http:
+                self.https_redirect_port = config.tls.https_port
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
@@ -373,6 +387,8 @@ class Gateway:
         response_headers = {REQUEST_ID_HEADER: request_id}
         admission = Admission(request_id, request.method, request.target, response_headers)
         admission.started = started
+        # Only the traffic server's TLS listener has one (the reference server has none).
+        admission.tls = getattr(request, "tls", None)
         try:
             admission.close = check_framing(
                 request.method,
@@ -515,6 +531,9 @@ class Gateway:
         admission.path = path
         admission.trusted_path = True
         recorder.step_from(_path_step, path, raw_path)
+        tls = admission.tls
+        if tls is not None:
+            self._check_tls(tls, admission, headers, recorder)
         if self.hosts is not None:
             host = admission.host = request_host(
                 _absolute_form_host(admission.target) or headers.get("Host")
@@ -580,6 +599,55 @@ class Gateway:
         admission.principal = principal
         admission.claim_headers = self.authorizers.forwarded_headers(principal)
         return None
+
+    @staticmethod
+    def _check_tls(
+        tls: TlsSession,
+        admission: Admission,
+        headers: MultiMapping[str],
+        recorder: Recorder,
+    ) -> None:
+        """421 `misdirected_request` when the host is not one the TLS connection is for
+        (`wardgate.gateway.tls`: the SNI name, or a name of the certificate it selected)."""
+        if tls.server_name is None:
+            recorder.step_from(_tls_step, tls, None, True)
+            return
+        host = request_host(_absolute_form_host(admission.target) or headers.get("Host"))
+        if tls.host_allowed(host):
+            recorder.step_from(_tls_step, tls, host, True)
+            return
+        recorder.step_from(_tls_step, tls, host, False)
+        names = list(tls.certificate.names) if tls.certificate and tls.matched else []
+        raise GatewayError(
+            MISDIRECTED_REQUEST,
+            {"host": clip(host), "serverName": tls.server_name, "certificateNames": names},
+        )
+
+    def redirect_to_https(self, request: Incoming) -> tuple[Reply, Admission]:
+        """The plain-HTTP port's answer with `tls.redirectHttp`: 308 to the same host, path
+        and query over HTTPS (a host the gateway does not serve is 404 `unknown_host`)."""
+        assert self.https_redirect_port is not None
+        started = time.perf_counter()
+        request_id = self.new_request_id()
+        response_headers = {REQUEST_ID_HEADER: request_id}
+        target = request.target
+        admission = Admission(request_id, request.method, target, response_headers)
+        admission.started = started
+        host = request_host(_absolute_form_host(target) or request.headers.get("Host"))
+        try:
+            path = target if target[:1] == "/" else _absolute_form_path(target)
+        except GatewayError as exc:
+            return self.refusal(exc, admission), admission
+        # The log shows the path alone: a query may carry a token.
+        admission.path = path.partition("?")[0]
+        if not _REDIRECT_HOST_RE.fullmatch(host) or (
+            self.hosts is not None and not self.hosts.serves(host)
+        ):
+            error = GatewayError(UNKNOWN_HOST, {"host": clip(host)})
+            return self.refusal(error, admission), admission
+        port = "" if self.https_redirect_port == 443 else f":{self.https_redirect_port}"
+        response_headers["Location"] = f"https://{host}{port}{path}"
+        return Reply(308, response_headers), admission
 
     @staticmethod
     def _find_credential(
@@ -672,6 +740,19 @@ class Gateway:
         return Reply(entry.status, response_headers, body, fixed=fixed, head=head)
 
 
+def _tls_step(tls: TlsSession, host: str | None, passed: bool) -> Check:
+    if passed:
+        return Check("tls", True, tls.server_name, host, tls.describe())
+    names = list(tls.certificate.names) if tls.certificate and tls.matched else []
+    return Check(
+        "tls",
+        False,
+        list(dict.fromkeys([tls.server_name, *names])),
+        host,
+        f"{tls.describe()}: the host is not the SNI name nor one of the certificate's names",
+    )
+
+
 def _path_step(path: str, raw_path: str) -> Check:
     note = "unchanged" if path == raw_path else f"normalised from {raw_path!r}"
     return Check("path", True, actual=path, note=note)
@@ -706,6 +787,36 @@ def _switches(request: Incoming) -> bool:
     """Whether a request asks for a WebSocket upgrade that its server can perform (the
     traffic server marks the requests its parser read as upgrades)."""
     return bool(getattr(request, "upgrade", False)) and is_websocket_upgrade(request.headers)
+
+
+# A host a redirect may name: DNS labels, an IPv4 address, or a bracketed IPv6 literal.
+_REDIRECT_HOST_RE: Final = re.compile(
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\]"
+)
+
+
+def build_certificates(loaded: LoadedConfig, previous: CertificateSet | None) -> CertificateSet:
+    """The TLS listener's certificates of a config (raises `ConfigError` for a certificate
+    that fails its check and has no earlier version serving; one that has keeps that
+    version, and the error is logged)."""
+    tls = loaded.config.tls
+    assert tls is not None
+    specs = [
+        CertificateSpec(
+            certificate.label(),
+            loaded.secret(certificate.certificate),
+            loaded.secret(certificate.key),
+            tuple(certificate.hostnames or ()),
+            where=f"tls.certificates.{index}",
+        )
+        for index, certificate in enumerate(tls.certificates)
+    ]
+    certificates, fatal, kept = CertificateSet.build(specs, tls.min_version, utc_now(), previous)
+    if fatal:
+        raise ConfigError(fatal)
+    for problem in kept:
+        logger.error("certificate refused: %s", problem)
+    return certificates
 
 
 def reason_token(text: str) -> str:
@@ -810,6 +921,8 @@ class GatewayHolder:
         self._request_log = request_log
         self._retired: set[Gateway] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_swap: list[Callable[[Gateway], None]] = []
+        """Called with each new serving `Gateway` (the TLS listener's versions)."""
         if metrics is not None:
             metrics.serving(config_hash)
 
@@ -830,6 +943,7 @@ class GatewayHolder:
                 metrics=self._metrics,
                 request_log=self._request_log,
                 upstreams=self.current.upstreams,
+                previous_certificates=self.current.certificates,
             )
 
     async def swap(self, gateway: Gateway, config_hash: str) -> None:
@@ -839,6 +953,8 @@ class GatewayHolder:
         gateway.draining = self.current.draining
         old, self.current = self.current, gateway
         self.config_hash = config_hash
+        for callback in self.on_swap:
+            callback(gateway)
         if self._metrics is not None:
             self._metrics.serving(config_hash)
             self._metrics.reload(ok=True)

@@ -48,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _secrets_dir(gateway)
     gateway.add_argument("--host", default="127.0.0.1", help="traffic address (127.0.0.1)")
     gateway.add_argument("--port", type=int, default=8080, help="traffic port (8080)")
+    gateway.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help="TLS listener's port (8443 when the config has `tls`; given, the listener starts "
+        "even before a config with `tls` arrives)",
+    )
     gateway.add_argument("--admin-host", default="127.0.0.1", help="admin address (127.0.0.1)")
     gateway.add_argument(
         "--admin-port", type=int, default=9901, help="admin port (9901); -1 disables it"
@@ -266,6 +273,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         listen_fd=args.listen_fd,
         log_level=log_level,
         watch=watch,
+        tls_port=args.tls_port,
     )
     return run(loaded, options)
 

@@ -407,6 +407,16 @@ class Server(Model):
     """Base URL; the request's normalised path is appended to its path."""
     connect_timeout: float = Field(default=5.0, gt=0, le=300)
     read_timeout: float = Field(default=30.0, gt=0, le=3600)
+    ca_bundle: SecretReference | None = None
+    """For an `https://` URL: PEM CA certificates, as `$secret.NAME`, that the upstream's
+    certificate must chain to, instead of the system's trust store (its name is verified
+    either way)."""
+
+    @model_validator(mode="after")
+    def _check_ca_bundle(self) -> Server:
+        if self.ca_bundle is not None and not self.url.lower().startswith("https://"):
+            raise ValueError("`caBundle` applies to an `https://` URL only")
+        return self
 
 
 def _server_shorthand(value: Any) -> Any:
@@ -562,6 +572,53 @@ class PathEntry(Model):
         return self.auth
 
 
+class TlsCertificate(Model):
+    """One certificate of the TLS listener: a PEM chain and its key (a Kubernetes TLS
+    Secret's `tls.crt` and `tls.key`)."""
+
+    certificate: SecretReference
+    """The PEM chain, leaf first, as `$secret.NAME`."""
+    key: SecretReference
+    """The PEM private key (unencrypted), as `$secret.NAME`."""
+    name: str | None = Field(default=None, min_length=1, max_length=253)
+    """How logs, `explain` and statuses name it; the certificate reference's NAME (without
+    a `.tls.crt` ending: the Secret's name, as the operator renders it) when absent."""
+    hostnames: list[Hostname] | None = Field(default=None, min_length=1)
+    """The server names (SNI) it is selected for; the DNS names of its subjectAltName when
+    absent."""
+
+    def label(self) -> str:
+        return self.name or secret_name(self.certificate).removesuffix(".tls.crt")
+
+
+class TlsSettings(Model):
+    """The TLS listener of the traffic server (`--tls-port`, 8443 by default)."""
+
+    certificates: list[TlsCertificate] = Field(min_length=1, max_length=100)
+    """Selected by the ClientHello's server name (exact names, then `*.` wildcards); the
+    first is the default, also for clients that send no server name."""
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    """The oldest TLS version accepted; the newest both sides have is negotiated (1.3)."""
+    redirect_http: bool = False
+    """The plain-HTTP port answers every request with `308` to the same host, path and
+    query over HTTPS."""
+    https_port: int = Field(default=443, ge=1, le=65535)
+    """The port clients reach the TLS listener on, for redirects (not written when 443)."""
+
+    @model_validator(mode="after")
+    def _check_names(self) -> TlsSettings:
+        seen: dict[str, int] = {}
+        for index, certificate in enumerate(self.certificates):
+            label = certificate.label()
+            if label in seen:
+                raise ValueError(
+                    f"certificates.{index}: the name {label!r} is taken by "
+                    f"certificates.{seen[label]}"
+                )
+            seen[label] = index
+        return self
+
+
 DEFAULT_MAX_HEAD_BYTES: Final = 32768
 
 
@@ -629,6 +686,8 @@ class GatewayConfig(Model):
     """The hosts the gateway serves (exact or `*.example.com`); any host when empty. A
     request for another host is 404 `unknown_host`."""
     cors: CorsPolicy | None = None
+    tls: TlsSettings | None = None
+    """The TLS listener's certificates and versions; no TLS listener when absent."""
     limits: Limits = Field(default_factory=Limits)
     debug: bool = False
     """Add expected-versus-actual details to denial bodies (they are always logged)."""
@@ -747,6 +806,13 @@ class GatewayConfig(Model):
                 yield f"{where}.secret", authorizer.secret
             if isinstance(authorizer, SupabaseAuthorizer) and authorizer.jwt_secret:
                 yield f"{where}.jwtSecret", authorizer.jwt_secret
+        for name, server in self.servers.items():
+            if server.ca_bundle is not None:
+                yield f"servers.{name}.caBundle", server.ca_bundle
+        if self.tls is not None:
+            for index, certificate in enumerate(self.tls.certificates):
+                yield f"tls.certificates.{index}.certificate", certificate.certificate
+                yield f"tls.certificates.{index}.key", certificate.key
 
 
 DEFAULT_AUTHORIZER: Final = "default"

@@ -247,6 +247,16 @@ UNKNOWN_HOST: Final = ErrorCode(
     "the DNS name the client uses, or add the host (or a `*.` wildcard covering it) to the "
     "gateway's `hostnames`.",
 )
+MISDIRECTED_REQUEST: Final = ErrorCode(
+    "misdirected_request",
+    421,
+    "The request's host is not the one this TLS connection was opened for.",
+    "On a TLS connection, the `Host` (without its port) must be the server name the client "
+    "sent in its TLS handshake (SNI), or a name of the certificate that name selected. A "
+    "client that reuses one connection for another host gets this; it should open a new "
+    "connection for that host (browsers and HTTP libraries retry on 421 by themselves). "
+    "Check that the client sends SNI for the host it asks for.",
+)
 NO_ROUTE: Final = ErrorCode(
     "no_route",
     404,
@@ -333,6 +343,7 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
     REQUEST_TIMEOUT,
     INVALID_PATH,
     UNKNOWN_HOST,
+    MISDIRECTED_REQUEST,
     NO_ROUTE,
     METHOD_NOT_ALLOWED,
     INVALID_WEBSOCKET_UPGRADE,

@@ -171,8 +171,11 @@ async def explain_request(
     *,
     at: float | None = None,
     session: aiohttp.ClientSession | None = None,
+    tls: bool = False,
+    server_name: str | None = None,
 ) -> Report:
-    """Run the gateway's decision for one request with a trace; `at` fixes the clock."""
+    """Run the gateway's decision for one request with a trace; `at` fixes the clock. With
+    `tls`, the request came through the TLS listener, its handshake naming `server_name`."""
     from multidict import CIMultiDict
 
     from wardgate.gateway.app import Admission, Gateway
@@ -196,6 +199,11 @@ async def explain_request(
         report.warnings = authorizers.warnings()
         gateway = Gateway(loaded, authorizers, lambda: client)
         admission = Admission("explain", method, target, {})
+        if tls or server_name is not None:
+            if gateway.certificates is None:
+                report.warnings.append("--tls/--sni: the config has no `tls`: no TLS listener")
+            else:
+                admission.tls = gateway.certificates.session(server_name)
         error: GatewayError | None = None
         preflight = None
         try:
@@ -572,6 +580,16 @@ def render_text(report: Report, source: str) -> str:
             add("host", f"{host_check.actual}{_describe_host_tables(report)}")
         else:
             add("host", f"FAIL {host_check.actual!r} is not among {_value(host_check.expected)}")
+    tls_check = next((c for c in report.checks if c.name == "tls"), None)
+    if tls_check is not None:
+        if tls_check.passed:
+            add("listener", str(tls_check.note))
+        else:
+            add(
+                "listener",
+                f"FAIL {tls_check.note}: host {tls_check.actual!r}, allowed "
+                f"{_value(tls_check.expected)}",
+            )
     route_check = next((c for c in report.checks if c.name == "route"), None)
     if report.path is not None and route_check is not None:
         if route_check.passed:
@@ -618,7 +636,7 @@ def render_text(report: Report, source: str) -> str:
     auth_checks = [
         c
         for c in report.checks
-        if c.name not in {"target", "path", "host", "preflight", "route", "auth"}
+        if c.name not in {"target", "path", "host", "tls", "preflight", "route", "auth"}
     ]
     if auth_checks:
         lines.append("checks")
@@ -701,6 +719,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="TIME",
         help="evaluate at this time: ISO 8601 (2026-01-31T12:00:00Z) or seconds since the epoch",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the request came through the TLS listener (without SNI unless --sni)",
+    )
+    parser.add_argument(
+        "--sni",
+        metavar="NAME",
+        help="the request came through the TLS listener, the handshake naming NAME: shows "
+        "the certificate selected and the 421 check of the Host against it",
+    )
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text")
     parser.set_defaults(func=cmd_explain)
 
@@ -762,7 +791,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         loaded, source, code = _load_from_file(args.config, args.secrets_dir, args.server)
     if loaded is None:
         return code
-    report = asyncio.run(explain_request(loaded, args.method, args.path, headers, at=at))
+    report = asyncio.run(
+        explain_request(
+            loaded, args.method, args.path, headers, at=at, tls=args.tls, server_name=args.sni
+        )
+    )
     if args.gateway is not None and report.path is not None:
         try:
             report.policy = _cluster_policy(args.gateway, args.namespace, report.path)
@@ -874,7 +907,17 @@ def _load_from_cluster(
                 environ[name] = value
             elif name not in environ:
                 unreadable.append(f"{where}: {reference}")
-        if unreadable:
+        if unreadable and all(u.startswith("tls.") for u in unreadable):
+            # The TLS listener's certificates are not needed to explain a decision: without
+            # access to their Secrets, the request is explained as plain HTTP.
+            print(
+                f"{source}: the TLS certificates' Secrets are not readable: --tls/--sni "
+                "are not explained",
+                file=sys.stderr,
+            )
+            if isinstance(config_document, dict):
+                config_document = {k: v for k, v in config_document.items() if k != "tls"}
+        elif unreadable:
             raise ClusterError(
                 "cannot read the secrets these references name (no access to the Secret?): "
                 + ", ".join(unreadable)

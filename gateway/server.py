@@ -42,7 +42,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
@@ -58,6 +58,7 @@ from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.proxy import create_client_session
 from wardgate.gateway.requestlog import RequestLog
+from wardgate.gateway.tls import TlsListener
 
 if TYPE_CHECKING:  # the Kubernetes client is imported where a watch is made (the CLI)
     from wardgate.gateway.kubesource import ConfigWatch, Snapshot
@@ -70,6 +71,14 @@ IDLE_GRACE_SECONDS: Final = 0.5
 POLL_SECONDS: Final = 0.02
 BACKLOG: Final = 1024
 WORKER_RESTART_DELAY: Final = 1.0
+DEFAULT_TLS_PORT: Final = 8443
+
+
+def tls_port(loaded: LoadedConfig, options: ServeOptions) -> int | None:
+    """The port of the TLS listener, or None for none."""
+    if options.tls_port is not None:
+        return options.tls_port
+    return DEFAULT_TLS_PORT if loaded.config.tls is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,9 @@ class ServeOptions:
     """Of the diagnostic log on stderr (workers configure theirs with it)."""
     watch: ConfigWatch | None = field(default=None, compare=False)
     """Follow the config's ConfigMap and apply each new version in place."""
+    tls_port: int | None = None
+    """The TLS listener's port; None: `DEFAULT_TLS_PORT` when the config has `tls`, else no
+    TLS listener."""
 
 
 def configure_logging(level: str) -> None:
@@ -189,6 +201,7 @@ async def serve(
                 runner, options.host, options.port, backlog=BACKLOG, reuse_port=options.reuse_port
             )
         await site.start()
+        tls_site = await start_tls_site(runner, loaded, options)
         if options.admin_port is not None:
             source = AdminSource(
                 loaded,
@@ -200,12 +213,16 @@ async def serve(
             await admin_runner.setup()
             await web.TCPSite(admin_runner, options.admin_host, options.admin_port).start()
         host, port = runner.addresses[0][:2]
-        _announce(host, port, admin_runner, options)
+        note = ""
+        if tls_site is not None:
+            note = f" and https://{host}:{runner.addresses[1][1]}"
+        _announce(host, port, admin_runner, options, note)
         if supervisor is not None:
             supervisor.send(READY)
         await stop.wait()
         logger.info("draining (up to %ss)", loaded.config.drain_seconds)
-        await drain(runner, site, runner.gateway.loaded.config.drain_seconds)
+        sites = [site] if tls_site is None else [site, tls_site]
+        await drain(runner, sites, runner.gateway.loaded.config.drain_seconds)
     finally:
         if following is not None:
             following.cancel()
@@ -219,6 +236,31 @@ async def serve(
             await demo.cleanup()
     logger.info("stopped")
     return 0
+
+
+async def start_tls_site(
+    runner: GatewayRunner, loaded: LoadedConfig, options: ServeOptions
+) -> web.BaseSite | None:
+    """The TLS listener on the traffic server, serving the current config's certificates
+    (a new config applies from the next handshake on)."""
+    port = tls_port(loaded, options)
+    if port is None:
+        return None
+    holder = runner.holder
+    listener = TlsListener(lambda: holder.current.certificates)
+    holder.on_swap.append(lambda _: listener.refresh())
+    site = web.TCPSite(
+        runner,
+        options.host,
+        port,
+        ssl_context=listener.context,
+        backlog=BACKLOG,
+        reuse_port=options.reuse_port,
+    )
+    await site.start()
+    if loaded.config.tls is None:
+        logger.warning("TLS port %d: the config has no `tls`: handshakes fail until it has", port)
+    return site
 
 
 async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
@@ -383,11 +425,14 @@ def warn_without_request_migration() -> None:
         )
 
 
-async def drain(runner: GatewayRunner, site: web.BaseSite, seconds: float) -> None:
+async def drain(
+    runner: GatewayRunner, site: web.BaseSite | Sequence[web.BaseSite], seconds: float
+) -> None:
     """Stop accepting, then wait for in-flight requests and busy connections to finish."""
     gateway = runner.gateway
     gateway.draining = True
-    await site.stop()
+    for listening in [site] if isinstance(site, web.BaseSite) else site:
+        await listening.stop()
     # Open WebSocket sessions get their close frame (1001) now, so that their close
     # handshakes end within the drain period.
     runner.going_away()
@@ -470,6 +515,11 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
     loop = asyncio.get_running_loop()
     reserved = _reserve_port(options.host, options.port)
     port = reserved.getsockname()[1]
+    secure_port = tls_port(loaded, options)
+    reserved_tls = None
+    if secure_port is not None:
+        reserved_tls = _reserve_port(options.host, secure_port)
+        secure_port = reserved_tls.getsockname()[1]
     worker_options = replace(
         options,
         port=port,
@@ -478,6 +528,7 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
         demo_socket=None,
         reuse_port=True,
         watch=None,
+        tls_port=secure_port,
     )
     context = multiprocessing.get_context("spawn")
     workers: dict[int, _Worker] = {}
@@ -627,6 +678,8 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
         for waiter in waiters:
             waiter.cancel()
         reserved.close()
+        if reserved_tls is not None:
+            reserved_tls.close()
         if failed.is_set():
             stop.set()
         else:

@@ -27,7 +27,11 @@ What it owns, per connection:
 - a client that closes its connection while its body is read is a client abort: one log
   line, status 499 in the request log, no error answer;
 - draining: replies carry `Connection: close` once the gateway drains; `pre_shutdown`
-  closes idle connections, `shutdown` waits for busy ones.
+  closes idle connections, `shutdown` waits for busy ones;
+- TLS: the same connections behind the TLS listener's socket (`wardgate.gateway.tls`: the
+  handshake is done before `connection_made`); each request carries the connection's
+  `TlsSession` (SNI name, certificate) for the 421 check; with `tls.redirectHttp`, requests
+  on the plain port are answered 308 to HTTPS without going through the pipeline.
 
 The server is a `web.Server` only so that aiohttp's runner and sites can serve it (the
 listening socket, `--listen-fd`, shutdown); none of aiohttp's request machinery runs.
@@ -60,6 +64,7 @@ from wardgate.gateway.exchange import (
     StreamBroken,
     status_line,
 )
+from wardgate.gateway.tls import TlsSession, session_of
 from wardgate.gateway.websockets import (
     GOING_AWAY,
     HELD_LIMIT,
@@ -149,7 +154,12 @@ class TrafficRequest:
 
     @property
     def scheme(self) -> str:
-        return "http"
+        return "https" if self._connection.secure else "http"
+
+    @property
+    def tls(self) -> TlsSession | None:
+        """The TLS connection's SNI name and certificate; None over plain HTTP."""
+        return self._connection.tls
 
     # fed by the connection
 
@@ -240,6 +250,9 @@ class TrafficConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
+        self.secure = False
+        """Whether the connection came through the TLS listener."""
+        self.tls: TlsSession | None = None
         self.parser = self._new_parser()
         self.queue: deque[TrafficRequest | _Refusal] = deque()
         self.parsing: TrafficRequest | None = None
@@ -289,6 +302,10 @@ class TrafficConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.secure = True
+            self.tls = session_of(ssl_object)
         self.server.connection_opened(self)
         self._last_active = self.loop.time()
         self._idle_timer = self.loop.call_later(self.server.keep_alive_timeout, self._check_idle)
@@ -591,7 +608,10 @@ class TrafficConnection(asyncio.Protocol):
     async def _answer(self, request: TrafficRequest) -> bool:
         """Answer one request; whether the connection must close after it."""
         gateway = self.server.gateway
-        reply, admission = await gateway.respond(request)
+        if gateway.https_redirect_port is not None and not self.secure:
+            reply, admission = gateway.redirect_to_https(request)
+        else:
+            reply, admission = await gateway.respond(request)
         if admission.aborted:
             gateway.finish(admission, CLIENT_ABORT_STATUS, self.peer)
             return True

@@ -59,6 +59,9 @@ FRAMING_CODES = frozenset({"request_timeout", "unsupported_method", "unsupported
 # WebSocket upgrades are checked and sent upstream after the decision (explain reports
 # whether the route allows them): `tests/integration/test_websockets.py` covers them.
 OTHER_CORPUS = frozenset({"unknown_host", "invalid_websocket_upgrade", "upstream_bad_upgrade"})
+# Decided on the TLS listener's connections: `tests/integration/test_tls_listener.py` has the
+# gateway and explain (`--sni`) agree on it.
+OTHER_CORPUS |= {"misdirected_request"}
 MAX_BODY = 1024
 
 
