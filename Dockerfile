@@ -22,7 +22,7 @@ COPY . .
 RUN /opt/wardgate/bin/pip install --no-deps --no-build-isolation . \
  && /opt/wardgate/bin/pip uninstall --yes pip setuptools \
  && rm -rf /opt/wardgate/lib/python3*/site-packages/kubernetes/aio \
- && /opt/wardgate/bin/python -c "import wardgate.operator.kube, wardgate.gateway.app, wardgate.demo.cli" \
+ && /opt/wardgate/bin/python -c "import wardgate.commands.operator, wardgate.commands.gateway, wardgate.commands.explain, wardgate.commands.demo" \
  && /opt/wardgate/bin/wardgate --help > /dev/null
 
 FROM ${PYTHON_IMAGE}

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
@@ -79,32 +80,48 @@ class Snapshot:
 
 
 def load_client_configuration(kubeconfig: Path | None) -> k8s_client.Configuration:
-    """The given kubeconfig, else the pod's ServiceAccount, else the default kubeconfig."""
+    """The given kubeconfig, else the pod's ServiceAccount, else the default kubeconfig
+    (raises `SourceError` when none of them can be used)."""
     configuration = k8s_client.Configuration()
-    if kubeconfig is not None:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig), client_configuration=configuration
-        )
-        return configuration
     try:
-        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
+        if kubeconfig is not None:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), client_configuration=configuration
+            )
+            return configuration
+        try:
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    except (k8s_config.ConfigException, yaml.YAMLError, OSError, ValueError, TypeError) as exc:
+        where = f"kubeconfig {kubeconfig}" if kubeconfig is not None else "no usable kubeconfig"
+        first_line = next(iter(str(exc).splitlines()), "") or type(exc).__name__
+        raise SourceError(f"{where}: {first_line}") from None
     return configuration
 
 
 class ConfigMapSource:
     """Reads and follows one ConfigMap and the Secret keys it lists."""
 
-    def __init__(self, target: ConfigObject, configuration: k8s_client.Configuration) -> None:
+    def __init__(
+        self,
+        target: ConfigObject,
+        configuration: k8s_client.Configuration,
+        *,
+        origin: str | None = None,
+        skip_unreadable_secrets: bool = False,
+    ) -> None:
         self.target = target
         self._api = k8s_client.ApiClient(configuration)
         self._core = k8s_client.CoreV1Api(self._api)
-        self._origin = f"configmap/{target.name} -n {target.namespace}"
+        self._origin = origin or f"configmap/{target.name} -n {target.namespace}"
+        # A person's view (`wardgate explain --gateway`) may lack access to a Secret and
+        # supply its values otherwise; a gateway's ServiceAccount may read them all.
+        self._skip_unreadable = skip_unreadable_secrets
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
@@ -126,7 +143,7 @@ class ConfigMapSource:
         try:
             config_map, version = self._list()
         except (ApiException, HTTPError, OSError) as exc:
-            raise SourceError(f"{self._origin}: cannot read it: {_reason(exc)}") from None
+            raise SourceError(f"{self._origin}: cannot read it: {api_reason(exc)}") from None
         if config_map is None:
             raise SourceError(f"{self._origin} does not exist (yet)")
         return self.snapshot(config_map, version)
@@ -164,15 +181,15 @@ class ConfigMapSource:
                 try:
                     secret = self._core.read_namespaced_secret(name, self.target.namespace)
                 except ApiException as exc:
-                    if exc.status == 404:
+                    if exc.status == 404 or self._skip_unreadable:
                         read[name] = {}
                         continue
                     raise SourceError(
-                        f"Secret {self.target.namespace}/{name}: cannot read it: {_reason(exc)}"
+                        f"Secret {self.target.namespace}/{name}: cannot read it: {api_reason(exc)}"
                     ) from None
                 except (HTTPError, OSError) as exc:
                     raise SourceError(
-                        f"Secret {self.target.namespace}/{name}: cannot read it: {_reason(exc)}"
+                        f"Secret {self.target.namespace}/{name}: cannot read it: {api_reason(exc)}"
                     ) from None
                 read[name] = secret.data or {}
             encoded = read[name].get(item["key"])
@@ -233,11 +250,12 @@ class ConfigMapSource:
 
     def _pause(self, stop: threading.Event, failures: int, exc: Exception) -> None:
         delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1]
-        logger.warning("%s: %s; watching again in %.1f s", self._origin, _reason(exc), delay)
+        logger.warning("%s: %s; watching again in %.1f s", self._origin, api_reason(exc), delay)
         stop.wait(delay)
 
 
-def _reason(exc: Exception) -> str:
+def api_reason(exc: Exception) -> str:
+    """An API failure in one line: the status and the server's message, or the error."""
     if isinstance(exc, ApiException):
         try:
             message = json.loads(exc.body or "{}").get("message")

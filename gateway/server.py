@@ -45,6 +45,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from aiohttp import ClientSession, web
@@ -53,12 +54,19 @@ from wardgate.gateway.admin import AdminSource, build_admin_app
 from wardgate.gateway.app import Gateway, GatewayHolder, GatewayRunner, build_app, server_options
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import ConfigError
+from wardgate.gateway.embedded import build_demo_upstream
 from wardgate.gateway.loading import LoadedConfig, SecretSource, load_config
 from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.proxy import create_client_session
 from wardgate.gateway.requestlog import RequestLog
 from wardgate.gateway.tls import TlsListener
+
+uvloop: ModuleType | None
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    uvloop = None
 
 if TYPE_CHECKING:  # the Kubernetes client is imported where a watch is made (the CLI)
     from wardgate.gateway.kubesource import ConfigWatch, Snapshot
@@ -130,9 +138,7 @@ def run(loaded: LoadedConfig, options: ServeOptions) -> int:
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
     """Run a coroutine on uvloop when it is installed, else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    if uvloop is None:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.run(main)
     result: int = uvloop.run(main)
     return result
@@ -158,8 +164,6 @@ def _stop_event() -> asyncio.Event:
 async def _start_demo_upstream(options: ServeOptions) -> web.AppRunner | None:
     if options.demo_socket is None:
         return None
-    from wardgate.gateway.demo import build_demo_upstream
-
     runner = web.AppRunner(build_demo_upstream(), access_log=None)
     await runner.setup()
     await web.SockSite(runner, options.demo_socket).start()

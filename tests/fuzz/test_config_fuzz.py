@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from support import results
 
 from wardgate.gateway.config import ConfigError, GatewayConfig, parse_config
-from wardgate.gateway.demo import demo_document
+from wardgate.gateway.embedded import demo_document
 
 SUITE = "config fuzzing"
 KEYS = [

@@ -34,11 +34,12 @@ from support.tokens import HS_SECRET, claims, hs_token, jwks, rsa_key
 from yarl import URL
 
 from wardgate.cli import main
+from wardgate.commands.explain import parse_time, render_text
 from wardgate.gateway.app import Admission
 from wardgate.gateway.config import parse_config
 from wardgate.gateway.errors import CATALOGUE
 from wardgate.gateway.exchange import Exchange
-from wardgate.gateway.explain import Report, explain_request, parse_time, render_text
+from wardgate.gateway.explain import Report, explain_request
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.requestlog import RequestLog
 

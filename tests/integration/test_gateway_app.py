@@ -25,7 +25,7 @@ from support.tokens import HS_SECRET, claims, hs_token
 from yarl import URL
 
 from wardgate.gateway.app import GatewayRunner
-from wardgate.gateway.demo import demo_document
+from wardgate.gateway.embedded import demo_document
 from wardgate.gateway.errors import CATALOGUE
 from wardgate.gateway.metrics import GatewayMetrics
 

@@ -26,8 +26,9 @@ from pydantic import SecretStr
 from support.gateway import RunningGateway, start_gateway, stop_gateway
 from support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 
+from wardgate.commands.explain import render_text
 from wardgate.gateway.config import parse_config
-from wardgate.gateway.explain import explain_request, render_text
+from wardgate.gateway.explain import explain_request
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.server import drain
 from wardgate.gateway.traffic import TrafficServer

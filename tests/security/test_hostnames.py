@@ -81,7 +81,8 @@ async def test_unknown_host_is_a_catalogued_404(
 
 
 async def test_explain_agrees_on_hosts(upstream: CountingUpstream) -> None:
-    from wardgate.gateway.explain import explain_request, render_text
+    from wardgate.commands.explain import render_text
+    from wardgate.gateway.explain import explain_request
     from wardgate.gateway.loading import LoadedConfig
 
     loaded = LoadedConfig(config=parse_config(document(upstream)), secrets={})

@@ -12,7 +12,8 @@ from typing import Any
 from support.gateway import CountingUpstream, StartGateway
 from support.tokens import AUDIENCE, ISSUER, claims, hs_token
 
-from wardgate.gateway.explain import explain_request, render_text
+from wardgate.commands.explain import render_text
+from wardgate.gateway.explain import explain_request
 from wardgate.gateway.loading import LoadedConfig
 
 APP_ORIGIN = "https://app.example.com"

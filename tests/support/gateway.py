@@ -27,7 +27,7 @@ from support.tokens import AUDIENCE, HS_SECRET, ISSUER, Clock, claims, hs_token
 from wardgate.gateway.app import GatewayRunner, build_app, server_options
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import parse_config
-from wardgate.gateway.demo import demo_document
+from wardgate.gateway.embedded import demo_document
 from wardgate.gateway.errors import code_of_body
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.metrics import GatewayMetrics

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from wardgate.cli import main
-from wardgate.gateway.cli import apply_server_overrides
 from wardgate.gateway.config import ConfigError, HttpProxyIntegration, parse_config
-from wardgate.gateway.demo import SEED_CONFIG
+from wardgate.gateway.embedded import SEED_CONFIG
 from wardgate.gateway.loading import SecretSource, load_config, load_config_file
+from wardgate.gateway.sources import apply_server_overrides
 
 SEED: dict[str, Any] = copy.deepcopy(SEED_CONFIG)
 

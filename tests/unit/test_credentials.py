@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 from pydantic import SecretStr
 from support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 
+from wardgate.commands.explain import render_text
 from wardgate.gateway.app import Admission, Gateway
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import ConfigError, QuerySource, parse_config
@@ -29,7 +30,7 @@ from wardgate.gateway.credentials import (
     without_subprotocol_tokens,
 )
 from wardgate.gateway.errors import GatewayError
-from wardgate.gateway.explain import explain_request, render_text
+from wardgate.gateway.explain import explain_request
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.requestlog import format_entry
 

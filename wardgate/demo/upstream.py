@@ -8,7 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from wardgate.gateway.demo import DEMO_ORDERS
+from wardgate.gateway.embedded import DEMO_ORDERS
 
 
 class _Handler(BaseHTTPRequestHandler):

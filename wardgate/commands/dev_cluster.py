@@ -1,80 +1,30 @@
-"""`wardgate dev-cluster up|down|env`: a local cluster for trying Wardgate out.
-
-`up` starts a control plane and a real node (containerd, kubelet, kube-proxy, CoreDNS in
-namespaces of their own; with `--kwok` a fake node instead) with the image built from this
-checkout, under its own name and the chart's default one, and supervises it in the
-foreground until Ctrl-C (or, with `--detach`, in the background); `env` prints the shell
-exports for the running one; `down` stops it. The running cluster is described by
-`state.json` in the state directory (`$WARDGATE_DEV_CLUSTER_DIR`, default
-`~/.cache/wardgate/dev-cluster`), next to a stable copy of its kubeconfig.
-"""
+"""`wardgate dev-cluster up|down|env`: a local cluster for trying Wardgate out (see the
+command's description in `wardgate.cli`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict
+from typing import Final
 
-DOWN_TIMEOUT_SECONDS = 120.0
-DETACH_TIMEOUT_SECONDS = 600.0
+from wardgate.devcluster import node
+from wardgate.devcluster.binaries import BinariesMissingError
+from wardgate.devcluster.cluster import ClusterError, LocalCluster
+from wardgate.devcluster.state import State, pid_alive, read_state, render_exports, state_dir
 
-
-@dataclass(frozen=True)
-class State:
-    """What `up` records about the cluster it supervises."""
-
-    pid: int
-    kubeconfig: str
-    server: str
-    bin_dir: str
-    directory: str
+DOWN_TIMEOUT_SECONDS: Final = 120.0
+DETACH_TIMEOUT_SECONDS: Final = 600.0
 
 
-def state_dir() -> Path:
-    """The directory holding the running cluster's state and kubeconfig."""
-    configured = os.environ.get("WARDGATE_DEV_CLUSTER_DIR")
-    if configured:
-        return Path(configured)
-    return Path.home() / ".cache" / "wardgate" / "dev-cluster"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_state() -> State | None:
-    """The running cluster's state, or None (a stale file from a dead `up` is removed)."""
-    path = state_dir() / "state.json"
-    try:
-        state = State(**json.loads(path.read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
-        return None
-    if not _pid_alive(state.pid):
-        path.unlink(missing_ok=True)
-        return None
-    return state
-
-
-def render_exports(state: State) -> str:
-    """Shell lines that point kubectl and helm at the cluster."""
-    return (
-        f"export KUBECONFIG={shlex.quote(state.kubeconfig)}\n"
-        f'export PATH={shlex.quote(state.bin_dir)}:"$PATH"'
-    )
+def run(args: argparse.Namespace) -> int:
+    actions = {"up": _up, "down": _down, "env": _env}
+    return actions[args.action](args)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -88,10 +38,6 @@ def _up(args: argparse.Namespace) -> int:
         for archive in args.image_archive:
             forwarded += ["--image-archive", str(archive)]
         return _up_detached(forwarded)
-
-    from wardgate.devcluster import node
-    from wardgate.devcluster.binaries import BinariesMissingError
-    from wardgate.devcluster.cluster import ClusterError, LocalCluster
 
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -179,7 +125,7 @@ def _down(args: argparse.Namespace) -> int:
         return 0
     os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_TIMEOUT_SECONDS
-    while _pid_alive(state.pid):
+    while pid_alive(state.pid):
         if time.monotonic() > deadline:
             print(f"dev-cluster: pid {state.pid} did not stop", file=sys.stderr)
             return 1
@@ -198,37 +144,3 @@ def _env(args: argparse.Namespace) -> int:
         return 1
     print(render_exports(state))
     return 0
-
-
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add `dev-cluster up|down|env`."""
-    parser = subparsers.add_parser(
-        "dev-cluster",
-        help="run a local Kubernetes control plane",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    up = actions.add_parser("up", help="start the cluster (foreground until Ctrl-C)")
-    up.add_argument(
-        "--detach", action="store_true", help="run in the background; print exports when ready"
-    )
-    up.add_argument(
-        "--kwok",
-        action="store_true",
-        help="a fake node (kwok) instead of the real one: pods become Ready without running",
-    )
-    up.add_argument(
-        "--image-archive",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="TAR",
-        help="an image archive to import into the node (repeatable; the image built from "
-        "this checkout is imported anyway)",
-    )
-    up.set_defaults(func=_up)
-    actions.add_parser("down", help="stop the running cluster").set_defaults(func=_down)
-    actions.add_parser("env", help="print shell exports for the running cluster").set_defaults(
-        func=_env
-    )

@@ -1,0 +1,28 @@
+"""`wardgate validate FILE`: 0 valid, 1 invalid (problems printed), 2 unreadable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from wardgate.gateway.authorizers import Authorizers
+from wardgate.gateway.sources import LoadError, load_file
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_file(args.file, args.secrets_dir, args.server)
+    except LoadError as exc:
+        exc.report()
+        return exc.exit_code
+    for warning in Authorizers.build(loaded, _no_session).warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    for warning in loaded.config.hostname_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.file}: valid ({len(loaded.config.paths)} paths)")
+    return 0
+
+
+def _no_session() -> Any:
+    raise RuntimeError("validate opens no connection")
