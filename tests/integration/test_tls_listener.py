@@ -28,9 +28,10 @@ from support.gateway import (
 )
 from support.tokens import HS_SECRET
 
+from wardgate.commands.explain import render_text
 from wardgate.gateway.config import ConfigError, parse_config
 from wardgate.gateway.errors import code_of_body
-from wardgate.gateway.explain import explain_request, render_text
+from wardgate.gateway.explain import explain_request
 from wardgate.gateway.loading import LoadedConfig, document_hash
 from wardgate.gateway.server import ServeOptions, start_tls_site
 
