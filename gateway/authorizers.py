@@ -12,9 +12,11 @@ Checks run in this order, always; the first failure decides the code:
                    nested JWT, `b64`, `crit`, bad base64url/UTF-8/JSON, `alg` missing)
  4. algorithm      `alg` among the authorizer's configured algorithms; `none` never
                    (`algorithm_not_allowed`)
- 5. kid            a key for the token's `kid` and `alg`: the HS* secret, the inline key
-                   set, or the JWKS (refetched once for an unknown `kid`, rate-limited)
-                   (`unknown_kid`; `idp_unavailable`, a 503, when the JWKS cannot be had)
+ 5. kid            a key for the token's `kid` and `alg` from the authorizer's key source
+                   for that algorithm (`wardgate.gateway.keysources`): the HS* secret, the
+                   inline key set, or the JWKS (refetched once for an unknown `kid`,
+                   rate-limited) (`unknown_kid`; `idp_unavailable`, a 503, when the JWKS
+                   cannot be had)
  6. signature      (`invalid_signature`)
  7. exp            present unless `requireExp` is false (`missing_claim`);
                    `now < exp + leeway` (`token_expired`)
@@ -59,19 +61,18 @@ from wardgate.gateway.config import (
     HMAC_ALGORITHMS,
     Auth0Authorizer,
     ClaimHeader,
-    ConfigError,
     JwtAuthorizer,
     RouteAuth,
     SupabaseAuthorizer,
-    authorizer_lints,
+    authorizer_warnings,
     is_scope_token,
+    secret_reference,
 )
 from wardgate.gateway.credentials import Credential
 from wardgate.gateway.errors import (
     ALGORITHM_NOT_ALLOWED,
     AUDIENCE_MISMATCH,
     CLAIM_MISMATCH,
-    IDP_UNAVAILABLE,
     INSUFFICIENT_SCOPE,
     INTERNAL_ERROR,
     INVALID_SIGNATURE,
@@ -81,20 +82,11 @@ from wardgate.gateway.errors import (
     SUPABASE_API_KEY,
     TOKEN_EXPIRED,
     TOKEN_NOT_YET_VALID,
-    UNKNOWN_KID,
-    ErrorCode,
     GatewayError,
     bearer_challenge,
 )
-from wardgate.gateway.jwks import (
-    ALGORITHMS,
-    AuthMetrics,
-    JwksCache,
-    KeySet,
-    KeysUnavailable,
-    asymmetric,
-    parse_key_set,
-)
+from wardgate.gateway.jwks import ALGORITHMS, AuthMetrics
+from wardgate.gateway.keysources import AuthorizerKeys, build_authorizer_keys, refusal
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.tokens import ParsedToken, bearer_token, clip, json_type, parse_token
@@ -108,7 +100,6 @@ SUPABASE_API_KEY_ISSUER: Final = "supabase"
 SUPABASE_API_KEY_ROLES: Final = frozenset({"anon", "service_role"})
 SUPABASE_NEW_KEY_PREFIXES: Final = ("sb_publishable_", "sb_secret_")
 CLOCK_SKEW_HINT_SECONDS: Final = 300.0
-HMAC_MIN_KEY_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
 _MISSING: Final = object()
 
 
@@ -130,14 +121,6 @@ class _Result:
 
     principal: Principal
     api_key_role: str | None
-
-
-def _error(error: ErrorCode, check: str, note: str | None = None, **facts: Any) -> GatewayError:
-    detail: dict[str, Any] = {"check": check}
-    if note is not None:
-        detail["note"] = note
-    detail.update(facts)
-    return GatewayError(error, detail)
 
 
 # Refusals after a verified signature that a repeat of the token cannot escape (see
@@ -172,14 +155,14 @@ def _seconds(name: str, value: object) -> float:
         try:
             return float(value)
         except OverflowError:
-            raise _error(
+            raise refusal(
                 MALFORMED_TOKEN,
                 name,
                 f"`{name}` is out of range: seconds since the epoch must fit a double",
                 expected="number",
                 actual="number out of range",
             ) from None
-    raise _error(
+    raise refusal(
         MALFORMED_TOKEN,
         name,
         f"`{name}` must be a number of seconds since the epoch",
@@ -277,14 +260,6 @@ def _format_step(parsed: ParsedToken) -> Check:
     )
 
 
-def _secret_step(kid: str | None, alg: str) -> Check:
-    return Check("kid", True, actual=clip(kid), note=f"{alg}: the secret")
-
-
-def _key_set_step(key_set: KeySet, kid: str | None) -> Check:
-    return Check("kid", True, key_set.kids(), clip(kid))
-
-
 def _signature_step(alg: str, keys: int) -> Check:
     return Check("signature", True, note=f"{alg}, {keys} candidate key(s)")
 
@@ -316,31 +291,27 @@ def _scopes_step(granted: frozenset[str], route_auth: RouteAuth) -> Check:
 
 
 class RuntimeAuthorizer:
-    """One configured authorizer, ready to verify tokens."""
+    """One configured authorizer, ready to verify tokens with the keys it is given."""
 
     def __init__(
         self,
         name: str,
         spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer,
-        loaded: LoadedConfig,
-        session: Callable[[], aiohttp.ClientSession],
-        metrics: AuthMetrics | None,
+        keys: AuthorizerKeys,
         clock: Callable[[], float],
     ) -> None:
         self.name = name
         self.kind = spec.type
         self.clock = clock
-        self.algorithms: tuple[str, ...] = (
-            spec.accepted_algorithms()
-            if not isinstance(spec, Auth0Authorizer)
-            else tuple(spec.algorithms)
-        )
+        self.keys = keys
+        self.algorithms: tuple[str, ...] = spec.accepted_algorithms()
         self.leeway = spec.leeway
         self.required_claims: tuple[str, ...] = tuple(spec.required_claims)
         self.require_exp = spec.require_exp
         self.forward_claims: tuple[ClaimHeader, ...] = tuple(spec.forward_claims)
         self.forward_authorization = spec.forward_authorization
         self.is_supabase = isinstance(spec, SupabaseAuthorizer)
+        self.has_secret = secret_reference(spec) is not None
         self.issuers: tuple[str, ...] | None = tuple(spec.issuer) if spec.issuer else None
         self.audiences: tuple[str, ...] | None = tuple(spec.audience) if spec.audience else None
         self.cache: VerifiedTokens[_Result] = VerifiedTokens()
@@ -353,68 +324,7 @@ class RuntimeAuthorizer:
         self._issuer_list = list(self.issuers) if self.issuers is not None else None
         self._audience_list = list(self.audiences) if self.audiences is not None else None
         self._required_claims_list = list(self.required_claims)
-        self.warnings: list[str] = []
-        where = "authorizer" if name == "default" else f"authorizers.{name}"
-        self.where = where
-
-        self.hmac_keys: dict[str, Any] = {}
-        secret_reference = (
-            spec.jwt_secret
-            if isinstance(spec, SupabaseAuthorizer)
-            else spec.secret
-            if isinstance(spec, JwtAuthorizer)
-            else None
-        )
-        self.has_secret = secret_reference is not None
-        if secret_reference is not None:
-            secret = loaded.secret(secret_reference).encode("utf-8")
-            for alg in self.algorithms:
-                if alg not in HMAC_ALGORITHMS:
-                    continue
-                try:
-                    # PyJWT refuses secrets that look like PEM or SSH public keys.
-                    self.hmac_keys[alg] = ALGORITHMS[alg].prepare_key(secret)
-                except InvalidKeyError:
-                    raise ConfigError(
-                        [
-                            f"{where}: the {alg} secret looks like a public or private key; "
-                            "HMAC with a key-pair is the algorithm-confusion attack: use the "
-                            "key set (`jwksUri`/`jwks`) with RS*/ES* instead"
-                        ]
-                    ) from None
-                minimum = HMAC_MIN_KEY_BYTES[alg]
-                if len(secret) < minimum:
-                    self.warnings.append(
-                        f"{where}: the {alg} secret is {len(secret)} bytes, shorter than the "
-                        f"{minimum} bytes RFC 7518 requires; it can be brute-forced"
-                    )
-
-        self.static_keys: KeySet | None = None
-        self.jwks: JwksCache | None = None
-        public_algorithms = asymmetric(self.algorithms)
-        if isinstance(spec, JwtAuthorizer) and spec.jwks is not None:
-            key_set, problems = parse_key_set(spec.jwks, public_algorithms, f"{where}.jwks")
-            self.warnings.extend(problems)
-            if not key_set.keys:
-                raise ConfigError([f"{where}.jwks: no usable key (see the problems above)"])
-            self.static_keys = key_set
-        elif public_algorithms:
-            url = spec.jwks_uri if isinstance(spec, JwtAuthorizer) else spec.effective_jwks_uri()
-            if url is not None:
-                self.jwks = JwksCache(
-                    authorizer=name,
-                    url=url,
-                    algorithms=public_algorithms,
-                    session=session,
-                    clock=clock,
-                    ttl=spec.jwks_cache_seconds,
-                    refetch_interval=spec.jwks_refetch_seconds,
-                    timeout=spec.jwks_timeout_seconds,
-                    metrics=metrics,
-                    on_keys_removed=self.forget_verdicts,
-                )
-
-        self.warnings.extend(authorizer_lints(spec, where))
+        keys.on_keys_removed(self.forget_verdicts)
 
     def forget_verdicts(self) -> None:
         """Keys were removed: verdicts that relied on a signature check are stale."""
@@ -428,9 +338,7 @@ class RuntimeAuthorizer:
         now = self.clock()
         result = self.cache.get(token, now)
         if result is not None:
-            jwks = self.jwks
-            if jwks is not None and now >= jwks.expires_at:
-                jwks.revalidate(now)
+            self.keys.revalidate(now)
             return result
         if self.refused:
             self.refuse_again(token, now)
@@ -448,7 +356,7 @@ class RuntimeAuthorizer:
     async def verify(self, token: str, recorder: Recorder) -> _Result:
         """Steps 3-11 of the module docstring, then cache the result."""
         if self.is_supabase and token.startswith(SUPABASE_NEW_KEY_PREFIXES):
-            raise _error(
+            raise refusal(
                 SUPABASE_API_KEY,
                 "format",
                 "a Supabase publishable/secret API key identifies the project, not a user",
@@ -514,7 +422,7 @@ class RuntimeAuthorizer:
     def _check_algorithm(self, parsed: ParsedToken) -> None:
         alg = parsed.alg
         if alg.lower() == "none":
-            raise _error(
+            raise refusal(
                 ALGORITHM_NOT_ALLOWED,
                 "algorithm",
                 "unsigned tokens (`alg: none`) are never accepted",
@@ -533,7 +441,7 @@ class RuntimeAuthorizer:
                 and isinstance(role, str)
                 and role in SUPABASE_API_KEY_ROLES
             ):
-                raise _error(
+                raise refusal(
                     SUPABASE_API_KEY,
                     "algorithm",
                     f"the token has the shape of a Supabase API key (iss supabase, role {role}); "
@@ -541,7 +449,7 @@ class RuntimeAuthorizer:
                     expected=list(self.algorithms),
                     actual=alg,
                 )
-            raise _error(
+            raise refusal(
                 ALGORITHM_NOT_ALLOWED,
                 "algorithm",
                 f"a legacy {alg} Supabase token: this authorizer verifies the project's JWKS "
@@ -550,7 +458,7 @@ class RuntimeAuthorizer:
                 expected=list(self.algorithms),
                 actual=alg,
             )
-        raise _error(
+        raise refusal(
             ALGORITHM_NOT_ALLOWED,
             "algorithm",
             "the authorizer's algorithms decide, never the token",
@@ -559,79 +467,11 @@ class RuntimeAuthorizer:
         )
 
     async def _keys(self, parsed: ParsedToken, recorder: Recorder) -> list[Any]:
-        alg, kid = parsed.alg, parsed.kid
-        hmac_key = self.hmac_keys.get(alg)
-        if hmac_key is not None:
-            recorder.step_from(_secret_step, kid, alg)
-            return [hmac_key]
-        if self.static_keys is not None:
-            key_set = self.static_keys
-            keys = key_set.candidates(kid, alg)
-        elif self.jwks is not None:
-            try:
-                keys, key_set = await self.jwks.lookup(kid, alg)
-            except KeysUnavailable as exc:
-                raise _error(
-                    IDP_UNAVAILABLE,
-                    "kid",
-                    f"no key is cached and {exc.reason}",
-                    actual=clip(kid),
-                    jwksUri=self.jwks.url,
-                    lastSuccess=self.jwks.last_success,
-                ) from None
-        else:  # a configuration the models rule out; never a 401 for it
-            raise _error(INTERNAL_ERROR, "kid", f"no key source for {alg}")
-        if keys:
-            recorder.step_from(_key_set_step, key_set, kid)
-            return keys
-        raise self._no_key(kid, alg, key_set)
-
-    def _no_key(self, kid: str | None, alg: str, key_set: KeySet) -> GatewayError:
-        available = key_set.kids()
-        jwks = self.jwks
-        if not key_set.keys:
-            if self.is_supabase and self.has_secret:
-                return _error(
-                    UNKNOWN_KID,
-                    "kid",
-                    "the project's JWKS is empty: it signs with the legacy HS256 secret only",
-                    expected=available,
-                    actual=clip(kid),
-                )
-            note = (
-                "JWKS is empty: legacy HS256 project? configure jwtSecret"
-                if self.is_supabase
-                else "the JWKS holds no keys"
-            )
-            return _error(
-                IDP_UNAVAILABLE, "kid", note, jwksUri=jwks.url if jwks else None, actual=clip(kid)
-            )
-        if jwks is not None and jwks.provider_down():
-            return _error(
-                IDP_UNAVAILABLE,
-                "kid",
-                "the kid is not among the cached keys and the JWKS cannot be refreshed: "
-                f"{jwks.last_error}",
-                jwksUri=jwks.url,
-                expected=available,
-                actual=clip(kid),
-                lastSuccess=jwks.last_success,
-            )
-        if kid is not None and kid in available:
-            fits = sorted({a for key in key_set.keys if key.kid == kid for a in key.prepared})
-            return _error(
-                ALGORITHM_NOT_ALLOWED,
-                "algorithm",
-                f"the key {clip(kid)!r} verifies {fits} only",
-                expected=fits,
-                actual=alg,
-            )
-        note = (
-            f"the token has no kid and no key fits {alg}"
-            if kid is None
-            else "the kid is not in the key set, even after a refresh"
-        )
-        return _error(UNKNOWN_KID, "kid", note, expected=available, actual=clip(kid))
+        alg = parsed.alg
+        source = self.keys.source(alg)
+        if source is None:  # a configuration the models rule out; never a 401 for it
+            raise refusal(INTERNAL_ERROR, "kid", f"no key source for {alg}")
+        return await source.keys(parsed.kid, alg, recorder)
 
     def _check_signature(self, parsed: ParsedToken, keys: Sequence[Any]) -> None:
         algorithm = ALGORITHMS[parsed.alg]
@@ -641,7 +481,7 @@ class RuntimeAuthorizer:
                     return
             except (ValueError, TypeError, InvalidKeyError):
                 continue
-        raise _error(
+        raise refusal(
             INVALID_SIGNATURE,
             "signature",
             "the signature does not verify"
@@ -663,7 +503,7 @@ class RuntimeAuthorizer:
         exp = times["exp"]
         expires = math.inf
         if exp is None and self.require_exp:
-            raise _error(
+            raise refusal(
                 MISSING_CLAIM,
                 "exp",
                 "the token has no `exp` claim: a token that never expires is refused "
@@ -674,7 +514,7 @@ class RuntimeAuthorizer:
             expires = exp + leeway
             if now >= expires:
                 late = now - exp
-                raise _error(
+                raise refusal(
                     TOKEN_EXPIRED,
                     "exp",
                     (
@@ -698,7 +538,7 @@ class RuntimeAuthorizer:
             start = value - leeway
             if now < start:
                 early = value - now
-                raise _error(
+                raise refusal(
                     TOKEN_NOT_YET_VALID,
                     name,
                     f"`{name}` is {round(early, 3)}s ahead of the gateway's clock (leeway "
@@ -735,7 +575,7 @@ class RuntimeAuthorizer:
                     f"differs only in the trailing slash: the token's `iss` ends with `/` "
                     f"(as Auth0's do); set the authorizer's issuer to {clip(iss)!r}"
                 )
-            raise _error(
+            raise refusal(
                 ISSUER_MISMATCH,
                 "issuer",
                 note,
@@ -765,7 +605,7 @@ class RuntimeAuthorizer:
                 )
             else:
                 note = None
-            raise _error(
+            raise refusal(
                 AUDIENCE_MISMATCH,
                 "audience",
                 note,
@@ -779,7 +619,7 @@ class RuntimeAuthorizer:
             return
         missing = [n for n in self.required_claims if _claim(claims, n) in (_MISSING, None)]
         if missing:
-            raise _error(
+            raise refusal(
                 MISSING_CLAIM,
                 "required_claims",
                 "the authorizer's requiredClaims are not all present",
@@ -796,7 +636,7 @@ def check_route(result: _Result, route_auth: RouteAuth, recorder: Recorder) -> P
     if role is not None:
         allowed = route_auth.allowed_api_key_roles
         if role not in allowed:
-            raise _error(
+            raise refusal(
                 SUPABASE_API_KEY,
                 "api_key",
                 "a Supabase API key, not a user's access token",
@@ -808,7 +648,7 @@ def check_route(result: _Result, route_auth: RouteAuth, recorder: Recorder) -> P
         for name, wanted in route_auth.claims.items():
             value = _claim(principal.claims, name)
             if value is _MISSING:
-                raise _error(
+                raise refusal(
                     MISSING_CLAIM, "claims", f"the route requires the claim {name!r}", claim=name
                 )
             if isinstance(wanted, list):
@@ -817,7 +657,7 @@ def check_route(result: _Result, route_auth: RouteAuth, recorder: Recorder) -> P
             else:
                 ok = _json_equal(wanted, value)
             if not ok:
-                raise _error(
+                raise refusal(
                     CLAIM_MISMATCH,
                     "claims",
                     f"the claim {name!r} does not have the value the route requires",
@@ -846,7 +686,7 @@ def _check_scopes(granted: frozenset[str], route_auth: RouteAuth, recorder: Reco
     else:
         recorder.step_from(_scopes_step, granted, route_auth)
         return
-    error = _error(
+    error = refusal(
         INSUFFICIENT_SCOPE,
         "scopes",
         f"the token lacks scopes the route requires: {wanted}",
@@ -870,8 +710,10 @@ class Authorizers:
         default: str | None,
         max_token_bytes: int,
         clock: Callable[[], float],
+        warnings: Sequence[str] = (),
     ) -> None:
         self._by_name = dict(authorizers)
+        self._warnings = list(warnings)
         self._default = default
         self._max_token_bytes = max_token_bytes
         self._clock = clock
@@ -889,15 +731,35 @@ class Authorizers:
         metrics: AuthMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> Authorizers:
-        """Runtime authorizers for every authorizer of the config; raises `ConfigError`
-        for what only shows with the secrets and keys at hand (a PEM as HMAC secret, an
-        inline key set without a usable key)."""
+        """Runtime authorizers for every authorizer of the config: first each one's key
+        sources, then the authorizer around them. Raises `ConfigError` for what only shows
+        with the secrets and keys at hand (a short secret, a PEM as HMAC secret, an inline
+        key set without a usable key)."""
         config = loaded.config
-        built = {
-            name: RuntimeAuthorizer(name, spec, loaded, session, metrics, clock)
-            for name, spec in config.named_authorizers().items()
-        }
-        return cls(built, config.default_authorizer_name(), config.limits.max_token_bytes, clock)
+        built: dict[str, RuntimeAuthorizer] = {}
+        warnings: list[str] = []
+        for name, spec in config.named_authorizers().items():
+            where = "authorizer" if name == "default" else f"authorizers.{name}"
+            reference = secret_reference(spec)
+            keys, skipped = build_authorizer_keys(
+                name,
+                spec,
+                loaded.secret(reference).encode("utf-8") if reference is not None else None,
+                where=where,
+                session=session,
+                clock=clock,
+                metrics=metrics,
+            )
+            warnings.extend(skipped)
+            warnings.extend(authorizer_warnings(spec, where))
+            built[name] = RuntimeAuthorizer(name, spec, keys, clock)
+        return cls(
+            built,
+            config.default_authorizer_name(),
+            config.limits.max_token_bytes,
+            clock,
+            warnings,
+        )
 
     def names(self) -> list[str]:
         return list(self._by_name)
@@ -907,8 +769,9 @@ class Authorizers:
         return self._by_name[name]
 
     def warnings(self) -> list[str]:
-        """Configuration smells worth a startup log line (short secrets, Auth0 issuers...)."""
-        return [w for authorizer in self._by_name.values() for w in authorizer.warnings]
+        """Configuration smells worth a startup log line (`authorizer_warnings`, and the
+        inline keys skipped)."""
+        return list(self._warnings)
 
     async def authorize(
         self,
@@ -925,7 +788,7 @@ class Authorizers:
         name = route_auth.authorizer or self._default
         runtime = self._by_name.get(name) if name is not None else None
         if runtime is None:
-            raise _error(INTERNAL_ERROR, "authorizer", f"no authorizer named {name!r}")
+            raise refusal(INTERNAL_ERROR, "authorizer", f"no authorizer named {name!r}")
         try:
             if isinstance(authorization, Credential):
                 token = authorization.token
@@ -971,33 +834,18 @@ class Authorizers:
 
     async def prefetch(self) -> None:
         """Warm the JWKS caches; failures are logged (and show in `health()`), not raised."""
-        caches = [a.jwks for a in self._by_name.values() if a.jwks is not None]
-        await asyncio.gather(*(cache.refresh() for cache in caches))
-        for cache in caches:
-            if cache.last_error is not None:
-                logger.warning(
-                    "jwks prefetch failed: authorizer=%s url=%s error=%s",
-                    cache.authorizer,
-                    cache.url,
-                    cache.last_error,
-                )
+        await asyncio.gather(*(runtime.keys.prefetch() for runtime in self._by_name.values()))
 
     def health(self) -> dict[str, Any]:
         """Per authorizer: key source and JWKS state (URL, last success and error, kids)."""
         report: dict[str, Any] = {}
         for name, runtime in self._by_name.items():
             entry: dict[str, Any] = {"type": runtime.kind, "algorithms": list(runtime.algorithms)}
-            if runtime.hmac_keys:
-                entry["secret"] = True
-            if runtime.static_keys is not None:
-                entry["inlineKids"] = runtime.static_keys.kids()
-            if runtime.jwks is not None:
-                entry["jwks"] = runtime.jwks.health()
+            entry.update(runtime.keys.health())
             entry["cachedTokens"] = len(runtime.cache)
             report[name] = entry
         return report
 
     async def close(self) -> None:
         for runtime in self._by_name.values():
-            if runtime.jwks is not None:
-                await runtime.jwks.close()
+            await runtime.keys.close()

@@ -51,6 +51,25 @@ AsymmetricAlgorithm = Literal[
 ]
 Algorithm = Literal[HmacAlgorithm, AsymmetricAlgorithm]
 HMAC_ALGORITHMS: Final[tuple[HmacAlgorithm, ...]] = get_args(HmacAlgorithm)
+HMAC_MIN_KEY_BYTES: Final[dict[str, int]] = {"HS256": 32, "HS384": 48, "HS512": 64}
+"""The shortest HMAC secret per algorithm: the hash output's size, which RFC 7518 section
+3.2 makes a MUST. A shorter secret is refused by the gateway, `wardgate validate` and the
+operator alike (it can be brute-forced from one token)."""
+
+
+def hmac_min_key_bytes(algorithms: Iterable[str]) -> int | None:
+    """The shortest secret every HMAC algorithm of `algorithms` accepts (None: no HMAC)."""
+    return max((HMAC_MIN_KEY_BYTES[a] for a in algorithms if a in HMAC_MIN_KEY_BYTES), default=None)
+
+
+def hmac_key_problem(algorithms: Iterable[str], size: int) -> str | None:
+    """Why a secret of `size` bytes cannot verify `algorithms`' HMAC tokens, or None."""
+    minimum = hmac_min_key_bytes(algorithms)
+    if minimum is None or size >= minimum:
+        return None
+    return f"is {size} bytes; the algorithm needs at least {minimum}"
+
+
 ASYMMETRIC_ALGORITHMS: Final[tuple[AsymmetricAlgorithm, ...]] = get_args(AsymmetricAlgorithm)
 ANY_METHOD: Final = "*"
 # `Authorization` and `Bearer ` around a token in a header field (name and value, as the
@@ -295,15 +314,33 @@ class Auth0Authorizer(AuthorizerCommon):
     def issuer(self) -> list[str]:
         return [f"https://{self.domain}/"]
 
+    def accepted_algorithms(self) -> tuple[str, ...]:
+        return tuple(self.algorithms)
+
     def effective_jwks_uri(self) -> str:
         return self.jwks_uri or f"https://{self.domain}/.well-known/jwks.json"
 
 
-def authorizer_lints(
+def secret_reference(spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer) -> str | None:
+    """The `$secret.NAME` reference of an authorizer's HMAC secret, if it has one."""
+    if isinstance(spec, SupabaseAuthorizer):
+        return spec.jwt_secret
+    if isinstance(spec, JwtAuthorizer):
+        return spec.secret
+    return None
+
+
+def authorizer_warnings(
     spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer, where: str
 ) -> list[str]:
-    """Smells of a valid authorizer spec that make tokens fail or pass unexpectedly: printed
-    by `wardgate validate` and the gateway at start, and on the Authorizer's status."""
+    """Smells of a valid authorizer spec that make tokens fail or pass unexpectedly: logged
+    by the gateway at start, printed by `wardgate validate`, and the operator's `Lint`
+    condition on the Authorizer's status (the one list all three show).
+
+    A warning never stops an authorizer; what makes it unusable is refused instead, in the
+    same three places: a spec the models refuse, a secret shorter than its algorithm needs
+    (`hmac_key_problem`), a key-pair as HMAC secret, an inline key set without a usable key.
+    """
     lints: list[str] = []
     if isinstance(spec, JwtAuthorizer):
         for issuer in spec.issuer or ():

@@ -35,16 +35,14 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from wardgate.gateway.config import (
-    HMAC_ALGORITHMS,
     SECRET_REFERENCE_PREFIX,
     ConfigError,
     GatewayConfig,
     HttpProxyIntegration,
-    JwtAuthorizer,
     PathEntry,
-    SupabaseAuthorizer,
-    authorizer_lints,
+    authorizer_warnings,
     format_validation_error,
+    hmac_key_problem,
     parse_config,
     route_pattern_key,
     secret_name,
@@ -68,8 +66,6 @@ ObjectKey = tuple[str, str]
 ClaimKey = tuple[str, str, str]
 """(hostname, method, path pattern key) one Route serves; hostname `""`: any host."""
 
-# HMAC keys shorter than the hash output weaken the signature (RFC 7518, section 3.2).
-HMAC_MIN_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
 MAX_MESSAGE_PROBLEMS: Final = 5
 
 
@@ -200,15 +196,6 @@ def _references(spec: AnyAuthorizerSpec) -> list[tuple[str, str]]:
     return []
 
 
-def _hmac_min_bytes(spec: AnyAuthorizerSpec) -> int:
-    algorithms = (
-        spec.accepted_algorithms()
-        if isinstance(spec, JwtAuthorizer | SupabaseAuthorizer)
-        else tuple(spec.algorithms)
-    )
-    return max((HMAC_MIN_BYTES[a] for a in algorithms if a in HMAC_ALGORITHMS), default=1)
-
-
 def render_authorizer(
     authorizer: Resource, secrets: Mapping[ObjectKey, SecretInfo]
 ) -> AuthorizerResult:
@@ -250,15 +237,13 @@ def render_authorizer(
             )
         else:
             key = info.keys[name]
-            minimum = _hmac_min_bytes(spec)
+            # The gateway refuses the same secrets (`HmacKeys.prepare`), with the same table.
             problem = (
                 "is empty"
                 if key.size == 0
                 else "is not UTF-8 text"
                 if not key.utf8
-                else f"is {key.size} bytes; the algorithm needs at least {minimum}"
-                if key.size < minimum
-                else None
+                else hmac_key_problem(spec.accepted_algorithms(), key.size)
             )
             if problem is not None:
                 refs = false(
@@ -277,7 +262,7 @@ def render_authorizer(
         if not refs.ok:
             break
     own = [accepted, refs]
-    lints = authorizer_lints(spec, "spec")
+    lints = authorizer_warnings(spec, "spec")
     if lints:
         # True: the Authorizer works, so it stays Ready; the Event of its appearance is a
         # Warning (see `status.build_event`).

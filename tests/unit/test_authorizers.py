@@ -28,9 +28,10 @@ from support.tokens import (
     rsa_key,
 )
 
-from wardgate.gateway.authorizers import Authorizers, Principal
+from wardgate.gateway.authorizers import Authorizers, Principal, RuntimeAuthorizer
 from wardgate.gateway.config import ConfigError, RouteAuth, parse_config
 from wardgate.gateway.errors import GatewayError
+from wardgate.gateway.keysources import HmacKeys
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.recording import Check, Trace
 
@@ -188,14 +189,16 @@ def test_a_public_key_as_hmac_secret_is_a_config_error() -> None:
     assert "algorithm-confusion" in str(info.value)
 
 
-def test_hs_secret_shorter_than_the_algorithm_is_a_warning() -> None:
-    auth = build(hs_authorizer(algorithm=None, algorithms=["HS256", "HS512"]))
-    warnings = auth.warnings()
-    assert any(f"HS512 secret is {len(HS_SECRET)} bytes" in w for w in warnings)
-    assert not any("HS256 secret" in w for w in warnings)
-    short = build(hs_authorizer(), secrets={"JWT_SECRET": "short"})
-    assert any("HS256 secret is 5 bytes" in w for w in short.warnings())
-    assert not any("short" in w.split("secret is")[0] for w in short.warnings())
+def test_hs_secret_shorter_than_the_algorithm_is_refused() -> None:
+    """RFC 7518 section 3.2 makes the hash size a minimum: refused, as the operator and
+    `wardgate validate` refuse it (tests/unit/test_key_length.py holds them to agree)."""
+    with pytest.raises(ConfigError) as info:
+        build(hs_authorizer(algorithm=None, algorithms=["HS256", "HS512"]))
+    assert f"is {len(HS_SECRET)} bytes; the algorithm needs at least 64" in str(info.value)
+    with pytest.raises(ConfigError) as short:
+        build(hs_authorizer(), secrets={"JWT_SECRET": "short"})
+    assert "is 5 bytes; the algorithm needs at least 32" in str(short.value)
+    assert "'short'" not in str(short.value)
 
 
 def test_auth0_issuer_without_trailing_slash_is_a_warning() -> None:
@@ -679,8 +682,6 @@ async def test_cache_hits_skip_verification_but_not_route_checks(hs: Authorizers
 
 
 async def test_cache_is_bounded(hs: Authorizers) -> None:
-    from wardgate.gateway.authorizers import RuntimeAuthorizer
-
     runtime: RuntimeAuthorizer = hs._by_name["default"]
     runtime.cache.max_entries = 5
     for n in range(20):
@@ -757,6 +758,13 @@ async def test_random_dotted_tokens_never_pass(parts: list[str], scheme: str | N
     raise AssertionError("a random token was accepted")
 
 
+def hmac_keys(runtime: RuntimeAuthorizer) -> dict[str, Any]:
+    """The prepared secrets of an HS* authorizer (to take them away)."""
+    source = runtime.keys.source("HS256")
+    assert isinstance(source, HmacKeys)
+    return source.prepared
+
+
 @pytest.mark.parametrize(
     ("claim_values", "expected"),
     [
@@ -779,7 +787,7 @@ async def test_lasting_refusals_are_cached_and_stay_exact(
     assert await code(auth, token) == expected
     assert len(runtime.refused) == 1
     # The signature is not checked again: with the key gone, the cached verdict stands.
-    runtime.hmac_keys.clear()
+    hmac_keys(runtime).clear()
     clock.advance(10)
     with pytest.raises(GatewayError) as info:
         await auth.authorize(RouteAuth(), f"Bearer {token}")
@@ -788,7 +796,7 @@ async def test_lasting_refusals_are_cached_and_stay_exact(
         assert info.value.detail["now"] == round(NOW + 10, 3)
     if expected == "token_not_yet_valid":
         clock.advance(7200)
-        runtime.hmac_keys.clear()
+        hmac_keys(runtime).clear()
         # Valid by now: out of the refusal cache, so the full path runs (and the key is
         # gone, so the signature check answers).
         assert await code(auth, token) != "token_not_yet_valid"
