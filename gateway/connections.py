@@ -14,8 +14,7 @@ the previous response: a connection on which nothing is sent is idle, not slow, 
 under the keep-alive timeout (load balancers open connections ahead of requests and keep
 them idle). Body reads are the integration's business (the proxy's timeouts).
 
-Cost on the hot path: one check after aiohttp parses the received bytes. A head that
-arrives whole, as nearly every one does, schedules no timer.
+It serves only the differential tests, so its cost (a timer per head) does not matter.
 """
 
 from __future__ import annotations
@@ -62,59 +61,70 @@ def parser_refusal_reason(exc: BaseException | None) -> str:
 class HeadTimeoutHandler(RequestHandler):
     """A request handler that closes a connection whose request head takes longer than
     `header_timeout` seconds from its first byte, and answers what the parser refuses with
-    a catalogue error instead of aiohttp's plain text and traceback."""
+    a catalogue error instead of aiohttp's plain text and traceback.
 
-    __slots__ = ("_head_count", "_head_deadline", "_head_timeout", "_head_timer", "_malformed")
+    It reads none of aiohttp's private state: `ReferenceServer` tells it when a head is
+    complete (its request reaches the handler) and when that request is done."""
+
+    __slots__ = (
+        "_clock",
+        "_head_deadline",
+        "_head_timeout",
+        "_head_timer",
+        "_in_request",
+        "_malformed",
+    )
 
     def __init__(
         self,
         manager: web.Server,
         *,
+        loop: asyncio.AbstractEventLoop,
         header_timeout: float,
         malformed: Malformed | None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(manager, **kwargs)
+        super().__init__(manager, loop=loop, **kwargs)
+        self._clock = loop
         self._malformed = malformed
         self._head_timeout = header_timeout
         self._head_deadline = 0.0
         """When the head being read must be complete; 0 when no head is being read."""
-        self._head_count = 0
-        """`_request_count` when that head began: once it moves on, the head is complete."""
+        self._in_request = False
+        """A request is being handled: bytes now are its body or a pipelined head."""
         self._head_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        waiter = self._waiter
-        # The handler waits for a head and these bytes did not complete one: they began or
-        # continued a head. (Bytes that arrive while a request is handled are its body or a
-        # pipelined head, which is timed from its next byte once the handler waits for it.)
-        if waiter is None or waiter.done() or not data:
+        # Between requests, bytes begin or continue a head (a pipelined head that arrived
+        # during a request is timed from its next byte, if it is not complete by then).
+        if self._in_request or not data or self._head_deadline:
             return
-        if self._head_deadline and self._head_count == self._request_count:
-            return  # the head's clock is already running
-        self._head_count = self._request_count
-        self._head_deadline = deadline = self._loop.time() + self._head_timeout
+        self._head_deadline = deadline = self._clock.time() + self._head_timeout
         if self._head_timer is None:
-            self._head_timer = self._loop.call_at(deadline, self._check_head)
+            self._head_timer = self._clock.call_at(deadline, self._check_head)
+
+    def head_complete(self) -> None:
+        """A request's head was parsed whole: its handler runs."""
+        self._head_deadline = 0.0
+        self._in_request = True
+
+    def request_done(self) -> None:
+        """The handler has answered; the next bytes begin the next head."""
+        self._in_request = False
 
     def _check_head(self) -> None:
         self._head_timer = None
         deadline = self._head_deadline
-        if not deadline or self._force_close or self._close or self.transport is None:
+        transport = self.transport
+        if not deadline or self._in_request or transport is None or transport.is_closing():
             return
-        if self._head_count != self._request_count:
-            self._head_deadline = 0.0  # completed; a later head restarts the clock
-            return
-        if self._loop.time() < deadline:
+        if self._clock.time() < deadline:
             # Set by a newer head while an older head's timer was pending.
-            self._head_timer = self._loop.call_at(deadline, self._check_head)
-            return
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+            self._head_timer = self._clock.call_at(deadline, self._check_head)
             return
         logger.debug("request head not complete after %ss: closing", self._head_timeout)
-        self.transport.write(_TIMEOUT_RESPONSE)
+        transport.write(_TIMEOUT_RESPONSE)
         self.force_close()
 
     def handle_error(
@@ -163,7 +173,7 @@ class HeadTimeoutHandler(RequestHandler):
         super().connection_lost(exc)
 
 
-class GatewayServer(web.Server):
+class ReferenceServer(web.Server):
     """aiohttp's low-level server with `HeadTimeoutHandler` connections."""
 
     def __init__(
@@ -174,15 +184,27 @@ class GatewayServer(web.Server):
         malformed: Malformed | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, **kwargs)
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            connection = request.protocol
+            if not isinstance(connection, HeadTimeoutHandler):  # pragma: no cover
+                return await handler(request)
+            connection.head_complete()
+            try:
+                return await handler(request)
+            finally:
+                connection.request_done()
+
+        super().__init__(handle, **kwargs)
         self._header_timeout = header_timeout
         self._malformed = malformed
+        self._handler_options = kwargs
+        """What aiohttp's server passes to each connection's handler (keep-alive, limits)."""
 
     def __call__(self) -> RequestHandler:
         return HeadTimeoutHandler(
             self,
-            loop=self._loop,
+            loop=asyncio.get_running_loop(),
             header_timeout=self._header_timeout,
             malformed=self._malformed,
-            **self._kwargs,
+            **self._handler_options,
         )

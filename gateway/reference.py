@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from wardgate.gateway.app import GATEWAY_KEY, Gateway
-from wardgate.gateway.connections import GatewayServer
+from wardgate.gateway.connections import ReferenceServer
 from wardgate.gateway.exchange import SERVER_HEADER, ClientAborted, Reply, StreamBroken
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -131,11 +131,21 @@ class ReferenceRunner(web.BaseRunner):
     """Runs a gateway application on aiohttp's low-level server (keyword arguments: those
     of `wardgate.gateway.app.server_options`)."""
 
-    __slots__ = ("_app",)
+    __slots__ = ("_app", "_server_options")
 
-    def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        handle_signals: bool = False,
+        shutdown_timeout: float = 60.0,
+        **server_options: Any,
+    ) -> None:
+        super().__init__(
+            handle_signals=handle_signals, shutdown_timeout=shutdown_timeout, **server_options
+        )
         self._app = app
+        self._server_options = server_options
 
     @property
     def app(self) -> web.Application:
@@ -157,7 +167,7 @@ class ReferenceRunner(web.BaseRunner):
         async def handler(request: web.BaseRequest) -> web.StreamResponse:
             return await handle(gateway, request)
 
-        return GatewayServer(handler, malformed=gateway.refuse_malformed, **self._kwargs)
+        return ReferenceServer(handler, malformed=gateway.refuse_malformed, **self._server_options)
 
     async def _cleanup_server(self) -> None:
         await self._app.cleanup()

@@ -255,13 +255,15 @@ async def test_slow_clients_are_cut_off_and_do_not_starve_others(
     results.note(SUITE, slowloris_connections=count, slowloris_cut_seconds=round(elapsed, 2))
 
 
+@pytest.mark.parametrize("reference", [False, True], ids=["traffic", "aiohttp-reference"])
 async def test_a_slow_head_after_a_served_request_is_cut_too(
-    upstream: CountingUpstream, gateway_factory: StartGateway
+    upstream: CountingUpstream, gateway_factory: StartGateway, reference: bool
 ) -> None:
-    """On a keep-alive connection the clock starts again at the next head's first byte."""
+    """On a keep-alive connection the clock starts again at the next head's first byte (on
+    the differential's aiohttp reference server too)."""
     timeout = 0.5
     gateway = await gateway_factory(
-        seed_document(upstream.url, limits={"headerTimeoutSeconds": timeout})
+        seed_document(upstream.url, limits={"headerTimeoutSeconds": timeout}), reference=reference
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     loop = asyncio.get_running_loop()
