@@ -57,10 +57,7 @@ class JwksServer:
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         if self.port == 0:
-            server = site._server
-            assert server is not None
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1]
+            self.port = self._runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
