@@ -74,7 +74,6 @@ from wardgate.gateway.errors import (
 )
 from wardgate.gateway.exchange import (
     CLIENT_ABORT_STATUS,
-    NO_HEADERS,
     SERVER_HEADER,
     ClientAborted,
     Exchange,
@@ -161,16 +160,8 @@ class Admission(Exchange):
     def __init__(
         self, request_id: str, method: str, target: str, response_headers: dict[str, str]
     ) -> None:
-        # Exchange's fields set here rather than through `super().__init__` (a call less per
-        # request). Until the target is parsed the path is unknown: the target may hold a
-        # query.
-        self.request_id = request_id
-        self.method = method
-        self.path = ""
-        self.query = ""
-        self.response_headers = response_headers
-        self.claim_headers = NO_HEADERS
-        self.code = None
+        # Until the target is parsed the path is unknown: the target may hold a query.
+        super().__init__(request_id, method, "", "", response_headers)
         self.target = target
         """The request target as received (origin or absolute form)."""
         self.trusted_path = False

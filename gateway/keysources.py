@@ -299,10 +299,14 @@ class RemoteJwks(KeySource):
         await self.cache.close()
 
 
+def _nothing_to_revalidate(now: float) -> None:
+    """The keys of a secret or an inline set never go stale."""
+
+
 class AuthorizerKeys:
     """One authorizer's key sources by algorithm."""
 
-    __slots__ = ("_by_algorithm", "_refreshing", "sources")
+    __slots__ = ("_by_algorithm", "_refreshing", "revalidate", "sources")
 
     def __init__(self, by_algorithm: Mapping[str, KeySource]) -> None:
         self._by_algorithm = dict(by_algorithm)
@@ -311,6 +315,14 @@ class AuthorizerKeys:
         )
         """Each source once, in the order of the algorithms."""
         self._refreshing = tuple(source for source in self.sources if source.refreshes)
+        # Called on every verified-token cache hit: bound once to what there is to do.
+        self.revalidate: Callable[[float], None] = (
+            self._refreshing[0].revalidate
+            if len(self._refreshing) == 1
+            else self._revalidate_each
+            if self._refreshing
+            else _nothing_to_revalidate
+        )
 
     def source(self, alg: str) -> KeySource | None:
         """The source of `alg`'s keys (None: an algorithm the authorizer does not accept)."""
@@ -322,7 +334,7 @@ class AuthorizerKeys:
             raise refusal(INTERNAL_ERROR, "kid", f"no key source for {alg}")
         return await source.keys(kid, alg, recorder)
 
-    def revalidate(self, now: float) -> None:
+    def _revalidate_each(self, now: float) -> None:
         for source in self._refreshing:
             source.revalidate(now)
 
