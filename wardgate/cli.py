@@ -187,6 +187,9 @@ def _explain(subparsers: Subparsers) -> None:
     _server_option(parser)
     parser.add_argument("--token", help="bearer token: sends `Authorization: Bearer T`")
     parser.add_argument(
+        "--host", help="the request's host: sends `Host: HOST` (which hostnames' routes apply)"
+    )
+    parser.add_argument(
         "--header",
         "-H",
         action="append",

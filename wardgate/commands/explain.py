@@ -50,7 +50,7 @@ _TIME_CHECKS: Final = frozenset({"exp", "nbf", "iat"})
 def run(args: argparse.Namespace) -> int:
     """0 admitted, 1 refused, 2 unusable config or arguments."""
     try:
-        headers = parse_headers(args.header, args.token)
+        headers = parse_headers(args.header, args.token, args.host)
         at = parse_time(args.at) if args.at is not None else None
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
@@ -151,8 +151,10 @@ def parse_time(text: str) -> float:
     return moment.timestamp()
 
 
-def parse_headers(items: list[str], token: str | None) -> list[tuple[str, str]]:
-    """`--header 'Name: value'` items (and `--token`) as header pairs."""
+def parse_headers(
+    items: list[str], token: str | None, host: str | None = None
+) -> list[tuple[str, str]]:
+    """`--header 'Name: value'` items (and `--token`, `--host`) as header pairs."""
     headers: list[tuple[str, str]] = []
     for item in items:
         name, sep, value = item.partition(":")
@@ -163,6 +165,10 @@ def parse_headers(items: list[str], token: str | None) -> list[tuple[str, str]]:
         if any(name.lower() == "authorization" for name, _ in headers):
             raise ValueError("--token and an Authorization --header: give one of them")
         headers.append(("Authorization", f"Bearer {token}"))
+    if host is not None:
+        if any(name.lower() == "host" for name, _ in headers):
+            raise ValueError("--host and a Host --header: give one of them")
+        headers.append(("Host", host))
     return headers
 
 
@@ -298,8 +304,14 @@ def render_text(report: Report, source: str) -> str:
     if host_check is not None:
         if host_check.passed:
             add("host", f"{host_check.actual}{_describe_host_tables(report)}")
-        else:
+        elif host_check.actual:
             add("host", f"FAIL {host_check.actual!r} is not among {_value(host_check.expected)}")
+        else:
+            add(
+                "host",
+                "FAIL the request has no Host, and the gateway serves only "
+                f"{_value(host_check.expected)} (give --host)",
+            )
     tls_check = next((c for c in report.checks if c.name == "tls"), None)
     if tls_check is not None:
         if tls_check.passed:
