@@ -10,6 +10,8 @@ import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from wardgate.cli import main
 from wardgate.commands import serve as gateway_serving
@@ -171,3 +173,48 @@ def test_gateway_with_an_unusable_kubeconfig_is_2(
     args = ["gateway", "--watch-config", "shop/x", "--kubeconfig", str(kubeconfig)]
     assert main(args) == 2
     assert f"kubeconfig {kubeconfig}: " in capsys.readouterr().err
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+DOCUMENTS = st.one_of(
+    st.binary(max_size=64),
+    JSON.map(lambda value: json.dumps(value).encode()),
+    # Near the seed example: one of its fields replaced by any JSON value.
+    st.tuples(st.sampled_from(["authorizer", "paths", "servers", "limits", "cors"]), JSON).map(
+        lambda change: json.dumps({**SEED_CONFIG, change[0]: change[1]}).encode()
+    ),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=DOCUMENTS)
+@example(data=json.dumps(SEED_CONFIG).encode())
+@example(data=b"{not json")
+def test_explain_exits_2_exactly_when_validate_refuses_the_file(
+    data: bytes,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the file holds: `validate` answers 0 or 1 with the problems, `explain` exits
+    2 for the same files and 0 or 1 (its answer) for the others, and neither raises."""
+    monkeypatch.setenv("JWT_SECRET", "an-exit-code-secret-0123456789-abcdefgh")
+    config = tmp_path / "config.json"
+    config.write_bytes(data)
+    validated = main(["validate", str(config), "--server", "orders=http://127.0.0.1:9"])
+    assert validated in (0, 1)
+    if validated == 1:
+        assert "invalid config" in capsys.readouterr().err
+    explained = main(
+        ["explain", "--config", str(config), "--server", "orders=http://127.0.0.1:9", *REQUEST]
+    )
+    capsys.readouterr()
+    assert explained in ((2,) if validated == 1 else (0, 1))
