@@ -46,7 +46,6 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -54,7 +53,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from wardgate.gateway.authorizers import Authorizers, Principal
-from wardgate.gateway.config import ConfigError, RouteAuth, StaticIntegration, WebSocketOptions
+from wardgate.gateway.config import ConfigError
 from wardgate.gateway.cors import CORS_RESPONSE_HEADERS, CorsRules, is_preflight
 from wardgate.gateway.credentials import Credential, CredentialSources, redact_target
 from wardgate.gateway.errors import (
@@ -78,7 +77,6 @@ from wardgate.gateway.exchange import (
     ClientAborted,
     Exchange,
     Incoming,
-    Integration,
     Reply,
     encode_head,
 )
@@ -89,8 +87,6 @@ from wardgate.gateway.matching import (
     Match,
     MatchResult,
     MethodNotAllowed,
-    RouteEntry,
-    RouteError,
     Router,
 )
 from wardgate.gateway.memory import collection_paused
@@ -98,8 +94,8 @@ from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upstream_pools
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
-from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry, json_value
-from wardgate.gateway.static import StaticResponse
+from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry
+from wardgate.gateway.routes import Route, build_routes
 from wardgate.gateway.tls import CertificateSet, CertificateSpec, TlsSession, utc_now
 from wardgate.gateway.tokens import clip
 from wardgate.gateway.traffic import TrafficServer
@@ -116,26 +112,6 @@ _JSON: Final = "application/json"
 # Request-log lines for requests the parser refused: one per request up to this rate, then
 # a count of those left out (a client can send malformed requests as fast as it likes).
 MALFORMED_LOG_PER_SECOND: Final = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One configured path entry, compiled."""
-
-    pattern: str
-    methods: tuple[str, ...] | None
-    auth: RouteAuth | None
-    authorizer: str | None
-    integration: Integration
-    cors: CorsRules | None
-    credentials: CredentialSources | None
-    """Where the route's token comes from (None: a public route)."""
-    route_json: str
-    authorizer_json: str
-    websocket: WebSocketOptions | None = None
-    """WebSocket upgrades allowed (an `http_proxy` route)."""
-    leeway: float = 0.0
-    """The authorizer's leeway: a session closes on expiry when its token would be refused."""
 
 
 class Admission(Exchange):
@@ -217,92 +193,13 @@ class Gateway:
         # The proxy's keep-alive pools (shared by the configs a `GatewayHolder` swaps),
         # closed by `build_app`'s cleanup.
         self.upstreams = upstreams if upstreams is not None else create_upstream_pools()
-        gateway_cors = CorsRules.build(config.cors) if config.cors is not None else None
-        self.cors = gateway_cors
+        routes = build_routes(config, upstreams=self.upstreams, metrics=metrics)
+        self.cors = routes.cors
         """The gateway-level CORS policy: for answers given before a route is known."""
-        claim_headers = authorizers.stripped_request_headers()
-        default_authorizer = config.default_authorizer_name()
-        named_authorizers = config.named_authorizers()
-        max_token_bytes = config.limits.max_token_bytes
-        entries: list[RouteEntry[Route]] = []
-        host_entries: list[tuple[list[str] | None, RouteEntry[Route]]] = []
-        query_token_names: set[str] = set()
-        for entry in config.paths:
-            methods = entry.methods()
-            any_method = "*" in methods
-            route_auth = entry.route_auth()
-            cors = CorsRules.build(entry.cors) if entry.cors is not None else gateway_cors
-            authorizer = None
-            credentials = None
-            if route_auth is not None:
-                authorizer = route_auth.authorizer or default_authorizer
-                spec = named_authorizers.get(authorizer) if authorizer is not None else None
-                sources = route_auth.token_sources or (
-                    spec.token_sources if spec is not None else None
-                )
-                credentials = CredentialSources(sources, cors, max_token_bytes)
-                query_token_names |= credentials.query_names
-            integration_config = entry.effective_integration()
-            integration: Integration
-            if isinstance(integration_config, StaticIntegration):
-                integration = StaticResponse(integration_config)
-            else:
-                integration = HttpProxy(
-                    integration_config,
-                    config.servers[integration_config.server],
-                    limits=config.limits,
-                    upstreams=self.upstreams,
-                    metrics=metrics,
-                    claim_headers=claim_headers,
-                    # An `Authorization` header the route does not read is no credential
-                    # the gateway verified: it does not go upstream.
-                    forward_authorization=(
-                        authorizers.forwards_authorization(authorizer)
-                        and credentials is not None
-                        and credentials.reads_authorization
-                        if authorizer is not None
-                        else True
-                    ),
-                    subprotocol_prefixes=(
-                        credentials.subprotocol_prefixes if credentials is not None else ()
-                    ),
-                )
-            route = Route(
-                pattern=entry.path,
-                methods=None if any_method else methods,
-                auth=route_auth,
-                authorizer=authorizer,
-                integration=integration,
-                cors=cors,
-                credentials=credentials,
-                route_json=json_value(entry.path),
-                authorizer_json=json_value(authorizer),
-                websocket=entry.websocket,
-                leeway=(
-                    named_authorizers[authorizer].leeway
-                    if authorizer is not None and authorizer in named_authorizers
-                    else 0.0
-                ),
-            )
-            route_entry = RouteEntry(entry.path, None if any_method else frozenset(methods), route)
-            entries.append(route_entry)
-            host_entries.append((entry.hostnames, route_entry))
-        self.hosts: HostTable[Route] | None = None
+        self.router: Router[Route] = routes.router
+        self.hosts: HostTable[Route] | None = routes.hosts
         """Routing by hostname, when the gateway or a path lists hostnames."""
-        try:
-            if config.hostnames or any(entry.hostnames for entry in config.paths):
-                self.hosts = HostTable.build(host_entries, config.hostnames)
-                # The paths of any host (explain's near misses when no host is known).
-                entries = [entry for hostnames, entry in host_entries if not hostnames]
-            self.router: Router[Route] = Router.build(entries)
-        except RouteError as exc:
-            where = (
-                f"paths.{exc.index}.path"
-                if exc.index is not None and self.hosts is None
-                else "paths"
-            )
-            raise ConfigError([f"{where}: {exc.reason}"]) from None
-        self.query_token_names = frozenset(query_token_names)
+        self.query_token_names = routes.query_token_names
         """Query parameters that carry tokens on some route (redacted wherever shown)."""
         self._error_cache: dict[str, tuple[bytes, tuple[tuple[str, str], ...], bytes]] = {}
         self._malformed_log = RateLimit(MALFORMED_LOG_PER_SECOND)

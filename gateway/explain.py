@@ -20,7 +20,7 @@ from typing import Any, Final
 import aiohttp
 from multidict import CIMultiDict
 
-from wardgate.gateway.app import Admission, Gateway, Route
+from wardgate.gateway.app import Admission, Gateway
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import StaticIntegration
 from wardgate.gateway.credentials import Credential, redact_target
@@ -30,6 +30,7 @@ from wardgate.gateway.matching import Consideration, Verdict
 from wardgate.gateway.paths import PathEncodingError
 from wardgate.gateway.proxy import create_client_session
 from wardgate.gateway.recording import Check, Trace
+from wardgate.gateway.routes import Route
 from wardgate.gateway.tokens import bearer_token, parse_token
 from wardgate.gateway.websockets import check_handshake, is_websocket_upgrade
 
