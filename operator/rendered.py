@@ -10,11 +10,13 @@ not read is left out; the caller says which references are then unresolved.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -36,16 +38,21 @@ SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/servicea
 NO_MATCHING_ROUTE: Final = "no Route of this Gateway has a path matching the request"
 
 
-def default_namespace() -> str:
-    """The namespace kubectl would use: the kubeconfig's current context's, else the pod's,
-    else `default`."""
-    try:
-        _, current = k8s_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-    except (k8s_config.ConfigException, OSError):
+def default_namespace(kubeconfig: Path | None = None) -> str:
+    """The namespace kubectl would use, from where `load_client_configuration` reads the
+    cluster: the given kubeconfig's current context's; else, in a pod, the pod's; else the
+    default kubeconfig's current context's; else `default`."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
         except OSError:
-            return "default"
+            pass
+    try:
+        _, current = k8s_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig is not None else None
+        )
+    except (k8s_config.ConfigException, OSError, ValueError, yaml.YAMLError):
+        return "default"
     context = (current or {}).get("context") or {}
     return str(context.get("namespace") or "default")
 
@@ -67,9 +74,10 @@ class RenderedGateway:
         gateway: str,
         namespace: str | None,
         configuration: k8s_client.Configuration,
+        kubeconfig: Path | None = None,
     ) -> None:
         self.gateway = gateway
-        self.namespace = namespace or default_namespace()
+        self.namespace = namespace or default_namespace(kubeconfig)
         config_map = child_name(gateway, "-config")
         self.origin = f"configmap/{config_map}" + (f" -n {namespace}" if namespace else "")
         self._configuration = configuration
@@ -80,7 +88,7 @@ class RenderedGateway:
         cls, gateway: str, namespace: str | None, kubeconfig: Path | None = None
     ) -> RenderedGateway:
         """A reader for `gateway` (raises `SourceError` when no cluster is configured)."""
-        return cls(gateway, namespace, load_client_configuration(kubeconfig))
+        return cls(gateway, namespace, load_client_configuration(kubeconfig), kubeconfig)
 
     def config(self) -> RenderedConfig:
         """The rendered config and the Secret values it uses that can be read (raises
