@@ -660,6 +660,10 @@ class TrafficConnection(asyncio.Protocol):
         early = b"".join(upstream.early)
         upstream.early.clear()
         self.server.websocket_opened(session)
+        if self._idle_timer is not None:
+            # The session has its own idle timeout; the connection's would only poll.
+            self._idle_timer.cancel()
+            self._idle_timer = None
         try:
             session.start(transport, upstream.transport, bytes(held or b""), early)
             if not upstream.open:
