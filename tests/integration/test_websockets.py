@@ -27,6 +27,7 @@ from support.gateway import RunningGateway, start_gateway, stop_gateway
 from support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 
 from wardgate.commands.explain import render_text
+from wardgate.gateway.app import GatewayRunner
 from wardgate.gateway.config import parse_config
 from wardgate.gateway.explain import explain_request
 from wardgate.gateway.loading import LoadedConfig
@@ -509,3 +510,41 @@ async def test_explain_says_what_an_upgrade_request_gets(upstream: WebSocketUpst
     failing = old.failing_check
     assert failing is not None
     assert failing.name == "websocket"
+
+
+async def test_a_plain_request_never_carries_the_subprotocol_token_upstream(
+    gateway: RunningGateway, upstream: WebSocketUpstream
+) -> None:
+    jwt = live_token()
+    answer = await gateway.request(
+        "GET", "/plain/feed", {"Sec-WebSocket-Protocol": f"chat, bearer.{jwt}"}
+    )
+    assert answer.status == 200
+    only_token = await gateway.request(
+        "GET", "/plain/feed", {"Sec-WebSocket-Protocol": f"bearer.{jwt}"}
+    )
+    assert only_token.status == 200
+    first, second = upstream.plain
+    assert first.headers["Sec-WebSocket-Protocol"] == "chat"
+    assert "Sec-WebSocket-Protocol" not in second.headers
+    assert jwt not in str(dict(first.headers)) + str(dict(second.headers))
+
+
+async def test_open_sessions_outlive_a_config_reload(
+    gateway: RunningGateway, upstream: WebSocketUpstream
+) -> None:
+    assert isinstance(gateway.runner, GatewayRunner)
+    holder = gateway.runner.holder
+    async with gateway.client.ws_connect(gateway.url + "/ws/feed", headers=auth()) as ws:
+        await ws.send_str("before")
+        assert (await ws.receive()).data == "before"
+        changed = document(upstream.url, idleTimeoutSeconds=60)
+        loaded = LoadedConfig(
+            config=parse_config(changed), secrets={"JWT_SECRET": SecretStr(HS_SECRET)}
+        )
+        await holder.swap(holder.build(loaded), "changed")
+        await ws.send_str("after")
+        assert (await ws.receive()).data == "after"
+        async with gateway.client.ws_connect(gateway.url + "/ws/feed", headers=auth()) as new:
+            await new.send_str("new")
+            assert (await new.receive()).data == "new"
