@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.websockets import (
     FrameScanner,
+    WebSocketSession,
     accept_value,
     check_handshake,
     check_upstream_answer,
@@ -165,3 +166,87 @@ def test_the_upstream_answer_checks() -> None:
     offered = ["permessage-deflate; client_max_window_bits"]
     assert check_upstream_answer(key, [], offered, deflate) is None
     assert check_upstream_answer(key, [], [], deflate) is not None
+
+
+class Sink:
+    """An endpoint that keeps what the session writes to it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed = False
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def frames_of(data: bytes, *, masked: bool) -> list[tuple[int, bytes]]:
+    scanner = FrameScanner(masked=masked)
+    out: list[tuple[int, bytes]] = []
+    current = b""
+    for piece, ends in scanner.scan(data):
+        current += piece
+        if ends:
+            out.append((current[0] & 0x0F, current))
+            current = b""
+    assert scanner.at_boundary
+    return out
+
+
+async def test_the_gateway_close_waits_for_the_frame_in_progress() -> None:
+    session = WebSocketSession(route="/ws", idle_seconds=60, expires_at=None, metrics=None)
+    client, upstream = Sink(), Sink()
+    session.start(client, upstream, b"", b"")
+    large = frame(0x2, b"y" * 100_000, masked=False)
+    session.from_upstream(large[:40_000])
+    session.going_away(1001, "the gateway is shutting down")
+    # Upstream-bound: at a boundary, so the (masked) close goes at once.
+    assert [op for op, _ in frames_of(upstream.data, masked=True)] == [0x8]
+    # Client-bound: in the middle of a frame, so nothing is injected yet.
+    assert client.data == large[:40_000]
+    session.from_upstream(large[40_000:] + frame(0x1, b"after", masked=False))
+    received = frames_of(client.data, masked=False)
+    assert [op for op, _ in received] == [0x2, 0x8]
+    assert received[0][1] == large
+    assert struct.unpack("!H", received[1][1][2:4])[0] == 1001
+    # Both answer with their close frames: the connections are closed.
+    assert not client.closed
+    session.from_client(frame(0x8, struct.pack("!H", 1001), masked=True))
+    session.from_upstream(frame(0x8, struct.pack("!H", 1001), masked=False))
+    assert client.closed
+    assert upstream.closed
+    session.client_lost()
+    session.upstream_lost()
+    await session.wait()
+    assert session.summary()["closeCode"] == 1001
+    assert session.summary()["closedBy"] == "gateway"
+
+
+async def test_a_slow_reader_pauses_the_other_side() -> None:
+    session = WebSocketSession(route="/ws", idle_seconds=60, expires_at=None, metrics=None)
+    client, upstream = Sink(), Sink()
+    session.start(client, upstream, b"", b"")
+    session.client_writable(False)
+    assert upstream.paused
+    session.client_writable(True)
+    assert not upstream.paused
+    session.upstream_writable(False)
+    assert client.paused
+    session.client_lost()
+    session.upstream_lost()
+    await session.wait()
