@@ -805,16 +805,24 @@ class GatewayConfig(Model):
             raise ValueError("\n".join(problems))
         return self
 
-    def hostname_warnings(self) -> list[str]:
-        """Hostnames the gateway lists that no path serves (their requests are all 404)."""
+    def unserved_hostnames(self) -> list[tuple[int, str]]:
+        """(index, hostname) of the hostnames the gateway lists that no path serves (their
+        requests are all 404)."""
         if any(not entry.hostnames for entry in self.paths):
             return []  # a path without hostnames serves every host
         named = {hostname for entry in self.paths for hostname in entry.hostnames or ()}
         return [
-            f"hostnames.{index}: no path serves {hostname}: every request for it is 404 "
-            "`no_route` (give a path `hostnames` that include it, or one without `hostnames`)"
+            (index, hostname)
             for index, hostname in enumerate(self.hostnames)
             if not any(hostname_covers(hostname, n) or hostname_covers(n, hostname) for n in named)
+        ]
+
+    def hostname_warnings(self) -> list[str]:
+        """`validate`'s warnings about the hostnames."""
+        return [
+            f"hostnames.{index}: no path serves {hostname}: every request for it is 404 "
+            "`no_route` (give a path `hostnames` that include it, or one without `hostnames`)"
+            for index, hostname in self.unserved_hostnames()
         ]
 
     def named_authorizers(self) -> dict[str, JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer]:

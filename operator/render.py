@@ -456,7 +456,22 @@ def render(
     accepted = true(
         "Accepted", "Accepted", f"{len(accepted_paths)} paths from {accepted_routes} Routes"
     )
-    gw_status = ObjectStatus("Gateway", gateway.meta, (accepted, refs), fields)
+    own = [accepted, refs]
+    unserved_hosts = config.unserved_hostnames()
+    if unserved_hosts:
+        # True: the Gateway works and stays Ready; its Event is a Warning.
+        own.append(
+            true(
+                LINT_CONDITION,
+                "Lint",
+                "; ".join(
+                    f"spec.hostnames.{index}: no accepted Route serves {hostname}, every "
+                    "request for it is 404 `no_route`"
+                    for index, hostname in unserved_hosts
+                ),
+            )
+        )
+    gw_status = ObjectStatus("Gateway", gateway.meta, tuple(own), fields)
     return RenderResult(
         config=config,
         document=document,

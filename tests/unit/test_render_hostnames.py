@@ -344,3 +344,24 @@ def _match(pattern: str, host: str) -> bool:
     if pattern.startswith("*."):
         return host.endswith(pattern[1:])
     return pattern == host
+
+
+def test_a_gateway_hostname_no_route_serves_is_a_warning_not_a_failure() -> None:
+    routes = [_route("a", TIMES[0], [("GET", "/x")], ["a.example.com"])]
+    result = _render(_gateway(["*.example.com", "idle.test"]), routes)
+    assert result.gateway is not None
+    assert result.gateway.ready
+    assert [(c.type, c.status) for c in result.gateway.conditions] == [
+        ("Accepted", "True"),
+        ("ResolvedRefs", "True"),
+        ("ConfigWarnings", "True"),
+    ]
+    assert result.gateway.conditions[2].message == (
+        "spec.hostnames.1: no accepted Route serves idle.test, every request for it is 404 "
+        "`no_route`"
+    )
+    # A Route without hostnames serves every host: nothing to warn of.
+    routes.append(_route("b", TIMES[1], [("GET", "/y")], None))
+    result = _render(_gateway(["*.example.com", "idle.test"]), routes)
+    assert result.gateway is not None
+    assert "ConfigWarnings" not in [c.type for c in result.gateway.conditions]
