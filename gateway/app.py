@@ -99,7 +99,7 @@ from wardgate.gateway.routes import Route, build_routes
 from wardgate.gateway.tls import CertificateSet, CertificateSpec, TlsSession, utc_now
 from wardgate.gateway.tokens import clip
 from wardgate.gateway.traffic import TrafficServer
-from wardgate.gateway.upstream import UpstreamPools
+from wardgate.gateway.upstream import UpstreamPools, upstream_tls_context
 from wardgate.gateway.websockets import WebSocketSession, check_handshake, is_websocket_upgrade
 
 logger = logging.getLogger("wardgate.gateway")
@@ -193,7 +193,18 @@ class Gateway:
         # The proxy's keep-alive pools (shared by the configs a `GatewayHolder` swaps),
         # closed by `build_app`'s cleanup.
         self.upstreams = upstreams if upstreams is not None else create_upstream_pools()
-        routes = build_routes(config, upstreams=self.upstreams, metrics=metrics)
+        ca_bundles: dict[str, str] = {}
+        for server_name, server in config.servers.items():
+            if server.ca_bundle is not None:
+                bundle = loaded.secret(server.ca_bundle)
+                try:
+                    upstream_tls_context(bundle)
+                except ValueError as exc:
+                    raise ConfigError([f"servers.{server_name}.caBundle: {exc}"]) from None
+                ca_bundles[server_name] = bundle
+        routes = build_routes(
+            config, upstreams=self.upstreams, metrics=metrics, ca_bundles=ca_bundles
+        )
         self.cors = routes.cors
         """The gateway-level CORS policy: for answers given before a route is known."""
         self.router: Router[Route] = routes.router

@@ -195,12 +195,13 @@ class HttpProxy:
         claim_headers: frozenset[str],
         forward_authorization: bool,
         subprotocol_prefixes: tuple[str, ...] = (),
+        ca_bundle: str | None = None,
     ) -> None:
         parts = urlsplit(server.url)
         scheme = parts.scheme
         host = parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
-        self._pool = upstreams.pool(scheme, host, port)
+        self._pool = upstreams.pool(scheme, host, port, ca_bundle)
         self._host_header = parts.netloc.rpartition("@")[2]
         self._base_path = parts.path.rstrip("/")
         strip = integration.strip_prefix

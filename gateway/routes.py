@@ -8,6 +8,7 @@ raises `ConfigError` naming the path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wardgate.gateway.config import (
@@ -85,9 +86,11 @@ def build_routes(
     *,
     upstreams: UpstreamPools,
     metrics: GatewayMetrics | None = None,
+    ca_bundles: Mapping[str, str] | None = None,
 ) -> RouteTable:
     """The compiled paths of `config`; raises `ConfigError` for a pattern or a host table
-    that cannot be built."""
+    that cannot be built. `ca_bundles`: the PEM CA bundle of each server that names one
+    (its `caBundle`, resolved)."""
     gateway_cors = CorsRules.build(config.cors) if config.cors is not None else None
     claim_headers = claim_header_names(config)
     default_authorizer = config.default_authorizer_name()
@@ -133,6 +136,7 @@ def build_routes(
                 subprotocol_prefixes=(
                     credentials.subprotocol_prefixes if credentials is not None else ()
                 ),
+                ca_bundle=(ca_bundles or {}).get(integration_config.server),
             )
         route = Route(
             pattern=entry.path,

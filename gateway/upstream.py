@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ssl
 from collections import deque
 from typing import Final, Protocol, cast
@@ -473,20 +474,40 @@ class UpstreamPool:
             self._sweeper = loop.call_at(min(c.expires for c in keep), self._sweep)
 
 
+def upstream_tls_context(ca_bundle: str) -> ssl.SSLContext:
+    """A client context that trusts the CA certificates of a PEM bundle only (the upstream's
+    name is verified as with the system store); `ValueError` when it holds no certificate."""
+    if "-----BEGIN CERTIFICATE-----" not in ca_bundle:
+        raise ValueError("not PEM: it has no CERTIFICATE block")
+    try:
+        return ssl.create_default_context(cadata=ca_bundle)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"not usable CA certificates ({exc})") from None
+
+
 class UpstreamPools:
     """The pools of one gateway process, one per origin."""
 
     def __init__(self, *, limit: int, keepalive: float) -> None:
         self._limit = limit
         self._keepalive = keepalive
-        self._pools: dict[tuple[str, str, int], UpstreamPool] = {}
+        self._pools: dict[tuple[str, str, int, str], UpstreamPool] = {}
 
-    def pool(self, scheme: str, host: str, port: int) -> UpstreamPool:
-        key = (scheme, host, port)
+    def pool(self, scheme: str, host: str, port: int, ca_bundle: str | None = None) -> UpstreamPool:
+        """The pool of an origin; with `ca_bundle` (PEM CA certificates), one whose TLS
+        connections trust only those CAs (raises `ValueError` when it holds none)."""
+        trust = hashlib.sha256(ca_bundle.encode()).hexdigest() if ca_bundle else ""
+        key = (scheme, host, port, trust)
         pool = self._pools.get(key)
         if pool is None:
+            context = upstream_tls_context(ca_bundle) if ca_bundle else None
             pool = self._pools[key] = UpstreamPool(
-                host, port, tls=scheme == "https", limit=self._limit, keepalive=self._keepalive
+                host,
+                port,
+                tls=scheme == "https",
+                limit=self._limit,
+                keepalive=self._keepalive,
+                ssl_context=context,
             )
         return pool
 

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -385,9 +386,7 @@ async def test_a_bad_certificate_without_a_good_version_is_a_config_error(
     ]
 
 
-async def test_explain_shows_the_certificate_and_agrees_on_421(
-    tls_gateway: TlsGateway, tmp_path: Any
-) -> None:
+async def test_explain_shows_the_certificate_and_agrees_on_421(tls_gateway: TlsGateway) -> None:
     loaded = tls_gateway.gateway.runner.holder.current.loaded
     port, context = tls_gateway.tls_port, tls_gateway.authority.client_context()
     for server_name, host in [
@@ -407,3 +406,64 @@ async def test_explain_shows_the_certificate_and_agrees_on_421(
         certificate = "apps" if "apps" in server_name else "api"
         assert f"certificate {certificate} (selected by name)" in listener
         assert listener.split()[1] == ("FAIL" if answer.status == 421 else "TLS,")
+
+
+async def test_an_upstream_verified_against_a_ca_bundle(
+    authority: Authority, tmp_path: Path
+) -> None:
+    from aiohttp import web
+
+    served = authority.issue("localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*_pem_files(served, tmp_path))
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"over": "tls"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    port = runner.addresses[0][1]
+    stranger = new_authority("another CA")
+
+    def document(bundle: str | None) -> dict[str, Any]:
+        server: dict[str, Any] = {"url": f"https://localhost:{port}"}
+        if bundle is not None:
+            server["caBundle"] = "$secret.upstream-ca.ca.crt"
+        return {
+            "servers": {"internal": server},
+            "paths": [
+                {
+                    "method": "GET",
+                    "path": "/internal/*",
+                    "integration": {"type": "http_proxy", "server": "internal"},
+                }
+            ],
+        }
+
+    try:
+        for bundle, status in [(authority.pem, 200), (None, 502), (stranger.pem, 502)]:
+            secrets = {"upstream-ca.ca.crt": bundle} if bundle is not None else {}
+            gateway = await start_gateway(document(bundle), secrets=secrets, log_requests=False)
+            try:
+                answer = await gateway.request("GET", "/internal/x")
+                assert answer.status == status, (bundle is not None, answer.body)
+            finally:
+                await stop_gateway(gateway)
+        with pytest.raises(ConfigError) as refused:
+            await start_gateway(
+                document("x"), secrets={"upstream-ca.ca.crt": "not a bundle"}, log_requests=False
+            )
+        assert refused.value.problems == [
+            "servers.internal.caBundle: not PEM: it has no CERTIFICATE block"
+        ]
+    finally:
+        await runner.cleanup()
+
+
+def _pem_files(pair: Pair, directory: Path) -> tuple[str, str]:
+    (directory / "chain.pem").write_text(pair.chain_pem)
+    (directory / "key.pem").write_text(pair.key_pem)
+    return str(directory / "chain.pem"), str(directory / "key.pem")
