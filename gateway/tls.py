@@ -137,12 +137,11 @@ def check_certificate(
     if now < summary.not_before:
         raise CertificateError(
             f"{certificate_field} is not yet valid: valid from "
-            f"{summary.not_before:%Y-%m-%dT%H:%M:%SZ} (now {now:%Y-%m-%dT%H:%M:%SZ})"
+            f"{summary.not_before:%Y-%m-%dT%H:%M:%SZ}"
         )
     if now > summary.not_after:
         raise CertificateError(
-            f"{certificate_field} expired on {summary.not_after:%Y-%m-%dT%H:%M:%SZ} "
-            f"(now {now:%Y-%m-%dT%H:%M:%SZ})"
+            f"{certificate_field} expired on {summary.not_after:%Y-%m-%dT%H:%M:%SZ}"
         )
     return summary
 

@@ -132,6 +132,9 @@ MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, Any]]]] = {
     # Wildcards cover names the way the matcher decides (`hostname_covers`): the operator
     # checks it and reports the Route `Accepted=False, reason=Invalid`.
     "RouteSpec._check_path_hostnames": [],
+    # A Secret listed twice: the operator reports the Gateway `Accepted=False, reason=Invalid`
+    # (a CEL rule comparing every pair of the list costs more than the budget allows).
+    "GatewayTls._check_unique": [],
     "Autoscaling._check_bounds": [
         _rule(
             "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",

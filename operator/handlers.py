@@ -377,6 +377,19 @@ class Controller:
             self.queue.add(("Authorizer", namespace, name))
         self.enqueue_gateways_in(namespace)
 
+    def gateways_using(self, namespace: str, secret: str) -> list[ObjectKey]:
+        """The Gateways whose TLS listener takes a certificate from this Secret."""
+        keys = []
+        for key in self.state.gateways_in(namespace):
+            observed = self.state.gateway(key)
+            tls = observed.resource.spec.get("tls") if observed is not None else None
+            refs = tls.get("certificateRefs") if isinstance(tls, Mapping) else None
+            if isinstance(refs, list) and any(
+                isinstance(ref, Mapping) and ref.get("name") == secret for ref in refs
+            ):
+                keys.append(key)
+        return keys
+
     def on_secret(self, type: str, body: Body) -> None:
         namespace, name = _identity(body)
         users = self.authorizers_using(namespace, name)
@@ -384,6 +397,9 @@ class Controller:
             self.queue.add(("Authorizer", namespace, authorizer))
         if users:
             self.enqueue_gateways_in(namespace)
+            return
+        for gateway in self.gateways_using(namespace, name):
+            self.queue.add(("Gateway", *gateway))
 
     def on_deployment(self, type: str, body: Body) -> None:
         namespace, _name = _identity(body)

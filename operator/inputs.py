@@ -1,6 +1,7 @@
 """Object bodies (as the API returns them) → render inputs. Pure.
 
-A Secret becomes its keys' sizes and digests here, and its values go no further.
+A Secret becomes its keys' sizes and digests here, and its values go no further (a TLS
+Secret's certificate is checked here, and only what is wrong with it goes on).
 """
 
 from __future__ import annotations
@@ -9,9 +10,20 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from wardgate.operator.render import Meta, Resource, SecretInfo, SecretKeyInfo
+from wardgate.gateway.tls import CertificateError, check_certificate
+from wardgate.operator.render import (
+    TLS_KEYS,
+    TLS_SECRET_TYPE,
+    Meta,
+    Resource,
+    SecretInfo,
+    SecretKeyInfo,
+)
+
+CERTIFICATE_KEY, PRIVATE_KEY_KEY = TLS_KEYS
 
 
 def meta_from_body(body: Mapping[str, Any]) -> Meta:
@@ -42,15 +54,34 @@ def key_info(value: bytes) -> SecretKeyInfo:
     return SecretKeyInfo(len(stripped), utf8, hashlib.sha256(value).hexdigest())
 
 
-def secret_from_body(body: Mapping[str, Any]) -> SecretInfo:
-    """A Secret's keys from its `data` (base64) and `stringData`."""
+def secret_from_body(body: Mapping[str, Any], now: datetime | None = None) -> SecretInfo:
+    """A Secret's keys from its `data` (base64) and `stringData`; for a TLS Secret (or one
+    with `tls.crt`), what is wrong with its certificate at `now` (the time of reading)."""
     keys: dict[str, SecretKeyInfo] = {}
+    values: dict[str, bytes] = {}
     for key, encoded in (body.get("data") or {}).items():
         try:
             value = base64.b64decode(str(encoded or ""), validate=True)
         except (binascii.Error, ValueError):
             value = b""
         keys[str(key)] = key_info(value)
+        values[str(key)] = value
     for key, text in (body.get("stringData") or {}).items():
         keys[str(key)] = key_info(str(text).encode("utf-8"))
-    return SecretInfo(keys)
+        values[str(key)] = str(text).encode("utf-8")
+    secret_type = str(body.get("type") or "Opaque")
+    problem = None
+    if secret_type == TLS_SECRET_TYPE or CERTIFICATE_KEY in values:
+        problem = _certificate_problem(values, now or datetime.now(UTC))
+    return SecretInfo(keys, secret_type, problem)
+
+
+def _certificate_problem(values: Mapping[str, bytes], now: datetime) -> str | None:
+    missing = [key for key in (CERTIFICATE_KEY, PRIVATE_KEY_KEY) if not values.get(key)]
+    if missing:
+        return f"no {' and no '.join(missing)} (or empty)"
+    try:
+        check_certificate(values[CERTIFICATE_KEY], values[PRIVATE_KEY_KEY], now)
+    except CertificateError as exc:
+        return str(exc)
+    return None

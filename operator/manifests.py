@@ -33,6 +33,7 @@ Manifest = dict[str, Any]
 
 TRAFFIC_PORT: Final = 8080
 ADMIN_PORT: Final = 9901
+TLS_PORT: Final = 8443
 CONFIG_FILE: Final = CONFIG_KEY
 CONFIG_MAP_LIMIT: Final = 1_048_576
 """What the API server accepts in one ConfigMap (`data` and `binaryData` together)."""
@@ -257,6 +258,10 @@ def build_deployment(
     ]
     if workers > 1:
         args += ["--workers", str(workers)]
+    if spec.tls is not None:
+        # Certificates come with the config, from the Secrets it lists (read by the pod with
+        # its Role), never through a volume: a rotated Secret applies within seconds.
+        args += ["--tls-port", str(TLS_PORT)]
     # No config or secrets volume: the kubelet refreshes those a minute or more after a
     # change, and the gateway reads both through the API as they change.
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -271,6 +276,11 @@ def build_deployment(
         "env": [{"name": "WARDGATE_LOG_LEVEL", "value": spec.log_level}],
         "ports": [
             {"name": "http", "containerPort": TRAFFIC_PORT, "protocol": "TCP"},
+            *(
+                [{"name": "https", "containerPort": TLS_PORT, "protocol": "TCP"}]
+                if spec.tls is not None
+                else []
+            ),
             {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
@@ -358,7 +368,24 @@ def build_service(meta: Meta, spec: GatewaySpec) -> Manifest:
             "type": spec.service.type,
             "selector": selector_labels(meta.name),
             "ports": [
-                {"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}
+                {
+                    "name": "http",
+                    "port": spec.service.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                },
+                *(
+                    [
+                        {
+                            "name": "https",
+                            "port": spec.tls.port,
+                            "targetPort": "https",
+                            "protocol": "TCP",
+                        }
+                    ]
+                    if spec.tls is not None
+                    else []
+                ),
             ],
         },
     }

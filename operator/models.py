@@ -298,6 +298,43 @@ class PodOverrides(Model):
     priority_class_name: str | None = None
 
 
+class CertificateRef(Model):
+    """A Kubernetes TLS Secret in the Gateway's namespace (type `kubernetes.io/tls`, keys
+    `tls.crt` and `tls.key`, as cert-manager writes it)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_OBJECT_NAME)
+    """Name of the Secret."""
+    hostnames: SomeHostnames | None = None
+    """The server names (SNI) it is selected for; the DNS names of its certificate when
+    absent."""
+
+
+class GatewayTls(Model):
+    """The gateway's TLS listener (port 8443 in the pods)."""
+
+    certificate_refs: list[CertificateRef] = Field(min_length=1, max_length=100)
+    """Selected by the ClientHello's server name: exact names, then `*.` wildcards; the
+    first is the default (also for clients that send no server name)."""
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    """The oldest TLS version accepted; TLS 1.3 is negotiated whenever the client has it."""
+    redirect_http: bool = False
+    """The plain-HTTP port answers every request with `308` to the same URL over HTTPS."""
+    port: int = Field(default=443, ge=1, le=65535)
+    """The Service's HTTPS port (the port redirects name; not written when 443)."""
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> GatewayTls:
+        seen: dict[str, int] = {}
+        for index, ref in enumerate(self.certificate_refs):
+            if ref.name in seen:
+                raise ValueError(
+                    f"certificateRefs.{index}: Secret {ref.name!r} is listed already "
+                    f"(certificateRefs.{seen[ref.name]})"
+                )
+            seen[ref.name] = index
+        return self
+
+
 class GatewaySpec(Model):
     """A gateway: its pods, its upstream servers, and which Routes may attach."""
 
@@ -330,6 +367,8 @@ class GatewaySpec(Model):
     """Add expected-versus-actual details to denial bodies."""
     cors: CorsPolicy | None = None
     """The gateway-wide CORS policy (paths may override it)."""
+    tls: GatewayTls | None = None
+    """A TLS listener with certificates from TLS Secrets (Service port `tls.port`)."""
     limits: Limits | None = None
     """Request limits (token, body and header sizes)."""
     drain_seconds: float | None = Field(default=None, ge=0, le=600)

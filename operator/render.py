@@ -110,6 +110,10 @@ class SecretInfo:
     """A Secret's keys."""
 
     keys: Mapping[str, SecretKeyInfo]
+    type: str = "Opaque"
+    certificate_problem: str | None = None
+    """For a TLS Secret: what is wrong with `tls.crt` and `tls.key` (never the key), as
+    `wardgate.gateway.tls.check_certificate` says when the Secret was read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +397,35 @@ def render(
             spec=spec,
         )
 
+    tls_document, tls_items, tls_digests, tls_problems = _render_tls(spec, gw_namespace, secrets)
+    if tls_problems:
+        problems = "; ".join(tls_problems[:MAX_MESSAGE_PROBLEMS])
+        accepted = false(
+            "Accepted",
+            "InvalidCertificate",
+            f"{problems}; the last good config and its certificates keep serving",
+        )
+        gw_status = ObjectStatus("Gateway", gateway.meta, (accepted, refs), fields)
+        # Accepted on their own, but not in any served config: none of them is Ready.
+        unserved = tuple(
+            _route_status(
+                next(r for r in ordered if r.meta == status.meta),
+                false(
+                    "Accepted",
+                    "GatewayConfigInvalid",
+                    f"the TLS certificates of Gateway {gw_namespace}/{gw_name} are invalid "
+                    f"({problems}); this Route is not served until they are fixed",
+                ),
+                status.fields,
+            )
+            if status.ready
+            else status
+            for status in route_statuses
+        )
+        return RenderResult(
+            gateway=gw_status, routes=unserved, authorizers=authorizer_statuses, spec=spec
+        )
+
     document: dict[str, Any] = {}
     if default_ready:
         document["defaultAuthorizer"] = default_name
@@ -410,6 +443,8 @@ def render(
         document["cors"] = spec.cors.model_dump(mode="json", by_alias=True, exclude_unset=True)
     if spec.limits is not None:
         document["limits"] = spec.limits.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if tls_document is not None:
+        document["tls"] = tls_document
     document["debug"] = spec.debug
     if spec.drain_seconds is not None:
         document["drainSeconds"] = spec.drain_seconds
@@ -443,11 +478,16 @@ def render(
         )
     items = tuple(
         sorted(
-            {item for name in used_authorizers for item in authorizer_results[name].items},
+            {
+                *(item for name in used_authorizers for item in authorizer_results[name].items),
+                *tls_items,
+            },
             key=lambda i: i.path,
         )
     )
-    digests = sorted(d for name in used_authorizers for d in authorizer_results[name].digests)
+    digests = sorted(
+        [d for name in used_authorizers for d in authorizer_results[name].digests] + tls_digests
+    )
     config_json = config_text(document)
     config_hash = hashlib.sha256("\n".join([config_json, *digests]).encode("utf-8")).hexdigest()[
         :16
@@ -483,6 +523,56 @@ def render(
         authorizers=authorizer_statuses,
         spec=spec,
     )
+
+
+TLS_SECRET_TYPE: Final = "kubernetes.io/tls"
+TLS_KEYS: Final = ("tls.crt", "tls.key")
+
+
+def _render_tls(
+    spec: GatewaySpec, namespace: str, secrets: Mapping[ObjectKey, SecretInfo]
+) -> tuple[dict[str, Any] | None, list[SecretItem], list[str], list[str]]:
+    """The config's `tls` section, the Secret keys it needs and their digests, and what is
+    wrong with the certificates (`InvalidCertificate`; never the key)."""
+    tls = spec.tls
+    if tls is None:
+        return None, [], [], []
+    certificates: list[dict[str, Any]] = []
+    items: list[SecretItem] = []
+    digests: list[str] = []
+    problems: list[str] = []
+    for index, ref in enumerate(tls.certificate_refs):
+        where = f"spec.tls.certificateRefs.{index}"
+        info = secrets.get((namespace, ref.name))
+        if info is None:
+            problems.append(f"{where}: no Secret {ref.name!r} in namespace {namespace}")
+            continue
+        if info.type != TLS_SECRET_TYPE:
+            problems.append(
+                f"{where}: Secret {ref.name!r} is of type {info.type}, not {TLS_SECRET_TYPE}"
+            )
+            continue
+        if info.certificate_problem is not None or any(k not in info.keys for k in TLS_KEYS):
+            problem = info.certificate_problem or "no tls.crt or tls.key"
+            problems.append(f"{where}: Secret {ref.name!r}: {problem}")
+            continue
+        for key in TLS_KEYS:
+            items.append(SecretItem(ref.name, key, f"{ref.name}.{key}"))
+            digests.append(info.keys[key].digest)
+        entry: dict[str, Any] = {
+            "name": ref.name,
+            "certificate": f"{SECRET_REFERENCE_PREFIX}{ref.name}.tls.crt",
+            "key": f"{SECRET_REFERENCE_PREFIX}{ref.name}.tls.key",
+        }
+        if ref.hostnames:
+            entry["hostnames"] = list(ref.hostnames)
+        certificates.append(entry)
+    document: dict[str, Any] = {"certificates": certificates, "minVersion": tls.min_version}
+    if tls.redirect_http:
+        document["redirectHttp"] = True
+    if tls.port != 443:
+        document["httpsPort"] = tls.port
+    return document, items, digests, problems
 
 
 def _not_ready(status: ObjectStatus) -> str:
