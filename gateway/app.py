@@ -172,7 +172,6 @@ class Gateway:
         self,
         loaded: LoadedConfig,
         authorizers: Authorizers,
-        session: Callable[[], aiohttp.ClientSession],
         *,
         metrics: GatewayMetrics | None = None,
         request_log: RequestLog | None = None,
@@ -838,7 +837,6 @@ class GatewayHolder:
             return Gateway(
                 loaded,
                 authorizers,
-                self._session,
                 metrics=self._metrics,
                 request_log=self._request_log,
                 upstreams=self.current.upstreams,
@@ -920,7 +918,7 @@ def build_app(
     if authorizers is None:
         authorizers = Authorizers.build(loaded, session, metrics)
     app[AUTHORIZERS_KEY] = authorizers
-    gateway = Gateway(loaded, authorizers, session, metrics=metrics, request_log=request_log)
+    gateway = Gateway(loaded, authorizers, metrics=metrics, request_log=request_log)
     app[GATEWAY_KEY] = gateway
     app[HOLDER_KEY] = GatewayHolder(
         gateway,

@@ -741,7 +741,7 @@ class Authorizers:
         for name, spec in config.named_authorizers().items():
             where = "authorizer" if name == "default" else f"authorizers.{name}"
             reference = secret_reference(spec)
-            keys, skipped = build_authorizer_keys(
+            keys = build_authorizer_keys(
                 name,
                 spec,
                 loaded.secret(reference).encode("utf-8") if reference is not None else None,
@@ -750,7 +750,6 @@ class Authorizers:
                 clock=clock,
                 metrics=metrics,
             )
-            warnings.extend(skipped)
             warnings.extend(authorizer_warnings(spec, where))
             built[name] = RuntimeAuthorizer(name, spec, keys, clock)
         return cls(
@@ -769,8 +768,7 @@ class Authorizers:
         return self._by_name[name]
 
     def warnings(self) -> list[str]:
-        """Configuration smells worth a startup log line (`authorizer_warnings`, and the
-        inline keys skipped)."""
+        """Configuration smells worth a startup log line (`authorizer_warnings`)."""
         return list(self._warnings)
 
     async def authorize(

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from wardgate.gateway.hosts import check_hostname, check_unique_hostnames, hostname_covers
+from wardgate.gateway.keysets import asymmetric, parse_key_set
 from wardgate.gateway.matching import PatternError, validate_pattern
 
 SECRET_REFERENCE_PREFIX: Final = "$secret."
@@ -330,6 +331,25 @@ def secret_reference(spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer)
     return None
 
 
+def authorizer_refusals(
+    spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer, where: str
+) -> list[str]:
+    """What makes a valid-looking authorizer spec unusable without its secrets at hand: an
+    inline `jwks` that is no key set, or holds no usable key. The gateway and `wardgate
+    validate` refuse the config, the operator the Authorizer (`Accepted=False`)."""
+    if not isinstance(spec, JwtAuthorizer) or spec.jwks is None:
+        return []
+    try:
+        key_set, skipped = parse_key_set(
+            spec.jwks, asymmetric(spec.accepted_algorithms()), f"{where}.jwks"
+        )
+    except ValueError as exc:
+        return [f"{where}.jwks: {exc}"]
+    if key_set.keys:
+        return []
+    return [*skipped, f"{where}.jwks: no usable key (see the problems above)"]
+
+
 def authorizer_warnings(
     spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer, where: str
 ) -> list[str]:
@@ -342,6 +362,14 @@ def authorizer_warnings(
     (`hmac_key_problem`), a key-pair as HMAC secret, an inline key set without a usable key.
     """
     lints: list[str] = []
+    if isinstance(spec, JwtAuthorizer) and spec.jwks is not None:
+        try:
+            _, skipped = parse_key_set(
+                spec.jwks, asymmetric(spec.accepted_algorithms()), f"{where}.jwks"
+            )
+        except ValueError:
+            skipped = []  # not a key set at all: `authorizer_refusals` says so
+        lints.extend(skipped)
     if isinstance(spec, JwtAuthorizer):
         for issuer in spec.issuer or ():
             if ".auth0.com" in issuer and not issuer.endswith("/"):

@@ -186,7 +186,7 @@ async def explain_request(
     try:
         authorizers = Authorizers.build(loaded, lambda: client, clock=clock)
         report.warnings = authorizers.warnings()
-        gateway = Gateway(loaded, authorizers, lambda: client)
+        gateway = Gateway(loaded, authorizers)
         admission = Admission("explain", method, target, {})
         if tls or server_name is not None:
             if gateway.certificates is None:

@@ -22,16 +22,26 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import aiohttp
-from jwt import PyJWK
-from jwt.algorithms import Algorithm, get_default_algorithms
-from jwt.exceptions import InvalidKeyError, PyJWTError
 
+from wardgate.gateway.keysets import ALGORITHMS, KeySet, VerificationKey, asymmetric, parse_key_set
 from wardgate.gateway.tokens import clip
+
+__all__ = [
+    "ALGORITHMS",
+    "AuthMetrics",
+    "JwksCache",
+    "KeySet",
+    "KeysUnavailable",
+    "VerificationKey",
+    "asymmetric",
+    "max_age_from",
+    "parse_key_set",
+]
 
 logger = logging.getLogger("wardgate.gateway.jwks")
 
@@ -41,115 +51,11 @@ MAX_JWKS_BYTES: Final = 1024 * 1024
 _MAX_AGE_RE: Final = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 _NO_CACHE_RE: Final = re.compile(r"(?:^|[,\s])(?:no-cache|no-store)(?:$|[,\s])", re.IGNORECASE)
 
-ALGORITHMS: Final[Mapping[str, Algorithm]] = get_default_algorithms()
-"""PyJWT's algorithm objects by name; `none` is never looked up (see authorizers)."""
-
 
 class AuthMetrics(Protocol):
     """What the authorizers report; the app implements it with prometheus-client."""
 
     def jwks_fetch(self, authorizer: str, ok: bool) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class VerificationKey:
-    """One usable public key, prepared for each accepted algorithm it can verify."""
-
-    kid: str | None
-    kty: str
-    prepared: Mapping[str, Any]
-    """Algorithm name → the key object PyJWT's algorithm verifies with."""
-    identity: str
-    """The JWK's canonical JSON: a key that changes under the same `kid` is another key."""
-
-
-@dataclass(frozen=True, slots=True)
-class KeySet:
-    """Keys by `kid`; tokens without `kid` are tried against every key fit for their alg."""
-
-    keys: tuple[VerificationKey, ...] = ()
-
-    def candidates(self, kid: str | None, alg: str) -> list[Any]:
-        """Prepared keys that may verify a token with this `kid` and `alg`."""
-        return [
-            key.prepared[alg]
-            for key in self.keys
-            if alg in key.prepared and (kid is None or key.kid == kid)
-        ]
-
-    def kids(self) -> list[str]:
-        return sorted({key.kid for key in self.keys if key.kid is not None})
-
-    def identities(self) -> frozenset[str]:
-        return frozenset(key.identity for key in self.keys)
-
-
-def parse_key_set(
-    document: object, algorithms: Sequence[str], source: str
-) -> tuple[KeySet, list[str]]:
-    """The usable keys of a decoded JWKS, and one problem line per key skipped.
-
-    Raises `ValueError` when the document is not a key set at all.
-    """
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise ValueError('not a JSON Web Key Set: expected an object with a "keys" array')
-    keys: list[VerificationKey] = []
-    problems: list[str] = []
-    for index, jwk in enumerate(document["keys"]):
-        key, problem = _parse_key(jwk, algorithms)
-        if key is not None:
-            keys.append(key)
-        else:
-            problems.append(f"{source} keys[{index}]: {problem}")
-    return KeySet(tuple(keys)), problems
-
-
-def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey | None, str]:
-    if not isinstance(jwk, dict):
-        return None, "not a JSON object"
-    kid = jwk.get("kid")
-    if kid is not None and not isinstance(kid, str):
-        return None, "`kid` is not a string"
-    kty = jwk.get("kty")
-    if kty not in ("RSA", "EC", "OKP"):
-        # `oct` keys are secrets: a published key set must never hold one.
-        return None, f"kty {kty!r} is not a public key type (RSA, EC, OKP)"
-    if "d" in jwk:
-        return None, "holds private key material (`d`): refused"
-    if jwk.get("use", "sig") != "sig":
-        return None, f"use {jwk.get('use')!r} is not `sig`"
-    key_ops = jwk.get("key_ops")
-    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
-        return None, "key_ops does not include `verify`"
-    pinned = jwk.get("alg")
-    if pinned is not None and not isinstance(pinned, str):
-        return None, "`alg` is not a string"
-    try:
-        parsed = PyJWK(jwk)
-    except (PyJWTError, ValueError, TypeError, KeyError) as exc:
-        return None, f"cannot be loaded: {exc.__class__.__name__}"
-    prepared: dict[str, Any] = {}
-    too_weak: str | None = None
-    for alg in algorithms:
-        if pinned is not None and pinned != alg:
-            continue  # RFC 8725 3.1: a key is used with its own algorithm only
-        algorithm = ALGORITHMS.get(alg)
-        if algorithm is None:
-            continue
-        try:
-            # PyJWT checks the key family and, for ECDSA, the curve of the algorithm.
-            key = algorithm.prepare_key(parsed.key)
-        except (InvalidKeyError, ValueError, TypeError):
-            continue
-        too_weak = algorithm.check_key_length(key)  # RSA below 2048 bits
-        if too_weak is None:
-            prepared[alg] = key
-    if not prepared:
-        if too_weak is not None:
-            return None, f"refused: {too_weak}"
-        return None, f"fits none of the accepted algorithms {list(algorithms)}"
-    identity = json.dumps(jwk, sort_keys=True, separators=(",", ":"), default=str)
-    return VerificationKey(kid=kid, kty=kty, prepared=prepared, identity=identity), ""
 
 
 class KeysUnavailable(Exception):
@@ -360,8 +266,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientError):
         return f"{exc.__class__.__name__}: {exc}"
     return str(exc) or exc.__class__.__name__
-
-
-def asymmetric(algorithms: Iterable[str]) -> list[str]:
-    """The algorithms that verify with a public key."""
-    return [alg for alg in algorithms if not alg.startswith("HS")]

@@ -31,6 +31,7 @@ from wardgate.gateway.config import (
     ConfigError,
     JwtAuthorizer,
     SupabaseAuthorizer,
+    authorizer_refusals,
     hmac_key_problem,
 )
 from wardgate.gateway.errors import (
@@ -365,12 +366,11 @@ def build_authorizer_keys(
     session: Callable[[], aiohttp.ClientSession],
     clock: Callable[[], float],
     metrics: AuthMetrics | None = None,
-) -> tuple[AuthorizerKeys, list[str]]:
-    """An authorizer's key sources, and a problem line per inline key skipped; raises
-    `ConfigError` for a secret or an inline key set that cannot be used."""
+) -> AuthorizerKeys:
+    """An authorizer's key sources; raises `ConfigError` for a secret or an inline key set
+    that cannot be used (the inline keys skipped are `authorizer_warnings`)."""
     algorithms = spec.accepted_algorithms()
     by_algorithm: dict[str, KeySource] = {}
-    problems: list[str] = []
     if secret is not None:
         hmac = HmacKeys.prepare(secret, algorithms, where)
         by_algorithm.update(dict.fromkeys(hmac.prepared, hmac))
@@ -378,9 +378,10 @@ def build_authorizer_keys(
     empty = _empty_set(spec)
     public: KeySource | None = None
     if isinstance(spec, JwtAuthorizer) and spec.jwks is not None:
-        key_set, problems = parse_key_set(spec.jwks, public_algorithms, f"{where}.jwks")
-        if not key_set.keys:
-            raise ConfigError([*problems, f"{where}.jwks: no usable key (see the problems above)"])
+        refusals = authorizer_refusals(spec, where)
+        if refusals:
+            raise ConfigError(refusals)
+        key_set, _ = parse_key_set(spec.jwks, public_algorithms, f"{where}.jwks")
         public = StaticKeys(key_set, empty)
     elif public_algorithms:
         url = spec.jwks_uri if isinstance(spec, JwtAuthorizer) else spec.effective_jwks_uri()
@@ -401,4 +402,4 @@ def build_authorizer_keys(
             )
     if public is not None:
         by_algorithm.update(dict.fromkeys(public_algorithms, public))
-    return AuthorizerKeys(by_algorithm), problems
+    return AuthorizerKeys(by_algorithm)

@@ -40,6 +40,7 @@ from wardgate.gateway.config import (
     GatewayConfig,
     HttpProxyIntegration,
     PathEntry,
+    authorizer_refusals,
     authorizer_warnings,
     format_validation_error,
     hmac_key_problem,
@@ -213,6 +214,13 @@ def render_authorizer(
             exc, dict(authorizer.spec), "spec", tag if isinstance(tag, str) else None
         )
         accepted = false("Accepted", "Invalid", message)
+        refs = Cond("ResolvedRefs", "Unknown", "Invalid", "the spec is invalid")
+        conditions = summarise([accepted, refs])
+        return AuthorizerResult(ObjectStatus("Authorizer", meta, conditions), None)
+    refusals = authorizer_refusals(spec, "spec")
+    if refusals:
+        # The gateway would refuse the whole config for it: the Authorizer stays out.
+        accepted = false("Accepted", "Invalid", "; ".join(refusals))
         refs = Cond("ResolvedRefs", "Unknown", "Invalid", "the spec is invalid")
         conditions = summarise([accepted, refs])
         return AuthorizerResult(ObjectStatus("Authorizer", meta, conditions), None)

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.tokens import rsa_key
 
 from wardgate.cli import main
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import HMAC_MIN_KEY_BYTES, ConfigError
 from wardgate.gateway.loading import SecretSource, load_config
+from wardgate.operator.conditions import LINT_CONDITION
 from wardgate.operator.inputs import key_info
 from wardgate.operator.render import Meta, Resource, SecretInfo, render_authorizer
 
@@ -150,3 +152,40 @@ def test_the_refusal_names_the_field_and_the_reason(tmp_path: Path) -> None:
         "authorizers.partner: the secret is 40 bytes; the algorithm needs at least 64 "
         "(RFC 7518 section 3.2)"
     ]
+
+
+def test_inline_key_sets_are_warned_of_and_refused_alike(tmp_path: Path) -> None:
+    """A skipped inline key is the same warning in the gateway's log and the operator's
+    `ConfigWarnings` condition; a set without one usable key is refused by both."""
+    good_key = rsa_key("rs-1").jwk()
+    secret_key = {"kty": "oct", "k": "c2VjcmV0"}
+    skipped = "spec.jwks keys[1]: kty 'oct' is not a public key type (RSA, EC, OKP)"
+
+    def spec(*keys: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "jwt",
+            "jwks": {"keys": list(keys)},
+            "algorithms": ["RS256"],
+            "audience": "a",
+        }
+
+    def gateway(document: dict[str, Any]) -> Authorizers:
+        loaded = load_config(
+            {"authorizer": document, "paths": []}, SecretSource(directory=tmp_path)
+        )
+        return Authorizers.build(loaded, _no_session)
+
+    warned = gateway(spec(good_key, secret_key)).warnings()
+    assert warned == [skipped.replace("spec.", "authorizer.")]
+    status = render_authorizer(Resource(Meta(NAMESPACE, "auth"), spec(good_key, secret_key)), {})
+    lint = next(c for c in status.status.conditions if c.type == LINT_CONDITION)
+    assert lint.message == skipped
+
+    with pytest.raises(ConfigError) as refused:
+        gateway(spec(secret_key))
+    assert refused.value.problems[-1] == "authorizer.jwks: no usable key (see the problems above)"
+    result = render_authorizer(Resource(Meta(NAMESPACE, "auth"), spec(secret_key)), {})
+    accepted = next(c for c in result.status.conditions if c.type == "Accepted")
+    assert (accepted.status, accepted.reason) == ("False", "Invalid")
+    assert "spec.jwks: no usable key" in accepted.message
+    assert result.entry is None
