@@ -1,7 +1,7 @@
 """Cost of `Authorizers.authorize` per call, in-process: a cached token (the verified-token
 cache hit) and a first-seen token (parse + signature + claims) for each algorithm family.
 
-Usage: `.venv/bin/python bench/bench_authorizers.py [--number N]`. Prints the best mean of
+Usage: `.venv/bin/python -m bench.bench_authorizers [--number N]`. Prints the best mean of
 several repeats, in microseconds per call. Keys are generated per run; the asymmetric
 authorizers use an inline key set, so no network is involved (a fetched JWKS costs the
 same per call once cached).
@@ -23,13 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from pydantic import SecretStr
 
+from tests.support.tokens import AUDIENCE as AUD
+from tests.support.tokens import HS_SECRET as SECRET
+from tests.support.tokens import ISSUER as ISS
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import RouteAuth, parse_config
 from wardgate.gateway.loading import LoadedConfig
-
-SECRET = "bench-secret-bench-secret-bench-secret-0123"
-ISS = "https://issuer.example.com"
-AUD = "api-audience"
 
 
 def no_session() -> aiohttp.ClientSession:

@@ -1,7 +1,7 @@
 """Route matching and path normalisation cost, in-process: 10 routes against 10,000, and
 10 routes on one host against 10,000 across 1,000 hosts.
 
-Usage: `.venv/bin/python bench/bench_matching.py [--number N]`. Prints the best time per call
+Usage: `.venv/bin/python -m bench.bench_matching [--number N]`. Prints the best time per call
 of several repeats for each request shape, the 10,000/10 ratio (the matcher's cost must not
 grow with the number of routes), and the memory taken by a 10,000-route table.
 """

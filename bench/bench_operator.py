@@ -2,7 +2,7 @@
 spread over 10 tenant namespaces under the multi-team policy), time from `kubectl apply`
 of a Route to the updated ConfigMap, and writes of a reconcile with nothing to change.
 
-    .venv/bin/python bench/bench_operator.py [--render-only] [--samples N]
+    .venv/bin/python -m bench.bench_operator [--render-only] [--samples N]
 
 Uses the local control plane (started here, from the binaries `make k8s` builds) unless
 WARDGATE_KUBECONFIG names a cluster.
@@ -13,21 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
-import kopf
 import yaml
 
-from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
+from bench import clusters
+from bench.routes import route_paths
+from tests.support.operator_fixtures import RunningOperator
+from wardgate.devcluster.cluster import KubeCluster
 from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
-from wardgate.operator.handlers import Controller, Options, Runtime, registry
 from wardgate.operator.inputs import resource_from_body, secret_from_body
 from wardgate.operator.kube import KubeApi, object_path
 from wardgate.operator.manifests import Defaults, build_gateway_objects, config_map_text
@@ -46,19 +44,7 @@ def _route(index: int, teams: int = 0) -> dict[str, Any]:
         },
         "spec": {
             "gatewayRef": {"name": "api", "namespace": NAMESPACE},
-            "paths": [
-                {
-                    "method": ["GET", "POST"],
-                    "path": f"{prefix}/service-{index}/items/{{id}}",
-                    "auth": True,
-                    "integration": {"type": "http_proxy", "server": "backend"},
-                },
-                {
-                    "method": "GET",
-                    "path": f"{prefix}/service-{index}/health",
-                    "response": {"ok": True},
-                },
-            ],
+            "paths": route_paths(prefix, index, {"ok": True}),
         },
     }
 
@@ -123,44 +109,6 @@ def bench_render(routes: int = 1000, samples: int = 15, teams: int = 0) -> dict[
     }
 
 
-class _Operator:
-    def __init__(self, kubeconfig: Path) -> None:
-        self.memo = Runtime(
-            options=Options(kubeconfig=kubeconfig, defaults=Defaults(image="wardgate:bench"))
-        )
-        self.ready, self.stop_flag = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with asyncio.Runner() as runner:
-            self.loop = runner.get_loop()
-            runner.run(
-                kopf.operator(
-                    registry=registry,
-                    clusterwide=True,
-                    standalone=True,
-                    memo=self.memo,
-                    ready_flag=self.ready,
-                    stop_flag=self.stop_flag,
-                )
-            )
-
-    def __enter__(self) -> _Operator:
-        self.thread.start()
-        self.ready.wait(60)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop_flag.set()
-        self.thread.join(60)
-
-    @property
-    def controller(self) -> Controller:
-        controller = self.memo.controller
-        assert controller is not None, "the operator has not started"
-        return controller
-
-
 def _wait(check: Any, timeout: float = 60.0, interval: float = 0.005) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -199,7 +147,9 @@ def bench_cluster(cluster: KubeCluster, samples: int) -> dict[str, Any]:
             return []
         return [p["path"] for p in json.loads(config_map_text(found) or "{}")["paths"]]
 
-    with _Operator(cluster.kubeconfig) as operator:
+    with RunningOperator(
+        cluster.kubeconfig, image="wardgate:bench", resync_seconds=60.0
+    ) as operator:
         cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump_all(seed))
         _wait(lambda: paths() == ["/base"])
         kubectl_ms, api_ms = [], []
@@ -264,16 +214,8 @@ def main() -> int:
         "render_1000_routes_10_teams": bench_render(teams=10),
     }
     if not args.render_only:
-        configured = os.environ.get("WARDGATE_KUBECONFIG")
-        if configured:
-            results["cluster"] = bench_cluster(existing_cluster(Path(configured)), args.samples)
-        else:
-            local = LocalCluster(log=lambda message: print(message, file=sys.stderr))
-            local.start()
-            try:
-                results["cluster"] = bench_cluster(local, args.samples)
-            finally:
-                local.stop()
+        with clusters.bench_cluster() as cluster:
+            results["cluster"] = bench_cluster(cluster, args.samples)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -1,7 +1,7 @@
 """The operator and the gateways at scale, on the local control plane, in one command:
 
-    .venv/bin/python bench/bench_scale.py                 # 1,000, 5,000, 10,000 Routes
-    .venv/bin/python bench/bench_scale.py --routes 1000 --samples 5 --churn-seconds 10
+    .venv/bin/python -m bench.bench_scale                 # 1,000, 5,000, 10,000 Routes
+    .venv/bin/python -m bench.bench_scale --routes 1000 --samples 5 --churn-seconds 10
 
 First 200 Gateways of 10 Routes each (one namespace), then for each count N of two-path
 Routes on one Gateway (a namespace each, removed afterwards):
@@ -24,7 +24,6 @@ Figures go to stdout and to bench/results/scale-TIME.json. Uses the local contro
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -42,19 +41,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import kopf
 import yaml
 
-from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
+from bench.clusters import bench_cluster
+from bench.routes import route_paths
+from tests.support.operator_fixtures import RunningOperator
+from tests.support.tokens import HS_SECRET
+from wardgate.devcluster.cluster import KubeCluster
 from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
-from wardgate.operator.handlers import Controller, Options, Runtime, registry
 from wardgate.operator.kube import KubeApi, object_path
-from wardgate.operator.manifests import CONFIG_MAP_LIMIT, Defaults, config_map_size
+from wardgate.operator.manifests import CONFIG_MAP_LIMIT, config_map_size
 
 API = "wardgate.io/v1alpha1"
 RESULTS = Path(__file__).resolve().parent / "results"
-SECRET_VALUE = "bench-secret-0123456789-abcdefghijklmnop"
 CREATE_THREADS = 16
 IMAGE = "wardgate:bench"
 
@@ -67,19 +67,7 @@ def route_body(index: int, gateway: str = "api", tag: str = "") -> dict[str, Any
         "metadata": {"name": f"route-{index:05d}"},
         "spec": {
             "gatewayRef": {"name": gateway},
-            "paths": [
-                {
-                    "method": ["GET", "POST"],
-                    "path": f"/{gateway}/service-{index}/items/{{id}}",
-                    "auth": True,
-                    "integration": {"type": "http_proxy", "server": "backend"},
-                },
-                {
-                    "method": "GET",
-                    "path": f"/{gateway}/service-{index}/health",
-                    "response": {"ok": True, "tag": tag},
-                },
-            ],
+            "paths": route_paths(f"/{gateway}", index, {"ok": True, "tag": tag}),
         },
     }
 
@@ -90,7 +78,7 @@ def base_objects(gateways: list[str]) -> list[dict[str, Any]]:
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "keys"},
-            "stringData": {"KEY": SECRET_VALUE},
+            "stringData": {"KEY": HS_SECRET},
         },
         {
             "apiVersion": API,
@@ -466,51 +454,11 @@ class Replica:
             self.process.wait()
 
 
-class InProcessOperator:
+class InProcessOperator(RunningOperator):
     """The operator in a thread of this process (its write counters readable)."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        self.memo = Runtime(
-            options=Options(
-                kubeconfig=kubeconfig, defaults=Defaults(image=IMAGE), probe_seconds=None
-            )
-        )
-        self.ready, self.stop_flag = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with asyncio.Runner() as runner:
-            runner.run(
-                kopf.operator(
-                    registry=registry,
-                    clusterwide=True,
-                    standalone=True,
-                    memo=self.memo,
-                    ready_flag=self.ready,
-                    stop_flag=self.stop_flag,
-                )
-            )
-
-    def __enter__(self) -> InProcessOperator:
-        self.thread.start()
-        self.ready.wait(60)
-        wait(lambda: self.memo.controller is not None, timeout=60)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop_flag.set()
-        self.thread.join(60)
-
-    @property
-    def controller(self) -> Controller:
-        controller = self.memo.controller
-        assert controller is not None, "the operator has not started"
-        return controller
-
-    def writes(self) -> int:
-        kube = self.memo.kube
-        assert kube is not None
-        return sum(kube.writes.values())
+        super().__init__(kubeconfig, image=IMAGE, resync_seconds=60.0)
 
     def settle(self, bench: Bench, namespaces: list[str]) -> None:
         """Until every Gateway is Ready (its kwok pods available) and nothing is queued."""
@@ -609,16 +557,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=20, help="apply → served samples (20)")
     parser.add_argument("--churn-seconds", type=float, default=20.0)
     args = parser.parse_args()
-    configured = os.environ.get("WARDGATE_KUBECONFIG")
-    if configured:
-        results = run(existing_cluster(Path(configured)), args)
-    else:
-        local = LocalCluster(log=lambda message: print(message, file=sys.stderr))
-        local.start()
-        try:
-            results = run(local, args)
-        finally:
-            local.stop()
+    with bench_cluster() as cluster:
+        results = run(cluster, args)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -1,17 +1,11 @@
-"""Shared pytest setup: makes `tests/support` importable as `support` (tests/ is not a
-package, and pytest runs with --import-mode=importlib)."""
+"""Shared pytest setup. `tests` is a package (its helpers in `tests.support`), importable
+from the repository root, which pytest's `pythonpath` setting puts on the path."""
 
-import sys
-from pathlib import Path
-
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
+import pytest
 
 # The cluster fixtures (`cluster`, `namespace`) and the summary hook serve every suite
 # (integration and end to end), so that one session starts one cluster.
-from support.cluster_fixtures import (  # noqa: E402
+from tests.support.cluster_fixtures import (
     cluster,
     namespace,
     node_cluster,
@@ -22,8 +16,6 @@ from support.cluster_fixtures import (  # noqa: E402
 __all__ = ["cluster", "namespace", "node_cluster", "pytest_terminal_summary", "wardgate_image"]
 
 # --- long-running variants and the reliability figures ---------------------------------
-
-import pytest  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,6 +35,6 @@ def long_run(request: pytest.FixtureRequest) -> bool:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    from support import results
+    from tests.support import results
 
     results.write(long=bool(session.config.getoption("--long")), passed=exitstatus == 0)

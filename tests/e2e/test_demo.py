@@ -13,19 +13,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{entry.name}: {cmdline}")
-    return found
+from tests.support.host import processes_mentioning
 
 
 @pytest.mark.timeout(1200)
@@ -54,4 +42,4 @@ def test_demo_once(tmp_path: Path) -> None:
     assert "all answers as expected" in output
 
     assert list(scratch.iterdir()) == []
-    assert _processes_mentioning(str(scratch)) == []
+    assert processes_mentioning(str(scratch)) == []

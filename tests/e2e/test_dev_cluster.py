@@ -17,8 +17,8 @@ from pathlib import Path
 import jwt
 import pytest
 import yaml
-from support.real_node import host_traces, readme_block
 
+from tests.support.real_node import host_traces, readme_block
 from wardgate.devcluster.cluster import existing_cluster, wait_until
 
 pytestmark = pytest.mark.cluster

@@ -26,14 +26,9 @@ from typing import Any, Final
 
 import pytest
 import yaml
-from integration.operator_support import (
-    Objects,
-    RunningOperator,
-    account_kubeconfig,
-    install_crds,
-)
-from support.argocd import assess_all
-from support.flux import (
+
+from tests.support.argocd import assess_all
+from tests.support.flux import (
     KUSTOMIZE_API,
     SOURCE_API,
     FluxControllers,
@@ -41,10 +36,15 @@ from support.flux import (
     flux_controllers,
     request_reconcile,
 )
-from support.git_server import GitRepo, GitServer, git_server
-from support.key_set_server import KeySetServer
-from support.tokens import jwks, rsa_key
-
+from tests.support.git_server import GitRepo, GitServer, git_server
+from tests.support.key_set_server import KeySetServer
+from tests.support.operator_fixtures import (
+    Objects,
+    RunningOperator,
+    account_kubeconfig,
+    install_crds,
+)
+from tests.support.tokens import jwks, rsa_key
 from wardgate.demo.local_gateway import LocalGateway, free_port
 from wardgate.demo.upstream import OrdersUpstream
 from wardgate.devcluster.cluster import KubeCluster, wait_until

@@ -23,9 +23,9 @@ from typing import Any
 import jwt
 import pytest
 import yaml
-from support.cluster_fixtures import report
-from support.real_node import readme_block
 
+from tests.support.cluster_fixtures import report
+from tests.support.real_node import readme_block
 from wardgate.devcluster.cluster import LocalCluster, wait_until
 
 pytestmark = pytest.mark.cluster

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,21 +24,21 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
-from integration.operator_support import (
+
+from tests.support.operator_fixtures import (
     Objects,
     RunningOperator,
     account_kubeconfig,
     install_crds,
     seed_objects,
 )
-
+from tests.support.ports import free_port
+from tests.support.tokens import AUDIENCE, ISSUER
 from wardgate.devcluster.cluster import KubeCluster
 
 pytestmark = pytest.mark.cluster
 
 SECRET = "e2e-secret-0123456789-abcdefghijklmnopq"
-ISSUER = "https://issuer.example.com"
-AUDIENCE = "api-audience"
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +68,6 @@ def rendered(cluster: KubeCluster) -> Iterator[tuple[Objects, str, RunningOperat
         objects.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
     """The `orders` service: answers with a list and records what it received."""
@@ -91,7 +83,7 @@ async def upstream() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
     app.router.add_get("/private/orders", orders)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
@@ -109,7 +101,7 @@ def gateway_process(
     """`wardgate gateway` on the rendered config; yields (traffic URL, admin URL)."""
     objects, namespace, _ = rendered
     kubeconfig = account_kubeconfig(objects.cluster, namespace, "wardgate-api", tmp_path)
-    port, admin_port = _free_port(), _free_port()
+    port, admin_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "wardgate", "gateway",

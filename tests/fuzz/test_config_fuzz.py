@@ -12,8 +12,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import results
 
+from tests.support import results
 from wardgate.gateway.config import ConfigError, GatewayConfig, parse_config
 from wardgate.gateway.embedded import demo_document
 

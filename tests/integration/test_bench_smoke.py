@@ -1,4 +1,4 @@
-"""The benchmark harness still works: `bench/run.py --smoke` (about a second per contender)
+"""The benchmark harness still works: `python -m bench.run --smoke` (about a second per contender)
 produces every case with positive figures. The figures themselves mean nothing here.
 
 Case 7 runs its render part only; the operator's cluster figures come from
@@ -18,7 +18,7 @@ CASES = {"1", "2", "2L", "3", "4a", "4b", "5", "6", "7"}
 def test_smoke_run_has_every_case(tmp_path: Path) -> None:
     output = tmp_path / "smoke.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--output", str(output)],
+        [sys.executable, "-m", "bench.run", "--smoke", "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=240,

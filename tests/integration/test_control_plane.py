@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.host import killed_owner, processes_mentioning
 from wardgate.devcluster.cluster import KubeCluster, KubectlError, LocalCluster, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -223,21 +221,6 @@ def test_service_account_is_denied_until_a_role_binding_allows_it(
     assert "Forbidden" in still_denied.stderr
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    """Command lines of running processes whose arguments contain `text`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if text in cmdline:
-            found.append(f"{entry.name}: {cmdline}")
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -255,45 +238,30 @@ def test_stopping_a_local_cluster_leaves_no_process_and_no_directory() -> None:
         assert len(pids) == 6  # five components and the watchdog
         assert all(_alive(pid) for pid in pids)
         # Every component and the watchdog name the cluster's directory in their arguments.
-        assert len(_processes_mentioning(str(directory))) == 6
+        assert len(processes_mentioning(str(directory))) == 6
         local.kubectl("get", "--raw", "/readyz")
     finally:
         local.stop()
     assert not [pid for pid in pids if _alive(pid)]
-    assert _processes_mentioning(str(directory)) == []
+    assert processes_mentioning(str(directory)) == []
     assert not directory.exists()
 
 
 def test_a_killed_owner_leaves_no_process_and_no_directory() -> None:
     """The watchdog cleans up after an owner that could not (SIGKILL)."""
-    owner = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            "from wardgate.devcluster.cluster import LocalCluster\n"
-            "c = LocalCluster()\n"
-            "c.start()\n"
-            "print(c.directory, flush=True)\n"
-            "sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    script = (
+        "import sys\n"
+        "from wardgate.devcluster.cluster import LocalCluster\n"
+        "c = LocalCluster()\n"
+        "c.start()\n"
+        "print(c.directory, flush=True)\n"
+        "sys.stdin.read()\n"
     )
-    assert owner.stdout is not None
-    try:
-        directory = owner.stdout.readline().strip()
-        assert directory, "the owner failed to start its cluster"
-        assert _processes_mentioning(directory)
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
-        assert owner.stdin is not None
-        owner.stdin.close()
-        owner.stdout.close()
+    with killed_owner(script) as line:
+        directory = line[0]
+        assert processes_mentioning(directory)
     wait_until(
-        lambda: not _processes_mentioning(directory) and not Path(directory).exists(),
+        lambda: not processes_mentioning(directory) and not Path(directory).exists(),
         what="the watchdog to clean up",
         timeout=30,
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from support.gateway import (
+
+from tests.support.gateway import (
     CountingUpstream,
     RunningGateway,
     bearer,
@@ -28,7 +28,7 @@ from support.gateway import (
     start_gateway,
     stop_gateway,
 )
-
+from tests.support.ports import free_port
 from wardgate.gateway.errors import BY_CODE
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,20 +57,6 @@ done(results);
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[CountingUpstream]:
-    server = await CountingUpstream().start()
-    yield server
-    await server.stop()
-
-
 @pytest.fixture
 async def page_server() -> AsyncIterator[int]:
     """The app's page, served on its own loopback port (another origin than the gateway)."""
@@ -82,7 +68,7 @@ async def page_server() -> AsyncIterator[int]:
     app.router.add_get("/", page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield port
     await runner.cleanup()

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import jwt
 import pytest
-from support.jwks_server import JwksServer
-from support.tokens import jwks, rsa_key
 
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import jwks, rsa_key
 from wardgate.gateway.errors import CATALOGUE
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from support.argocd import STATUS_FIXTURES, assess
 
+from tests.support.argocd import STATUS_FIXTURES, assess
 from wardgate.devcluster.cluster import KubeCluster, wait_until
 from wardgate.operator.models import (
     API_VERSION,

@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,11 +27,12 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import SecretStr
-from support.gateway import RunningGateway, start_gateway, stop_gateway
-from support.jwks_server import JwksServer
-from support.tokens import HS_SECRET, claims, hs_token, jwks, rsa_key
 from yarl import URL
 
+from tests.support.gateway import RunningGateway, start_gateway, stop_gateway
+from tests.support.jwks_server import JwksServer
+from tests.support.ports import free_port
+from tests.support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token, jwks, rsa_key
 from wardgate.cli import main
 from wardgate.commands.explain import parse_time, render_text
 from wardgate.gateway.app import Admission
@@ -43,8 +43,6 @@ from wardgate.gateway.explain import Report, explain_request
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.requestlog import RequestLog
 
-ISSUER = "https://issuer.example.com"
-AUDIENCE = "api-audience"
 ORIGIN = "https://app.example.com"
 # Decided after admission, by the proxy: explain reports "admitted" for these.
 INTEGRATION_CODES = frozenset({"upstream_unreachable", "upstream_timeout", "body_too_large"})
@@ -64,13 +62,6 @@ OTHER_CORPUS = frozenset({"unknown_host", "invalid_websocket_upgrade", "upstream
 # gateway and explain (`--sni`) agree on it.
 OTHER_CORPUS |= {"misdirected_request"}
 MAX_BODY = 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

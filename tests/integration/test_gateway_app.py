@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from support.gateway import (
+from yarl import URL
+
+from tests.support.gateway import (
     AUDIENCE,
     ISSUER,
     RunningGateway,
@@ -21,9 +23,7 @@ from support.gateway import (
     start_gateway,
     stop_gateway,
 )
-from support.tokens import HS_SECRET, claims, hs_token
-from yarl import URL
-
+from tests.support.tokens import HS_SECRET, claims, hs_token
 from wardgate.gateway.app import GatewayRunner
 from wardgate.gateway.embedded import demo_document
 from wardgate.gateway.errors import CATALOGUE

@@ -17,8 +17,9 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
-from support.jwks_server import JwksServer
-from support.tokens import jwks, rsa_key
+
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import jwks, rsa_key
 
 SEED = """{
   "authorizer": {

@@ -16,15 +16,15 @@ from typing import Any
 
 import jwt
 import pytest
-from integration.operator_support import (
+
+from tests.support.key_set_server import KeySetServer
+from tests.support.operator_fixtures import (
     Objects,
     RunningOperator,
     seed_objects,
     service_account_kubeconfig,
 )
-from support.key_set_server import KeySetServer
-from support.tokens import jwks, rsa_key
-
+from tests.support.tokens import jwks, rsa_key
 from wardgate.devcluster.cluster import KubeCluster
 
 pytestmark = pytest.mark.cluster

@@ -4,7 +4,7 @@ every command runs in it as 65532:65532 on a read-only root, and nothing of the 
 
 from __future__ import annotations
 
-from support.images import BuiltImage
+from tests.support.images import BuiltImage
 
 SANDBOX = (
     "run",

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from support.gateway import (
+
+from tests.support.gateway import (
     CountingUpstream,
     RunningGateway,
     bearer,
@@ -20,19 +21,11 @@ from support.gateway import (
     start_gateway,
     stop_gateway,
 )
-from support.tokens import HS_SECRET
-
+from tests.support.tokens import HS_SECRET
 from wardgate.gateway.config import ConfigError, parse_config
 from wardgate.gateway.kubesource import Snapshot
 from wardgate.gateway.loading import LoadedConfig, document_hash
 from wardgate.gateway.server import build_snapshot
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[CountingUpstream]:
-    server = await CountingUpstream().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

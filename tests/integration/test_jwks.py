@@ -11,9 +11,12 @@ import aiohttp
 import jwt
 import pytest
 from pydantic import SecretStr
-from support.jwks_server import JwksServer
-from support.tokens import (
+
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import (
+    AUDIENCE,
     HS_SECRET,
+    ISSUER,
     NOW,
     Clock,
     KeyPair,
@@ -26,15 +29,11 @@ from support.tokens import (
     raw_token,
     rsa_key,
 )
-
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import RouteAuth, parse_config
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.recording import Check, Trace
-
-ISS = "https://issuer.example.com"
-AUD = "api-audience"
 
 
 class Metrics:
@@ -96,8 +95,8 @@ def jwt_authorizer(server: JwksServer, **extra: Any) -> dict[str, Any]:
         "type": "jwt",
         "jwksUri": server.url,
         "algorithms": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
-        "issuer": ISS,
-        "audience": AUD,
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
         "jwksRefetchSeconds": 10,
         **extra,
     }

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from support.jwks_server import JwksServer
-from support.tokens import NOW, Clock, ec_key, good
 
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import NOW, Clock, ec_key, good
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.jwks import ALGORITHMS, JwksCache
 from wardgate.gateway.keysources import RemoteJwks

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,9 +27,10 @@ import jwt
 import pytest
 import yaml
 from aiohttp import web
-from integration.operator_support import Objects, RunningOperator, service_account_kubeconfig
-from support.gateway import raw_exchange, status_of
 
+from tests.support.gateway import raw_exchange, status_of
+from tests.support.operator_fixtures import Objects, RunningOperator, service_account_kubeconfig
+from tests.support.ports import free_port
 from wardgate.devcluster.cluster import KubeCluster, KubectlError, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -50,13 +50,6 @@ class Teams:
     b_admin: Path
     """Kubeconfig of team B's namespace admin: Routes in team B's namespace, nothing else
     (the grant docs/multi-team.md gives a team)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _object(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -379,7 +372,7 @@ async def upstreams() -> AsyncIterator[Upstreams]:
         app.router.add_route("*", "/{tail:.*}", answer)
         runner = web.AppRunner(app)
         await runner.setup()
-        port = _free_port()
+        port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runners.append(runner)
         urls[server] = f"http://127.0.0.1:{port}"
@@ -404,7 +397,7 @@ def gateway_url(
     secrets_dir.mkdir()
     (secrets_dir / "keys.CORP").write_text(CORP_SECRET, encoding="utf-8")
     (secrets_dir / "keys.PARTNER").write_text(PARTNER_SECRET, encoding="utf-8")
-    port, admin_port = _free_port(), _free_port()
+    port, admin_port = free_port(), free_port()
     servers = [arg for name, url in upstreams.urls.items() for arg in ("--server", f"{name}={url}")]
     process = subprocess.Popen(
         [

@@ -9,17 +9,15 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration.operator_support import (
+
+from tests.support.operator_fixtures import (
     Objects,
     RunningOperator,
     seed_objects,
-    service_account_kubeconfig,
 )
-
 from wardgate.devcluster.cluster import KubeCluster
 
 pytestmark = pytest.mark.cluster
@@ -28,16 +26,6 @@ SECRET = "seed-secret-0123456789-abcdefghijklmnop"
 ROTATED = "rotated-secret-0123456789-abcdefghijkl"
 API = "wardgate.io/v1alpha1"
 OWNED = ("ConfigMap", "Deployment", "Service")
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: KubeCluster, objects: Objects, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    kubeconfig = service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator"))
-    running = RunningOperator(kubeconfig).start()
-    yield running
-    running.stop()
 
 
 def route(

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects
 from pydantic import TypeAdapter, ValidationError
 
+from tests.support.operator_fixtures import Objects
 from wardgate.operator.kube import KubeError, object_path
 from wardgate.operator.models import (
     AUTHORIZER_SPEC_ADAPTER,

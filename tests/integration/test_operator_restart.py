@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects, RunningOperator, seed_objects
 
+from tests.support.operator_fixtures import Objects, RunningOperator, seed_objects
 from wardgate.devcluster.cluster import KubeCluster
 
 pytestmark = pytest.mark.cluster

@@ -9,28 +9,16 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects, RunningOperator, service_account_kubeconfig
 
-from wardgate.devcluster.cluster import KubeCluster
+from tests.support.operator_fixtures import Objects, RunningOperator
 from wardgate.operator.manifests import CONFIG_MAP_LIMIT
 
 pytestmark = pytest.mark.cluster
 
 API = "wardgate.io/v1alpha1"
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: KubeCluster, objects: Objects, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    kubeconfig = service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator"))
-    running = RunningOperator(kubeconfig).start()
-    yield running
-    running.stop()
 
 
 def route(name: str, path: str, response: Any = None) -> dict[str, Any]:

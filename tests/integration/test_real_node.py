@@ -6,15 +6,13 @@ rules, sysctls and mounts, go with their last process)."""
 from __future__ import annotations
 
 import fcntl
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support.real_node import host_traces
 
+from tests.support.host import killed_owner, processes_mentioning
+from tests.support.real_node import host_traces
 from wardgate.devcluster import node
 from wardgate.devcluster.cluster import LocalCluster, wait_until
 
@@ -33,20 +31,6 @@ def _sysctls() -> dict[str, str]:
     return {name: Path(f"/proc/sys/{name}").read_text().strip() for name in HOST_SYSCTLS}
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{entry.name}: {cmdline}")
-    return found
-
-
 def _slot_free(slot: int) -> bool:
     with (node.SLOT_DIR / f"slot-{slot}.lock").open("wb") as lock:
         try:
@@ -62,41 +46,25 @@ def test_a_killed_owner_of_a_real_node_leaves_nothing_on_the_host(
     """A second real-node cluster beside the session's, with a running pod; its owner is
     killed; the watchdog leaves the host as it was."""
     sysctls = _sysctls()
-    owner = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            "from wardgate.devcluster import node\n"
-            "from wardgate.devcluster.cluster import LocalCluster\n"
-            "c = LocalCluster(real_node=True)\n"
-            "c.start()\n"
-            "c.kubectl('run', 'sleeper', f'--image={node.pause_image()}', '--restart=Never')\n"
-            "c.kubectl('wait', '--for=condition=Ready', 'pod/sleeper', '--timeout=120s')\n"
-            "print(c.directory, c.addresses.slot, flush=True)\n"
-            "sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    script = (
+        "import sys\n"
+        "from wardgate.devcluster import node\n"
+        "from wardgate.devcluster.cluster import LocalCluster\n"
+        "c = LocalCluster(real_node=True)\n"
+        "c.start()\n"
+        "c.kubectl('run', 'sleeper', f'--image={node.pause_image()}', '--restart=Never')\n"
+        "c.kubectl('wait', '--for=condition=Ready', 'pod/sleeper', '--timeout=120s')\n"
+        "print(c.directory, c.addresses.slot, flush=True)\n"
+        "sys.stdin.read()\n"
     )
-    assert owner.stdout is not None
-    try:
-        line = owner.stdout.readline().split()
-        assert line, "the owner failed to start its cluster"
+    with killed_owner(script) as line:
         directory, slot = line[0], int(line[1])
         # Side by side with the session's cluster, on addresses of its own.
         assert slot != node_cluster.addresses.slot
         assert host_traces(slot)  # its cgroups, veth pair and routes
-        assert _processes_mentioning(directory)
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
-        assert owner.stdin is not None
-        owner.stdin.close()
-        owner.stdout.close()
+        assert processes_mentioning(directory)
     wait_until(
-        lambda: not _processes_mentioning(directory) and not Path(directory).exists(),
+        lambda: not processes_mentioning(directory) and not Path(directory).exists(),
         what="the watchdog to clean up",
         timeout=60,
     )

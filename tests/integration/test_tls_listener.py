@@ -19,16 +19,16 @@ from typing import Any
 import aiohttp
 import pytest
 from pydantic import SecretStr
-from support.certificates import Authority, Pair, new_authority, peer_fingerprint
-from support.gateway import (
+
+from tests.support.certificates import Authority, Pair, new_authority, peer_fingerprint
+from tests.support.gateway import (
     CountingUpstream,
     RunningGateway,
     seed_document,
     start_gateway,
     stop_gateway,
 )
-from support.tokens import HS_SECRET
-
+from tests.support.tokens import HS_SECRET
 from wardgate.commands.explain import render_text
 from wardgate.gateway.config import ConfigError, parse_config
 from wardgate.gateway.errors import code_of_body
@@ -91,13 +91,6 @@ def pairs(authority: Authority) -> dict[str, Pair]:
         "api": authority.issue("api.example.com"),
         "apps": authority.issue("*.apps.example.com"),
     }
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[CountingUpstream]:
-    server = await CountingUpstream().start()
-    yield server
-    await server.stop()
 
 
 async def _start(

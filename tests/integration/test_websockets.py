@@ -23,9 +23,9 @@ import pytest
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
 from pydantic import SecretStr
-from support.gateway import RunningGateway, start_gateway, stop_gateway
-from support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 
+from tests.support.gateway import RunningGateway, start_gateway, stop_gateway
+from tests.support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 from wardgate.commands.explain import render_text
 from wardgate.gateway.app import GatewayRunner
 from wardgate.gateway.config import parse_config

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects, RunningOperator, install_crds, seed_objects
-from support import results
 
+from tests.support import results
+from tests.support.operator_fixtures import Objects, RunningOperator, install_crds, seed_objects
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster
 
 pytestmark = pytest.mark.cluster

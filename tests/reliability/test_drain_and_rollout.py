@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from support import results
-from support.gateway import CountingUpstream, bearer, seed_document
-from support.processes import GatewayProcess, kill_all, launch_gateway
-from support.tokens import HS_SECRET
+
+from tests.support import results
+from tests.support.gateway import CountingUpstream, bearer, seed_document
+from tests.support.processes import GatewayProcess, kill_all, launch_gateway
+from tests.support.tokens import HS_SECRET
 
 SUITE = "SIGTERM and rollout under load"
 LOOPS = 16

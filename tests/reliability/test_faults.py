@@ -13,8 +13,9 @@ import asyncio
 from typing import Any
 
 import aiohttp
-from support import results
-from support.gateway import (
+
+from tests.support import results
+from tests.support.gateway import (
     AUDIENCE,
     ISSUER,
     CountingUpstream,
@@ -23,8 +24,8 @@ from support.gateway import (
     bearer,
     seed_document,
 )
-from support.jwks_server import JwksServer
-from support.tokens import NOW, Clock, KeyPair, claims, ec_key, jwks, rsa_key
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import NOW, Clock, KeyPair, claims, ec_key, jwks, rsa_key
 
 SUITE = "faults"
 

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects, RunningOperator, seed_objects
-from support import results
 
+from tests.support import results
+from tests.support.operator_fixtures import Objects, RunningOperator, seed_objects
 from wardgate.devcluster.cluster import KubeCluster
 
 pytestmark = pytest.mark.cluster

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from support import results
-from support.gateway import AUDIENCE, ISSUER, CountingUpstream, raw_exchange, seed_document
-from support.malformed import malformed_corpus, token_fragments
-from support.processes import GatewayProcess, kill_all, launch_gateway
-from support.tokens import claims, ec_key, hs_token, json_bytes, raw_token, rsa_key
 from yarl import URL
+
+from tests.support import results
+from tests.support.gateway import AUDIENCE, ISSUER, CountingUpstream, raw_exchange, seed_document
+from tests.support.malformed import malformed_corpus, token_fragments
+from tests.support.processes import GatewayProcess, kill_all, launch_gateway
+from tests.support.tokens import claims, ec_key, hs_token, json_bytes, raw_token, rsa_key
 
 SUITE = "secret leakage"
 JWT_SECRET = "leak-check-hmac-secret-7f3a9c1e5b2d8046-abcdef"

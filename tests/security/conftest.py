@@ -1,5 +1,5 @@
 """Fixtures of the security suites: a counting upstream and gateways in front of it."""
 
-from support.gateway_fixtures import gateway_factory, upstream
+from tests.support.gateway_fixtures import gateway_factory, upstream
 
 __all__ = ["gateway_factory", "upstream"]

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import results
-from support.gateway import (
+
+from tests.support import results
+from tests.support.gateway import (
     AUDIENCE,
     ISSUER,
     CountingUpstream,
@@ -28,9 +29,8 @@ from support.gateway import (
     seed_document,
     status_of,
 )
-from support.malformed import malformed_corpus, request, token_fragments
-from support.tokens import claims, hs_token, json_bytes, raw_token
-
+from tests.support.malformed import malformed_corpus, request, token_fragments
+from tests.support.tokens import claims, hs_token, json_bytes, raw_token
 from wardgate.gateway.authorizers import scopes_of
 from wardgate.gateway.config import ConfigError, parse_config
 from wardgate.gateway.errors import BY_CODE, code_of_body

@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from support import results
-from support.framing import (
+
+from tests.support import results
+from tests.support.framing import (
     Outcome,
     Peer,
     RecordingUpstream,
@@ -24,8 +25,8 @@ from support.framing import (
     start_haproxy,
     start_nginx,
 )
-from support.framing_corpus import CORPUS
-from support.gateway import StartGateway, seed_document
+from tests.support.framing_corpus import CORPUS
+from tests.support.gateway import StartGateway, seed_document
 
 SUITE = "HTTP/1.1 framing differential"
 # Cases run concurrently: the quiet wait is paid once, and leaves room for a loaded machine.

@@ -25,19 +25,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
-from support import results
-from support.gateway import RunningGateway, start_gateway, stop_gateway
-from support.jwks_server import JwksServer
-from support.tokens import HS_SECRET, ec_key, json_bytes, jwks, raw_token, rsa_key
 
+from tests.support import results
+from tests.support.gateway import RunningGateway, start_gateway, stop_gateway
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import (
+    AUDIENCE,
+    HS_SECRET,
+    ISSUER,
+    ec_key,
+    json_bytes,
+    jwks,
+    raw_token,
+    rsa_key,
+)
 from wardgate.gateway.config import parse_config
 from wardgate.gateway.errors import BY_CODE, code_of_body
 from wardgate.gateway.explain import explain_request
 from wardgate.gateway.loading import LoadedConfig
 
 SUITE = "hostile claim values"
-ISSUER = "https://issuer.example.com"
-AUDIENCE = "api-audience"
 AUTH0_DOMAIN = "tenant.eu.auth0.com"
 SUPABASE_URL = "https://ref.supabase.co"
 OTHER_SECRET = "another-secret-0123456789-abcdefghijklmnopqrstuvwxyz"

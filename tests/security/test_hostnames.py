@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.gateway import CountingUpstream, StartGateway
 
+from tests.support.gateway import CountingUpstream, StartGateway
 from wardgate.gateway.config import ConfigError, parse_config
 from wardgate.gateway.hosts import HostTable, hostname_covers, request_host
 from wardgate.gateway.matching import Match, MethodNotAllowed, NoRoute, RouteEntry

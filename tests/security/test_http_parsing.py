@@ -15,8 +15,9 @@ import re
 import resource
 
 import pytest
-from support import results
-from support.gateway import (
+
+from tests.support import results
+from tests.support.gateway import (
     CountingUpstream,
     RunningGateway,
     StartGateway,

@@ -17,8 +17,9 @@ import re
 from urllib.parse import unquote
 
 import pytest
-from support import results
-from support.gateway import (
+
+from tests.support import results
+from tests.support.gateway import (
     CountingUpstream,
     RunningGateway,
     StartGateway,

@@ -17,11 +17,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from support import results
-from support.framing import Case, Outcome, RecordingUpstream, compare, run_cases
-from support.framing_corpus import CORPUS, chunked, path, post, request
-from support.gateway import StartGateway, seed_document
-from support.tokens import AUDIENCE, ISSUER, claims, hs_token
+
+from tests.support import results
+from tests.support.framing import Case, Outcome, RecordingUpstream, compare, run_cases
+from tests.support.framing_corpus import CORPUS, chunked, path, post, request
+from tests.support.gateway import StartGateway, seed_document
+from tests.support.tokens import AUDIENCE, ISSUER, claims, hs_token
 
 SUITE = "traffic server vs aiohttp reference"
 QUIET_SECONDS = 3.0

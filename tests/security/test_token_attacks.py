@@ -24,10 +24,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
-from support import results
-from support.gateway import AUDIENCE, ISSUER, CountingUpstream, StartGateway, seed_document
-from support.jwks_server import JwksServer
-from support.tokens import (
+
+from tests.support import results
+from tests.support.gateway import AUDIENCE, ISSUER, CountingUpstream, StartGateway, seed_document
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import (
     HS512_SECRET,
     HS_SECRET,
     NOW,

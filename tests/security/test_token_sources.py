@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from support.gateway import CountingUpstream, StartGateway
-from support.tokens import AUDIENCE, ISSUER, claims, hs_token
-
+from tests.support.gateway import CountingUpstream, StartGateway
+from tests.support.tokens import AUDIENCE, ISSUER, claims, hs_token
 from wardgate.commands.explain import render_text
 from wardgate.gateway.explain import explain_request
 from wardgate.gateway.loading import LoadedConfig
@@ -222,8 +221,8 @@ async def test_explain_says_where_the_token_came_from_and_hides_a_query_token(
     upstream: CountingUpstream,
 ) -> None:
     from pydantic import SecretStr
-    from support.tokens import HS_SECRET
 
+    from tests.support.tokens import HS_SECRET
     from wardgate.gateway.config import parse_config
 
     loaded = LoadedConfig(

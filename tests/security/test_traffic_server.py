@@ -11,9 +11,10 @@ import logging
 import re
 
 import pytest
-from support import results
-from support.framing import parse_responses
-from support.gateway import (
+
+from tests.support import results
+from tests.support.framing import parse_responses
+from tests.support.gateway import (
     CountingUpstream,
     RunningGateway,
     StartGateway,

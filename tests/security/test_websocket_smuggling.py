@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from support.gateway import RunningGateway, bearer, raw_exchange, start_gateway, stop_gateway
-from support.tokens import AUDIENCE, ISSUER
 
+from tests.support.gateway import RunningGateway, bearer, raw_exchange, start_gateway, stop_gateway
+from tests.support.tokens import AUDIENCE, ISSUER
 from wardgate.gateway.errors import code_of_body
 
 SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from support.gitops_tools import find_binary
+from tests.support.gitops_tools import find_binary
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 HEALTH_LUA: Final = ROOT / "deploy" / "argocd" / "health.lua"

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from support.images import BuiltImage, build_image
+from tests.support.images import BuiltImage, build_image
 from wardgate.devcluster.cluster import KubeCluster, LocalCluster, existing_cluster
 
 # Session-wide facts about the local cluster, printed in the terminal summary.

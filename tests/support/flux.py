@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from support.gitops_tools import cache_root, find_binary
+from tests.support.gitops_tools import cache_root, find_binary
 from wardgate.demo.local_gateway import free_port
 from wardgate.devcluster.cluster import KubeCluster, wait_until
 

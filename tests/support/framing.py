@@ -25,13 +25,13 @@ import asyncio
 import contextlib
 import re
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from tests.support.ports import free_port
 from wardgate.gateway.errors import code_of_body
 
 # Every request of the corpus targets /public/<case>/<label>.
@@ -397,13 +397,6 @@ frontend differential
 backend recorder
   server upstream 127.0.0.1:{upstream}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

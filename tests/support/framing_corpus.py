@@ -10,7 +10,7 @@ it must never reach the upstream as a request.
 
 from __future__ import annotations
 
-from support.framing import Case
+from tests.support.framing import Case
 
 HOST = b"Host: a\r\n"
 

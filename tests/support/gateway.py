@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import SecretStr
 from yarl import URL
 
-from support.tokens import AUDIENCE, HS_SECRET, ISSUER, Clock, claims, hs_token
+from tests.support.tokens import AUDIENCE, HS_SECRET, ISSUER, Clock, claims, hs_token
 from wardgate.gateway.app import GatewayRunner, build_app, server_options
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import parse_config

@@ -1,5 +1,5 @@
-"""Fixtures of the security and reliability suites (loaded by their `conftest.py`): a
-counting upstream and gateways in front of it."""
+"""Fixtures of the security, reliability and integration suites (loaded by their
+`conftest.py`): a counting upstream and gateways in front of it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from support.gateway import (
+from tests.support.gateway import (
     CountingUpstream,
     RunningGateway,
     StartGateway,

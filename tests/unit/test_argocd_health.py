@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from support.argocd import (
+
+from tests.support.argocd import (
     HEALTH_LUA,
     HEALTH_STATES,
     KINDS,

@@ -11,9 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
-from support.tokens import (
+
+from tests.support.tokens import (
+    AUDIENCE,
     HS512_SECRET,
     HS_SECRET,
+    ISSUER,
     NOW,
     Clock,
     KeyPair,
@@ -27,16 +30,12 @@ from support.tokens import (
     raw_token,
     rsa_key,
 )
-
 from wardgate.gateway.authorizers import Authorizers, Principal, RuntimeAuthorizer
 from wardgate.gateway.config import ConfigError, RouteAuth, parse_config
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.keysources import HmacKeys
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.recording import Check, Trace
-
-ISS = "https://issuer.example.com"
-AUD = "api-audience"
 
 
 def no_session() -> aiohttp.ClientSession:
@@ -66,8 +65,8 @@ def hs_authorizer(**extra: Any) -> dict[str, Any]:
         "type": "jwt",
         "secret": "$secret.JWT_SECRET",
         "algorithm": "HS256",
-        "issuer": ISS,
-        "audience": AUD,
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
         **extra,
     }
 
@@ -100,7 +99,7 @@ async def test_seed_example_accepts_a_good_token(hs: Authorizers) -> None:
         claims=principal.claims,
         scopes=frozenset({"a", "b"}),
     )
-    assert principal.claims["iss"] == ISS
+    assert principal.claims["iss"] == ISSUER
     with pytest.raises(TypeError):
         principal.claims["sub"] = "other"  # type: ignore[index]
 
@@ -171,8 +170,8 @@ async def test_hmac_keyed_with_the_public_key_is_rejected(key: KeyPair) -> None:
             "type": "jwt",
             "jwks": jwks(key),
             "algorithms": ["RS256", "ES256"],
-            "issuer": ISS,
-            "audience": AUD,
+            "issuer": ISSUER,
+            "audience": AUDIENCE,
         }
     )
     for pem in (key.public_pem(), key.public_pem().decode().strip().encode()):
@@ -224,8 +223,8 @@ def inline(inline_keys: dict[str, KeyPair]) -> Authorizers:
             "type": "jwt",
             "jwks": jwks(*inline_keys.values()),
             "algorithms": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
-            "issuer": ISS,
-            "audience": AUD,
+            "issuer": ISSUER,
+            "audience": AUDIENCE,
         }
     )
 
@@ -256,8 +255,8 @@ async def test_kid_without_alg_in_jwk_serves_rs_and_ps() -> None:
             "type": "jwt",
             "jwks": jwks(key, with_alg=False),
             "algorithms": ["RS256", "PS256"],
-            "issuer": ISS,
-            "audience": AUD,
+            "issuer": ISSUER,
+            "audience": AUDIENCE,
         }
     )
     for alg in ("RS256", "PS256"):
@@ -453,22 +452,22 @@ async def test_a_cached_token_is_not_valid_before_nbf() -> None:
         (["https://issuer.example.com"], "found array"),
         (None, "found null"),
         (42, "found number"),
-        ({"iss": ISS}, "found object"),
+        ({"iss": ISSUER}, "found object"),
         (..., "no `iss`"),
     ],
 )
 async def test_issuer_mismatch(hs: Authorizers, iss: Any, note: str | None) -> None:
     d = await detail(hs, hs_token(good(iss=iss)))
     assert d["check"] == "issuer"
-    assert d["expected"] == [ISS]
+    assert d["expected"] == [ISSUER]
     if note is not None:
         assert note in d["note"]
     assert await code(hs, hs_token(good(iss=iss))) == "issuer_mismatch"
 
 
 async def test_issuer_missing_trailing_slash_is_named() -> None:
-    auth0_style = build(hs_authorizer(issuer=ISS + "/"))
-    d = await detail(auth0_style, hs_token(good(iss=ISS)))
+    auth0_style = build(hs_authorizer(issuer=ISSUER + "/"))
+    d = await detail(auth0_style, hs_token(good(iss=ISSUER)))
     assert d["check"] == "issuer"
     assert "the authorizer expects one, the token's `iss` has none" in d["note"]
 
@@ -481,17 +480,17 @@ async def test_issuer_list() -> None:
 @pytest.mark.parametrize(
     ("aud", "ok"),
     [
-        (AUD, True),
-        ([AUD], True),
-        (["other", AUD], True),
+        (AUDIENCE, True),
+        ([AUDIENCE], True),
+        (["other", AUDIENCE], True),
         ("other", False),
         (["other"], False),
         ([], False),
         (None, False),
         (42, False),
-        ([42, AUD], False),
-        ([[AUD]], False),
-        ({"aud": AUD}, False),
+        ([42, AUDIENCE], False),
+        ([[AUDIENCE]], False),
+        ({"aud": AUDIENCE}, False),
         (..., False),
         ("API-AUDIENCE", False),
     ],
@@ -503,7 +502,7 @@ async def test_audience(hs: Authorizers, aud: Any, ok: bool) -> None:
     else:
         d = await detail(hs, token)
         assert d["check"] == "audience"
-        assert d["expected"] == [AUD]
+        assert d["expected"] == [AUDIENCE]
         assert await code(hs, token) == "audience_mismatch"
 
 
@@ -590,7 +589,7 @@ async def test_trace_lists_every_check_in_order(hs: Authorizers) -> None:
     failing: list[Check] = []
     with pytest.raises(GatewayError):
         await hs.authorize(route, f"Bearer {hs_token(good(iss='x'))}", Trace(failing))
-    assert failing[-1] == Check("issuer", False, [ISS], "x", None)
+    assert failing[-1] == Check("issuer", False, [ISSUER], "x", None)
     assert [c.passed for c in failing[:-1]] == [True] * (len(failing) - 1)
     header: list[Check] = []
     with pytest.raises(GatewayError):

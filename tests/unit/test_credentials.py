@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 from pydantic import SecretStr
-from support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 
+from tests.support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 from wardgate.commands.explain import render_text
 from wardgate.gateway.app import Admission, Gateway
 from wardgate.gateway.authorizers import Authorizers

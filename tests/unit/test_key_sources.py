@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.tokens import HS_SECRET, ec_key, good, hs_token, rsa_key
 
+from tests.support.tokens import HS_SECRET, ec_key, good, hs_token, rsa_key
 from wardgate.gateway.config import ConfigError, parse_config
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.jwks import ALGORITHMS, parse_key_set

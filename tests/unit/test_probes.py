@@ -8,9 +8,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.jwks_server import JwksServer
-from support.tokens import jwks, rsa_key
 
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import jwks, rsa_key
 from wardgate.operator.conditions import Cond, false, true
 from wardgate.operator.probes import CONDITION, JwksProber, ProbeResult, jwks_uri, with_probe
 

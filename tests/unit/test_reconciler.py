@@ -11,8 +11,8 @@ from typing import Any
 
 import kopf
 import pytest
-from support.fake_kube import FakeKube
 
+from tests.support.fake_kube import FakeKube
 from wardgate.operator.handlers import (
     REPLACING_DELAY_SECONDS,
     Controller,

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
-from support.certificates import Authority, Pair, new_authority
 
+from tests.support.certificates import Authority, Pair, new_authority
 from wardgate.gateway.config import ConfigError, parse_config
 from wardgate.gateway.tls import (
     CertificateError,

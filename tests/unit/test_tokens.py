@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.tokens import b64url, hs_token, json_bytes, raw_token
 
+from tests.support.tokens import b64url, hs_token, json_bytes, raw_token
 from wardgate.gateway.errors import GatewayError
 from wardgate.gateway.tokens import bearer_token, parse_token
 

@@ -59,6 +59,8 @@ class RunningOperator:
     workers: int = 2
     probe_seconds: float | None = None
     resync_seconds: float | None = None
+    image: str = TEST_IMAGE
+    """The gateways' image in the Deployments the operator writes."""
     memo: Runtime = field(init=False)
     _ready: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -69,7 +71,7 @@ class RunningOperator:
     def start(self) -> RunningOperator:
         options = Options(
             kubeconfig=self.kubeconfig,
-            defaults=Defaults(image=TEST_IMAGE, image_pull_policy="IfNotPresent"),
+            defaults=Defaults(image=self.image, image_pull_policy="IfNotPresent"),
             workers=self.workers,
             probe_seconds=self.probe_seconds,
             resync_seconds=self.resync_seconds,
@@ -81,6 +83,12 @@ class RunningOperator:
             raise TimeoutError(f"the operator did not start: {self.error!r}")
         wait_until(lambda: self.memo.controller is not None, what="operator startup", timeout=30)
         return self
+
+    def __enter__(self) -> RunningOperator:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def _run(self) -> None:
         # A Runner, like asyncio.run: leftover tasks, async generators and the default
@@ -368,3 +376,14 @@ def seed_objects(secret_value: str) -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: KubeCluster, objects: Objects, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
+    """The operator, with the chart's RBAC (a ServiceAccount's kubeconfig), for one module."""
+    kubeconfig = service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator"))
+    running = RunningOperator(kubeconfig).start()
+    yield running
+    running.stop()

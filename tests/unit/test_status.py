@@ -1,16 +1,13 @@
-"""Unit tests of the operator's pure parts around render: conditions, statuses, inputs,
-manifests, the work queue and the command line."""
+"""Conditions, statuses and Events of the operator's objects (kstatus): transitions, the
+Ready summary, Programmed from the Deployment, and which Events are written."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
+from typing import Any
 
-import pytest
-
-from wardgate.cli import build_parser
 from wardgate.operator.conditions import (
     Cond,
+    eventful,
     false,
     merge_conditions,
     summarise,
@@ -18,17 +15,20 @@ from wardgate.operator.conditions import (
     transitions,
     true,
 )
-from wardgate.operator.inputs import key_info, secret_from_body
-from wardgate.operator.manifests import child_name
-from wardgate.operator.render import Meta, ObjectStatus
+from wardgate.operator.inputs import resource_from_body
+from wardgate.operator.manifests import (
+    CONFIG_MAP_LIMIT,
+)
+from wardgate.operator.render import Meta, ObjectStatus, render
 from wardgate.operator.status import (
     build_event,
     build_status,
+    config_too_large,
     gateway_status,
     programmed_condition,
+    routes_not_delivered,
     same_status,
 )
-from wardgate.operator.workqueue import WorkQueue
 
 META = Meta("shop", "api", generation=3, uid="u1")
 
@@ -170,66 +170,6 @@ def test_events_are_warnings_when_false_and_never_long() -> None:
     assert event["involvedObject"]["uid"] == "u1"
 
 
-def test_secret_metadata_never_holds_the_value() -> None:
-    info = secret_from_body(
-        {"data": {"A": base64.b64encode(b"value\n").decode()}, "stringData": {"B": ""}}
-    )
-    assert info.keys["A"].size == 5  # the gateway strips the trailing line break
-    assert info.keys["B"].size == 0
-    assert "value" not in repr(info)
-    assert not key_info(b"\xff\xfe").utf8
-
-
-def test_child_names_are_dns_labels() -> None:
-    assert child_name("api") == "wardgate-api"
-    long = child_name("x" * 63, "-config")
-    assert len(long) <= 63
-    assert long != child_name("x" * 62 + "y", "-config")
-
-
-async def test_work_queue_coalesces_and_retries() -> None:
-    seen: list[str] = []
-    gate, started, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    failures = {"b": 1}
-
-    async def process(key: str) -> None:
-        seen.append(key)
-        if seen == ["a"] or seen[:2] == ["b", "a"]:
-            started.set()
-            await gate.wait()
-        if failures.get(key):
-            failures[key] -= 1
-            raise RuntimeError("transient")
-        if seen.count("a") == 2 and seen.count("b") == 2:
-            finished.set()
-
-    queue: WorkQueue[str] = WorkQueue(process, lambda exc: 0.01, workers=2)
-    queue.start()
-    try:
-        queue.add("a")
-        queue.add("b")
-        await asyncio.wait_for(started.wait(), 5)
-        queue.add("a")  # while "a" runs: once more afterwards, never concurrently
-        queue.add("a")
-        gate.set()
-        await asyncio.wait_for(finished.wait(), 5)
-        assert seen.count("a") == 2  # the two requests made while it ran coalesced
-        assert seen.count("b") == 2  # failed once, retried
-    finally:
-        await queue.stop()
-
-
-def test_operator_command_line() -> None:
-    args = build_parser().parse_args(
-        ["operator", "-n", "a", "-n", "b", "--gateway-image", "img:1", "--peering", "p"]
-    )
-    assert args.namespaces == ["a", "b"]
-    assert args.gateway_image == "img:1"
-    assert args.peering == "p"
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["operator", "-n", "a", "--all-namespaces"])
-
-
 def test_a_lint_is_a_warning_event_and_keeps_the_object_ready() -> None:
     from wardgate.operator.conditions import LINT_CONDITION
 
@@ -243,3 +183,92 @@ def test_a_lint_is_a_warning_event_and_keeps_the_object_ready() -> None:
     assert (
         build_event("Authorizer", "v", META, true("Ready", "Ready"), "n", "o")["type"] == "Normal"
     )
+
+
+# --- Events, and statuses when a config is too large to deliver ----------------------
+
+
+def _stored(*conditions: Any) -> list[dict[str, Any]]:
+    return merge_conditions([], conditions, 1, "T")
+
+
+def test_an_object_fine_from_the_start_writes_no_event() -> None:
+    accepted = true("Accepted", "Accepted", "2 paths")
+    assert eventful([], [accepted, true("Ready", "Ready")]) == []
+    # A rollout (Pending, then Progressing, then Programmed) writes none either.
+    pending = false("Programmed", "Pending", "the Deployment does not exist yet")
+    progressing = false("Programmed", "Progressing", "rolling out")
+    assert eventful([], [pending]) == []
+    assert eventful(_stored(pending), [progressing]) == []
+    assert eventful(_stored(progressing), [true("Programmed", "Programmed")]) == []
+
+
+def test_a_failure_and_its_recovery_write_one_event_each() -> None:
+    accepted = true("Accepted", "Accepted")
+    invalid = false("Accepted", "Invalid", "paths.0.path: bad")
+    assert eventful(_stored(accepted), [invalid]) == [invalid]
+    assert eventful([], [invalid]) == [invalid]  # created invalid
+    assert eventful(_stored(invalid), [invalid]) == []  # still invalid: nothing new
+    conflict = false("Accepted", "Conflict", "taken")
+    assert eventful(_stored(invalid), [conflict]) == [conflict]  # another reason
+    assert eventful(_stored(conflict), [accepted]) == [accepted]  # fixed
+    too_large = config_too_large(2_000_000, CONFIG_MAP_LIMIT, 30_000)
+    assert eventful(_stored(true("Programmed", "Programmed")), [too_large]) == [too_large]
+
+
+def test_the_too_large_condition_says_the_size_and_the_limit() -> None:
+    condition = config_too_large(2_000_123, CONFIG_MAP_LIMIT, 30_000)
+    assert (condition.type, condition.status, condition.reason) == (
+        "Programmed",
+        "False",
+        "ConfigTooLarge",
+    )
+    assert "2000123 bytes" in condition.message
+    assert str(CONFIG_MAP_LIMIT) in condition.message
+    assert "30000 paths" in condition.message
+
+
+def test_routes_of_an_undelivered_config_are_not_ready_and_write_no_event() -> None:
+    gateway = resource_from_body(
+        {"metadata": {"namespace": "team", "name": "api", "uid": "g"}, "spec": {}}
+    )
+    routes = [
+        resource_from_body(
+            {
+                "metadata": {"namespace": "team", "name": f"route-{i:05d}"},
+                "spec": {
+                    "gatewayRef": {"name": "api"},
+                    "paths": [{"method": "GET", "path": f"/r/{i}", "response": {"ok": True}}],
+                },
+            }
+        )
+        for i in range(3)
+    ]
+    assert all(s.ready for s in render(("team", "api"), gateway, routes, [], {}, {}, set()).routes)
+    broken = resource_from_body(
+        {
+            "metadata": {"namespace": "team", "name": "broken"},
+            "spec": {"gatewayRef": {"name": "api"}, "paths": [{"path": "no-slash"}]},
+        }
+    )
+    result = render(("team", "api"), gateway, [*routes, broken], [], {}, {}, set())
+    statuses = routes_not_delivered(result.routes, ("team", "api"), 2_000_123, CONFIG_MAP_LIMIT)
+    by_name = {s.meta.name: s for s in statuses}
+    for index in range(3):
+        status = by_name[f"route-{index:05d}"]
+        assert not status.ready
+        ready = next(c for c in status.conditions if c.type == "Ready")
+        assert (ready.status, ready.reason) == ("False", "GatewayConfigTooLarge")
+        assert "Gateway team/api" in ready.message
+        assert "2000123 bytes" in ready.message
+        assert str(CONFIG_MAP_LIMIT) in ready.message
+        assert [c.type for c in status.conditions if c.type == "Stalled"] == ["Stalled"]
+        assert status.fields == next(r.fields for r in result.routes if r.meta == status.meta)
+        # Thousands of Routes: the Gateway's Event says it once, the Routes write none,
+        # neither on the way in nor on the way back.
+        before = next(r for r in result.routes if r.meta == status.meta)
+        assert eventful(_stored(*before.conditions), status.conditions) == []
+        assert eventful(_stored(*status.conditions), before.conditions) == []
+    # A Route that is invalid on its own keeps its own reason.
+    assert by_name["broken"] == next(r for r in result.routes if r.meta.name == "broken")
+    assert not by_name["broken"].ready
