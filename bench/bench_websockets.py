@@ -2,7 +2,7 @@
 through the gateway (traffic server, a public path with `websocket`), by one aiohttp
 client.
 
-Usage: `.venv/bin/python bench/bench_websockets.py [--messages N] [--large N]`. Prints, for
+Usage: `.venv/bin/python -m bench.bench_websockets [--messages N] [--large N]`. Prints, for
 each, the round trips per second of small text messages (one in flight) and the echo
 throughput of 1 MiB binary messages. Client, gateway and upstream share one event loop
 and one core, so the figures compare the two paths; they are not a capacity.

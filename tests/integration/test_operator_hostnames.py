@@ -7,29 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration.operator_support import Objects, RunningOperator, service_account_kubeconfig
-from support.gateway import start_gateway, stop_gateway
 
-from wardgate.devcluster.cluster import KubeCluster
+from tests.support.gateway import start_gateway, stop_gateway
+from tests.support.operator_fixtures import Objects, RunningOperator
 
 pytestmark = pytest.mark.cluster
 
 API = "wardgate.io/v1alpha1"
 HOSTNAMES = ["eu.shop.test", "us.shop.test", "*.shop.test"]
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: KubeCluster, objects: Objects, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    kubeconfig = service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator"))
-    running = RunningOperator(kubeconfig).start()
-    yield running
-    running.stop()
 
 
 def _route(name: str, hostnames: list[str], store: str) -> dict[str, Any]:

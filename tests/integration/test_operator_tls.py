@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.operator_support import (
+
+from tests.support.certificates import Authority, Pair, new_authority, peer_fingerprint
+from tests.support.operator_fixtures import (
     Objects,
     RunningOperator,
     account_kubeconfig,
-    service_account_kubeconfig,
 )
-from support.certificates import Authority, Pair, new_authority, peer_fingerprint
-
 from wardgate.devcluster.cluster import KubeCluster
 from wardgate.gateway.app import GatewayRunner, build_app, server_options
 from wardgate.gateway.kubesource import (
@@ -38,16 +36,6 @@ pytestmark = pytest.mark.cluster
 
 API = "wardgate.io/v1alpha1"
 HOST = "api.example.com"
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: KubeCluster, objects: Objects, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    kubeconfig = service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator"))
-    running = RunningOperator(kubeconfig).start()
-    yield running
-    running.stop()
 
 
 def tls_secret(name: str, pair: Pair, type_: str = "kubernetes.io/tls") -> dict[str, Any]:
