@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.tokens import rsa_key
 
+from tests.support.tokens import rsa_key
 from wardgate.cli import main
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import HMAC_MIN_KEY_BYTES, ConfigError
