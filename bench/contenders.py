@@ -92,6 +92,7 @@ def start_wardgate(
     config: str,
     cpu: str | None,
     workers: int = 1,
+    extra: list[str] | None = None,
 ) -> Wardgate:
     path = setup.workdir / f"wardgate-{name}.json"
     path.write_text(config)
@@ -109,6 +110,7 @@ def start_wardgate(
         "off",
         "--workers",
         str(workers),
+        *(extra or []),
     ]
     process = setup.procs.start(pinned(cpu, command), env={**os.environ, "JWT_SECRET": SECRET})
     wait_http(f"http://127.0.0.1:{admin}/readyz")

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -60,6 +61,8 @@ class Contender:
     pid: int | None = None
     """The contender's process (its children count too), for CPU per request."""
     samples: list[Sample] = field(default_factory=list)
+    cafile: str | None = None
+    """For an `https://` URL: the CA the probe trusts."""
 
     def summary(self) -> dict[str, Any]:
         def stats(values: list[float]) -> dict[str, float]:
@@ -204,8 +207,9 @@ def probe(contender: Contender) -> None:
     for header in contender.headers:
         name, _, value = header.partition(": ")
         request.add_header(name, value)
+    context = ssl.create_default_context(cafile=contender.cafile) if contender.cafile else None
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code

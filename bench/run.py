@@ -22,6 +22,11 @@ Cases, each against the same fast upstream (nginx answering a small JSON body,
    wrk and the upstream share: on a 2-core machine this says little about scaling);
 6. the route table: match time with 10 and 10,000 routes in-process, and the RSS of a
    gateway process with 10 and with 10,000 routes;
+8. TLS on the traffic port, `GET /health` (static): 8a on keep-alive TLS connections (the
+   cost of encryption per request), 8b with a new TLS connection per request (`Connection:
+   close`: a full handshake each time, no session resumption), Wardgate's TLS listener vs
+   HAProxy terminating TLS with the same certificate (EC P-256, generated at run time),
+   Wardgate over plain HTTP alongside (`bench/cases_tls.py`);
 7. the operator, from `bench/bench_operator.py`: render of one Gateway with 1,000 Routes;
    with the local control plane (started here, unless WARDGATE_KUBECONFIG names a
    cluster; not in `--smoke` or with `--no-cluster`), the median of 20 times from
@@ -58,6 +63,7 @@ from bench.cases_proxy import (
     case_rs256,
     case_workers,
 )
+from bench.cases_tls import case_tls
 from bench.contenders import Setup, make_keys, start_all
 from bench.harness import CONNECTIONS, HERE, WARDGATE, Case, Processes, measure
 from bench.table import machine, print_table, ratio
@@ -70,7 +76,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (2)")
     parser.add_argument("--smoke", action="store_true", help="1 round, ~1 s per contender")
-    parser.add_argument("--cases", default="1,2,2L,3,4,5,6,7", help="cases to run")
+    parser.add_argument("--cases", default="1,2,2L,3,4,5,6,7,8", help="cases to run")
     parser.add_argument("--output", type=Path, help="JSON file (bench/results/run-TIME.json)")
     parser.add_argument(
         "--no-cluster", action="store_true", help="case 7 without the control plane"
@@ -137,6 +143,10 @@ def main() -> int:
                 cases.append(case_workers(setup, args.rounds, args.duration, args.warmup))
             if "6" in wanted:
                 cases.append(case_routes(setup, args.smoke))
+            if "8" in wanted:
+                for case in case_tls(setup):
+                    measure(case, *measured)
+                    cases.append(case)
         finally:
             procs.stop_all()
     if "7" in wanted:

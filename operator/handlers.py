@@ -378,14 +378,22 @@ class Controller:
         self.enqueue_gateways_in(namespace)
 
     def gateways_using(self, namespace: str, secret: str) -> list[ObjectKey]:
-        """The Gateways whose TLS listener takes a certificate from this Secret."""
+        """The Gateways whose TLS listener takes a certificate from this Secret, or one of
+        whose servers takes its CA bundle from it."""
         keys = []
         for key in self.state.gateways_in(namespace):
             observed = self.state.gateway(key)
             tls = observed.resource.spec.get("tls") if observed is not None else None
             refs = tls.get("certificateRefs") if isinstance(tls, Mapping) else None
-            if isinstance(refs, list) and any(
-                isinstance(ref, Mapping) and ref.get("name") == secret for ref in refs
+            servers = observed.resource.spec.get("servers") if observed is not None else None
+            bundles = [
+                server.get("caBundleRef")
+                for server in (servers.values() if isinstance(servers, Mapping) else ())
+                if isinstance(server, Mapping)
+            ]
+            if any(
+                isinstance(ref, Mapping) and ref.get("name") == secret
+                for ref in [*(refs if isinstance(refs, list) else ()), *bundles]
             ):
                 keys.append(key)
         return keys

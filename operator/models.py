@@ -149,6 +149,15 @@ class ServiceBackend(Model):
     """Scheme used to reach the Service."""
 
 
+class CaBundleRef(Model):
+    """A key of a Secret in the Gateway's namespace holding PEM CA certificates."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_OBJECT_NAME)
+    """Name of the Secret."""
+    key: str = Field(default="ca.crt", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """The key holding the bundle (`ca.crt`, as cert-manager writes it)."""
+
+
 class GatewayServer(Model):
     """An upstream: a Service of the Gateway's namespace, or an external URL."""
 
@@ -164,6 +173,9 @@ class GatewayServer(Model):
     allowed_routes: AllowedRoutes = Field(default_factory=lambda: AllowedRoutes())
     """Which namespaces' Routes may send requests to this server: `Same` (the default: the
     Gateway's namespace only), `All`, or `Selector`. Another namespace needs this consent."""
+    ca_bundle_ref: CaBundleRef | None = None
+    """For an https upstream: the CA certificates its certificate must chain to, instead of
+    the system's trust store (an internal CA); its name is verified either way."""
 
     @model_validator(mode="after")
     def _check_target(self) -> GatewayServer:

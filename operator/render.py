@@ -406,6 +406,10 @@ def render(
         )
 
     tls_document, tls_items, tls_digests, tls_problems = _render_tls(spec, gw_namespace, secrets)
+    ca_items, ca_digests, ca_problems = _render_ca_bundles(spec, gw_namespace, secrets)
+    tls_items += ca_items
+    tls_digests += ca_digests
+    tls_problems += ca_problems
     if tls_problems:
         problems = "; ".join(tls_problems[:MAX_MESSAGE_PROBLEMS])
         accepted = false(
@@ -583,6 +587,30 @@ def _render_tls(
     return document, items, digests, problems
 
 
+def _render_ca_bundles(
+    spec: GatewaySpec, namespace: str, secrets: Mapping[ObjectKey, SecretInfo]
+) -> tuple[list[SecretItem], list[str], list[str]]:
+    """The Secret keys of the servers' `caBundleRef`s, their digests, and what is missing."""
+    items: list[SecretItem] = []
+    digests: list[str] = []
+    problems: list[str] = []
+    for name, server in sorted(spec.servers.items()):
+        ref = server.ca_bundle_ref
+        if ref is None:
+            continue
+        where = f"spec.servers.{name}.caBundleRef"
+        info = secrets.get((namespace, ref.name))
+        key = info.keys.get(ref.key) if info is not None else None
+        if info is None:
+            problems.append(f"{where}: no Secret {ref.name!r} in namespace {namespace}")
+        elif key is None or key.size == 0:
+            problems.append(f"{where}: Secret {ref.name!r} has no key {ref.key!r} (or it is empty)")
+        else:
+            items.append(SecretItem(ref.name, ref.key, f"{ref.name}.{ref.key}"))
+            digests.append(key.digest)
+    return items, digests, problems
+
+
 def _not_ready(status: ObjectStatus) -> str:
     """Why an Authorizer is not ready: its first failing condition's reason and message."""
     failing = next((c for c in status.conditions if not c.ok), None)
@@ -602,6 +630,9 @@ def _server_document(namespace: str, server: Any) -> dict[str, Any]:
         document["connectTimeout"] = server.connect_timeout
     if server.read_timeout is not None:
         document["readTimeout"] = server.read_timeout
+    if server.ca_bundle_ref is not None:
+        ref = server.ca_bundle_ref
+        document["caBundle"] = f"{SECRET_REFERENCE_PREFIX}{ref.name}.{ref.key}"
     return document
 
 

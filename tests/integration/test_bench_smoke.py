@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = {"1", "2", "2L", "3", "4a", "4b", "5", "6", "7"}
+CASES = {"1", "2", "2L", "3", "4a", "4b", "5", "6", "7", "8a", "8b"}
 
 
 def test_smoke_run_has_every_case(tmp_path: Path) -> None:
@@ -56,4 +56,11 @@ def test_smoke_run_has_every_case(tmp_path: Path) -> None:
     assert routes["rss_mib_10"] > 0
     assert routes["rss_mib_10000"] > routes["rss_mib_10"]
     assert cases["7"]["render_1000_routes"]["render_median_ms"] > 0
+    for key in ("8a", "8b"):
+        assert [c["name"] for c in cases[key]["contenders"]] == [
+            "wardgate TLS",
+            "haproxy TLS",
+            "wardgate plain HTTP",
+        ]
+        assert cases[key]["contenders"][0]["cpu_us_per_request"]["median"] > 0
     assert any("req/s" in line for line in results["table"])
