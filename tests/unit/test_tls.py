@@ -21,8 +21,6 @@ from wardgate.gateway.tls import (
     name_matches,
 )
 
-NOW = datetime.now(UTC)
-
 
 @pytest.fixture(scope="module")
 def authority() -> Authority:
@@ -35,15 +33,15 @@ def pair(authority: Authority) -> Pair:
 
 
 def test_a_good_pair_is_summarised(pair: Pair) -> None:
-    summary = check_certificate(pair.chain_pem, pair.key_pem, NOW)
+    summary = check_certificate(pair.chain_pem, pair.key_pem, datetime.now(UTC))
     assert summary.names == ("api.example.com", "www.example.com")
     assert summary.fingerprint == pair.fingerprint
     assert "api.example.com" in summary.describe()
 
 
-def _reason(chain: str, key: str, now: datetime = NOW) -> str:
+def _reason(chain: str, key: str, now: datetime | None = None) -> str:
     with pytest.raises(CertificateError) as refused:
-        check_certificate(chain, key, now)
+        check_certificate(chain, key, now or datetime.now(UTC))
     return str(refused.value)
 
 
@@ -55,14 +53,15 @@ def test_what_is_wrong_is_named_and_the_key_never_quoted(authority: Authority, p
         serialization.BestAvailableEncryption(b"pass"),
     )
     garbled = pair.chain_pem.replace("MII", "@@@", 1)
+    now = datetime.now(UTC)
     cases = {
         "tls.crt is not PEM: it has no CERTIFICATE block": ("hello", pair.key_pem),
         "tls.crt is not PEM: a CERTIFICATE block does not decode": (garbled, pair.key_pem),
         "tls.key is not PEM: it has no PRIVATE KEY block": (pair.chain_pem, "nope"),
         "tls.key is encrypted": (pair.chain_pem, encrypted.decode()),
         "tls.key does not match the certificate in tls.crt": (pair.chain_pem, other.key_pem),
-        "tls.crt expired on": (pair.chain_pem, pair.key_pem, NOW + timedelta(days=31)),
-        "tls.crt is not yet valid": (pair.chain_pem, pair.key_pem, NOW - timedelta(days=1)),
+        "tls.crt expired on": (pair.chain_pem, pair.key_pem, now + timedelta(days=31)),
+        "tls.crt is not yet valid": (pair.chain_pem, pair.key_pem, now - timedelta(days=1)),
     }
     for expected, (chain, key, *at) in cases.items():
         reason = _reason(chain, key, *at)
@@ -92,7 +91,7 @@ def _specs(authority: Authority) -> tuple[list[CertificateSpec], list[Pair]]:
 
 def test_selection_exact_then_wildcard_then_default(authority: Authority) -> None:
     specs, _ = _specs(authority)
-    certificates, fatal, kept = CertificateSet.build(specs, "1.2", NOW)
+    certificates, fatal, kept = CertificateSet.build(specs, "1.2", datetime.now(UTC))
     assert (fatal, kept) == ([], [])
 
     def chosen(name: str | None) -> tuple[str | None, bool]:
@@ -110,7 +109,7 @@ def test_selection_exact_then_wildcard_then_default(authority: Authority) -> Non
 
 def test_the_421_rule(authority: Authority) -> None:
     specs, _ = _specs(authority)
-    certificates, _, _ = CertificateSet.build(specs, "1.2", NOW)
+    certificates, _, _ = CertificateSet.build(specs, "1.2", datetime.now(UTC))
     wildcard = certificates.session("b.apps.example.com")
     assert wildcard.host_allowed("b.apps.example.com")
     assert wildcard.host_allowed("c.apps.example.com")  # another name of the same certificate
@@ -124,19 +123,19 @@ def test_the_421_rule(authority: Authority) -> None:
 
 def test_a_failing_certificate_keeps_its_last_good_version(authority: Authority) -> None:
     specs, pairs = _specs(authority)
-    first, _, _ = CertificateSet.build(specs, "1.2", NOW)
+    first, _, _ = CertificateSet.build(specs, "1.2", datetime.now(UTC))
     broken = [
         CertificateSpec("c0", pairs[0].chain_pem, pairs[1].key_pem, where="tls.certificates.0"),
         *specs[1:],
     ]
-    second, fatal, kept = CertificateSet.build(broken, "1.2", NOW, previous=first)
+    second, fatal, kept = CertificateSet.build(broken, "1.2", datetime.now(UTC), previous=first)
     assert fatal == []
     assert len(kept) == 1
     assert kept[0].startswith("tls.certificates.0 (c0): tls.key does not match")
     assert second.certificates[0] is first.certificates[0]
     # Unchanged certificates are not loaded again.
     assert second.certificates[1] is first.certificates[1]
-    _, fatal, _ = CertificateSet.build(broken, "1.2", NOW)
+    _, fatal, _ = CertificateSet.build(broken, "1.2", datetime.now(UTC))
     assert fatal == [
         "tls.certificates.0: tls.key does not match the certificate in tls.crt "
         "(subject CN=api.example.com)"
