@@ -211,7 +211,9 @@ class Gateway:
         """Routing by hostname, when the gateway or a path lists hostnames."""
         self.query_token_names = routes.query_token_names
         """Query parameters that carry tokens on some route (redacted wherever shown)."""
-        self._error_cache: dict[str, tuple[bytes, tuple[tuple[str, str], ...], bytes]] = {}
+        self._error_cache: dict[
+            tuple[str, str | None], tuple[bytes, tuple[tuple[str, str], ...], bytes]
+        ] = {}
         self._malformed_log = RateLimit(MALFORMED_LOG_PER_SECOND)
         limits = config.limits
         self.max_head_bytes = limits.head_bytes_limit()
@@ -618,11 +620,16 @@ class Gateway:
     ) -> Reply:
         """The reply for a catalogued error (the one place errors become replies)."""
         entry = error.error
-        cached = self._error_cache.get(entry.code)
+        # Keyed by the message too: a refusal's own message (which credential was missing)
+        # is one of a few the config allows, so its body is rendered once, not per request.
+        key = (entry.code, error.message)
+        cached = self._error_cache.get(key)
         if cached is None:
-            cached = self._error_cache[entry.code] = _error_parts(entry)
+            cached = _error_parts(entry, error.message)
+            if len(self._error_cache) < ERROR_CACHE_ENTRIES:
+                self._error_cache[key] = cached
         prefix, fixed, head = cached
-        if self.debug or error.message is not None:
+        if self.debug:
             body = render_error_body(
                 entry, request_id, error.detail, debug=self.debug, message=error.message
             )
@@ -777,9 +784,14 @@ def render_error_body(
     return json.dumps({"error": error}, separators=(",", ":"), default=str).encode()
 
 
-def _error_parts(entry: ErrorCode) -> tuple[bytes, tuple[tuple[str, str], ...], bytes]:
+ERROR_CACHE_ENTRIES: Final = 256
+
+
+def _error_parts(
+    entry: ErrorCode, message: str | None = None
+) -> tuple[bytes, tuple[tuple[str, str], ...], bytes]:
     """An error's body up to the request ID, its fixed headers, and those encoded."""
-    body = render_error_body(entry, "\x00", None, debug=False)
+    body = render_error_body(entry, "\x00", None, debug=False, message=message)
     prefix = body[: body.index(b"\\u0000")]
     fixed = [("Content-Type", _JSON), ("Server", SERVER_HEADER)]
     challenge = bearer_challenge(entry)
