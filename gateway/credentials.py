@@ -97,6 +97,7 @@ class CredentialSources:
 
     __slots__ = (
         "_cors",
+        "_default",
         "_max_bytes",
         "_sources",
         "cookie_names",
@@ -127,11 +128,13 @@ class CredentialSources:
         """Whether the `Authorization` header is a source (else it never goes upstream:
         the upstream receives no credential the gateway did not verify)."""
         self.where = [describe(s) for s in self._sources]
+        # Known once (it was a model comparison per refused request).
+        self._default = self._sources == (AuthorizationHeaderSource(type="authorization"),)
 
     @property
     def default(self) -> bool:
         """Only the `Authorization` header."""
-        return self._sources == (AuthorizationHeaderSource(type="authorization"),)
+        return self._default
 
     def find(self, method: str, headers: Headers, query: str) -> Credential:
         """The request's token, or `missing_token`, `ambiguous_token`,
