@@ -17,3 +17,6 @@ SECRET_ITEMS_KEY: Final = "secrets.json"
 `{"secret", "key", "path"}` (`path` is NAME). Names only, never values."""
 CONFIG_HASH_ANNOTATION: Final = "wardgate.io/config-hash"
 """On the ConfigMap: the hash of the config and of the secret values it uses."""
+POD_NAME_VARIABLE: Final = "WARDGATE_POD_NAME"
+"""In a gateway pod's environment (the downward API): its name, the key under which it
+records the hash of the config it serves (`--report-served`)."""

@@ -17,6 +17,17 @@ The same code runs in a pod (its ServiceAccount) and in a process elsewhere (a k
 The blocking `kubernetes` client runs in one thread; snapshots are handed to the event loop.
 
 The layout of the ConfigMap is `wardgate.gateway.delivery`'s.
+
+With `--report-served NAME`, a replica also records the hash of the config it serves, at
+start and after each swap, under its pod's name in ConfigMap NAME (`ServedReport`): the
+operator reads those records for the Gateway's status, so that `Ready` means served, not
+only written. Why there and not an annotation on the replica's own Pod: a Role cannot name
+a Pod that does not exist yet, so it would have to allow `patch` on every Pod of the
+namespace, and a Pod's spec is mutable (a container's image): a compromised gateway could
+then run any image under another workload's identity. `patch` of one ConfigMap by name lets
+it, at worst, misreport its own Gateway's replicas. Why not the operator polling each
+pod's admin endpoint: it would need a network path to every gateway pod and would learn of
+a swap only at its next poll; a write lands in the operator's watch at once.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ logger = logging.getLogger("wardgate.gateway")
 
 WATCH_SECONDS: Final = 240
 RETRY_SECONDS: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
+FIELD_MANAGER: Final = "wardgate-gateway"
 
 
 class SourceError(Exception):
@@ -66,6 +78,15 @@ class ConfigObject:
         if not sep or not namespace or not name or "/" in name:
             raise ValueError(f"--watch-config {text!r}: expected NAMESPACE/NAME")
         return cls(namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ServedReport:
+    """Where a replica records the config hash it serves: key `pod` of ConfigMap
+    `config_map`, in the namespace of the watched one."""
+
+    config_map: str
+    pod: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +193,19 @@ class ConfigMapSource:
             self._origin,
         )
 
+    def report_served(self, report: ServedReport, config_hash: str) -> None:
+        """Record that this replica serves `config_hash` (blocking; raises `SourceError`)."""
+        body = {"data": {report.pod: config_hash}}
+        try:
+            self._core.patch_namespaced_config_map(
+                report.config_map, self.target.namespace, body, field_manager=FIELD_MANAGER
+            )
+        except (ApiException, HTTPError, OSError) as exc:
+            raise SourceError(
+                f"configmap/{report.config_map} -n {self.target.namespace}: cannot record the "
+                f"served config: {api_reason(exc)}"
+            ) from None
+
     def _secret_values(self, items: list[Mapping[str, str]]) -> dict[str, str]:
         values: dict[str, str] = {}
         read: dict[str, Mapping[str, Any]] = {}
@@ -274,6 +308,8 @@ class ConfigWatch:
     """The resourceVersion of the snapshot served first."""
     prepare: Callable[[object], object] = lambda document: document
     """Applied to each document before validation (the `--server` overrides)."""
+    report: ServedReport | None = None
+    """Where to record the hash served (`--report-served`); None: nowhere."""
 
 
 def wait_for_snapshot(source: ConfigMapSource, timeout: float) -> Snapshot:

@@ -79,6 +79,7 @@ IDLE_GRACE_SECONDS: Final = 0.5
 POLL_SECONDS: Final = 0.02
 BACKLOG: Final = 1024
 WORKER_RESTART_DELAY: Final = 1.0
+REPORT_RETRY_SECONDS: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_TLS_PORT: Final = 8443
 
 
@@ -271,7 +272,10 @@ async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
     """Apply each new snapshot of the watched ConfigMap in place, until cancelled.
 
     Validation and compilation run in a thread, so that a large config does not hold up
-    requests for its whole build."""
+    requests for its whole build. The hash served is recorded (`watch.report`) at start and
+    after each swap."""
+    reporter = ServedReporter(watch)
+    reporter.served(holder.config_hash)
 
     async def apply(snapshot: Snapshot) -> None:
         if snapshot.config_hash and snapshot.config_hash == holder.config_hash:
@@ -282,8 +286,62 @@ async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
             holder.refused(snapshot.config_hash, exc.problems)
             return
         await holder.swap(gateway, gateway.loaded.config_hash)
+        reporter.served(holder.config_hash)
 
-    await follow_snapshots(watch, apply)
+    async with reporter:
+        await follow_snapshots(watch, apply)
+
+
+class ServedReporter:
+    """Records the hash served where `watch.report` says (nowhere when None), in a task:
+    the latest only when swaps come faster than the writes, a failed write retried with
+    backoff."""
+
+    def __init__(self, watch: ConfigWatch) -> None:
+        self.watch = watch
+        self._hash: str | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def served(self, config_hash: str) -> None:
+        self._hash = config_hash
+        self._changed.set()
+
+    async def __aenter__(self) -> ServedReporter:
+        if self.watch.report is not None:
+            self._task = asyncio.create_task(self._run(), name="wardgate-report-served")
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        from wardgate.gateway.kubesource import SourceError
+
+        report = self.watch.report
+        assert report is not None
+        failures = 0
+        reported: str | None = None
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            served = self._hash
+            if served is None or served == reported:
+                continue
+            try:
+                await asyncio.to_thread(self.watch.source.report_served, report, served)
+            except SourceError as exc:
+                failures += 1
+                delay = REPORT_RETRY_SECONDS[min(failures, len(REPORT_RETRY_SECONDS)) - 1]
+                logger.warning("%s; again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                self._changed.set()
+                continue
+            failures = 0
+            reported = served
 
 
 async def follow_snapshots(
@@ -543,6 +601,7 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
     latest = [loaded]
     """The latest valid config: what a worker starts (again) on."""
     tasks: set[asyncio.Task[None]] = set()
+    reporter: ServedReporter | None = None
 
     session = create_client_session()
     source = AdminSource(
@@ -588,6 +647,8 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
         else:
             worker.ready = True
             if all(w.ready for w in workers.values()):
+                if not all_ready.is_set() and reporter is not None:
+                    reporter.served(source.loaded.config_hash)  # every worker serves it
                 all_ready.set()
         settle()
 
@@ -599,6 +660,8 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
         if any(w.config_hash != new.config_hash for w in workers.values()):
             return
         source.loaded = new
+        if reporter is not None:
+            reporter.served(new.config_hash)
         task = loop.create_task(_swap_admin_authorizers(source, new, lambda: session))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -668,6 +731,8 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
         following = asyncio.create_task(
             follow_snapshots(options.watch, hand_over), name="wardgate-follow-config"
         )
+        reporter = ServedReporter(options.watch)
+        await reporter.__aenter__()
     admin_runner: web.AppRunner | None = None
     demo = await _start_demo_upstream(options)
     try:
@@ -717,6 +782,8 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await following
+        if reporter is not None:
+            await reporter.__aexit__()
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -557,6 +557,7 @@ KINDS: Final = (
             {"name": "Routes", "type": "integer", "jsonPath": ".status.routes"},
             {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
             {"name": "Available", "type": "integer", "jsonPath": ".status.availableReplicas"},
+            {"name": "Serving", "type": "integer", "jsonPath": ".status.servingReplicas"},
             {"name": "Config", "type": "string", "jsonPath": ".status.configHash"},
             READY_REASON,
             AGE,

@@ -33,10 +33,17 @@ from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.informer import Index, Informers, Watched
 from wardgate.operator.inputs import resource_from_body, secret_from_body
 from wardgate.operator.kube import CLUSTER_SCOPED, Body, KubeApi, KubeError
-from wardgate.operator.manifests import GATEWAY_LABEL, MANAGED_BY, Defaults
+from wardgate.operator.manifests import (
+    GATEWAY_LABEL,
+    MANAGED_BY,
+    REPORT_LABEL,
+    REPORT_SERVED,
+    Defaults,
+)
 from wardgate.operator.probes import JwksProber, jwks_uri
 from wardgate.operator.reconciler import Kube, Observed, Reconciler, ReplacingError, WorkKey
 from wardgate.operator.render import ObjectKey, SecretInfo
+from wardgate.operator.status import Replicas
 from wardgate.operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -110,6 +117,21 @@ class IndexedNamespace(NamedTuple):
     terminating: bool
 
 
+class IndexedPod(NamedTuple):
+    """A gateway pod under its Gateway's key: whether it is ready (and not terminating)."""
+
+    uid: str
+    name: str
+    ready: bool
+
+
+class IndexedRecords(NamedTuple):
+    """The replicas' served-config records of a Gateway: pod name → config hash."""
+
+    uid: str
+    served: Mapping[str, str]
+
+
 def _identity(body: Mapping[str, Any]) -> ObjectKey:
     metadata = body.get("metadata") or {}
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
@@ -163,6 +185,35 @@ def deployment_index(body: Body) -> dict[ObjectKey, Observed]:
     return {}
 
 
+def _gateway_of(body: Mapping[str, Any]) -> ObjectKey | None:
+    """The Gateway an owned object belongs to (its label)."""
+    namespace, _name = _identity(body)
+    gateway = ((body.get("metadata") or {}).get("labels") or {}).get(GATEWAY_LABEL)
+    return (namespace, str(gateway)) if gateway else None
+
+
+def pod_index(body: Body) -> dict[ObjectKey, IndexedPod]:
+    """A gateway pod under its Gateway's key."""
+    gateway = _gateway_of(body)
+    if gateway is None:
+        return {}
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
+    return {gateway: IndexedPod(_uid(body), _identity(body)[1], ready and not deleting)}
+
+
+def records_index(body: Body) -> dict[ObjectKey, IndexedRecords]:
+    """A Gateway's served-config records under its key (no other ConfigMap: its config's
+    holds no records)."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    gateway = _gateway_of(body)
+    if gateway is None or labels.get(REPORT_LABEL) != REPORT_SERVED:
+        return {}
+    data = body.get("data") or {}
+    return {gateway: IndexedRecords(_uid(body), {str(k): str(v) for k, v in data.items()})}
+
+
 def _uid(body: Mapping[str, Any]) -> str:
     return str((body.get("metadata") or {}).get("uid") or "")
 
@@ -206,6 +257,10 @@ class IndexState:
     secrets: Index[str, IndexedSecret]
     namespaces: Index[str, IndexedNamespace]
     services: Index[str, IndexedService]
+    pods: Index[ObjectKey, IndexedPod] = field(default_factory=Index)
+    """A Gateway's pods, under its key."""
+    records: Index[ObjectKey, IndexedRecords] = field(default_factory=Index)
+    """The config each of a Gateway's replicas records serving, under its key."""
     gone: set[str] = field(default_factory=set)
     """uids of objects deleted unseen (uids are never reused)."""
 
@@ -252,6 +307,17 @@ class IndexState:
     def terminating(self, namespace: str) -> bool:
         found = self._namespace(namespace)
         return found is not None and found.terminating
+
+    def replicas_of(self, gateway: ObjectKey) -> Replicas:
+        pods = self._values(self.pods, gateway)
+        served: dict[str, str] = {}
+        for found in self._values(self.records, gateway):
+            served.update(found.served)
+        return Replicas(
+            frozenset(pod.name for pod in pods),
+            frozenset(pod.name for pod in pods if pod.ready),
+            served,
+        )
 
     def _namespace(self, name: str) -> IndexedNamespace | None:
         found = self._values(self.namespaces, name)
@@ -409,11 +475,12 @@ class Controller:
         for gateway in self.gateways_using(namespace, name):
             self.queue.add(("Gateway", *gateway))
 
-    def on_deployment(self, type: str, body: Body) -> None:
-        namespace, _name = _identity(body)
-        gateway = ((body.get("metadata") or {}).get("labels") or {}).get(GATEWAY_LABEL)
-        if gateway:
-            self.queue.add(("Gateway", namespace, gateway))
+    def on_owned(self, type: str, body: Body) -> None:
+        """A change of an object a Gateway owns (its Deployment, a pod, the replicas'
+        records): reconcile the Gateway, whose status reports it."""
+        gateway = _gateway_of(body)
+        if gateway is not None:
+            self.queue.add(("Gateway", *gateway))
 
     def on_service(self, type: str, body: Body) -> None:
         # Only whether a Service exists matters (a Route's ResolvedRefs), not its changes.
@@ -584,8 +651,24 @@ def watched_resources(controller: Controller) -> list[Watched[Any, Any]]:
         Watched(
             "Deployment",
             deployment_index,
-            controller.on_deployment,
+            controller.on_owned,
             label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+        ),
+        # The replicas and the config each serves: a Gateway is Ready once they all serve
+        # its current config.
+        Watched(
+            "Pod",
+            pod_index,
+            controller.on_owned,
+            label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+            store=state.pods,
+        ),
+        Watched(
+            "ConfigMap",
+            records_index,
+            controller.on_owned,
+            label_selector=f"{REPORT_LABEL}={REPORT_SERVED}",
+            store=state.records,
         ),
     ]
 

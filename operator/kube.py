@@ -34,6 +34,7 @@ CLIENT_THREADS: Final = 16
 # kind → (API prefix, plural)
 KINDS: Final[Mapping[str, tuple[str, str]]] = {
     "ConfigMap": ("api/v1", "configmaps"),
+    "Pod": ("api/v1", "pods"),
     "Service": ("api/v1", "services"),
     "Secret": ("api/v1", "secrets"),
     "Event": ("api/v1", "events"),
@@ -223,6 +224,16 @@ class KubeApi:
             "PATCH",
             object_path(kind, namespace, name) + "/status",
             body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    async def merge_patch(self, kind: str, namespace: str, name: str, body: Body) -> Body:
+        """JSON merge patch of the object (null removes a key)."""
+        return await self._write(
+            f"patch {kind}",
+            "PATCH",
+            object_path(kind, namespace, name),
+            body=body,
             content_type="application/merge-patch+json",
         )
 

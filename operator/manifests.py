@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from wardgate.gateway.delivery import CONFIG_HASH_ANNOTATION, CONFIG_KEY, SECRET_ITEMS_KEY
+from wardgate.gateway.delivery import (
+    CONFIG_HASH_ANNOTATION,
+    CONFIG_KEY,
+    POD_NAME_VARIABLE,
+    SECRET_ITEMS_KEY,
+)
 from wardgate.operator.models import API_VERSION, GatewaySpec
 from wardgate.operator.render import Meta, RenderResult, SecretItem
 
@@ -42,6 +47,10 @@ DEFAULT_DRAIN_SECONDS: Final = 20.0
 APPLIED_HASH: Final = "wardgate.io/applied-hash"
 CONFIG_HASH: Final = CONFIG_HASH_ANNOTATION
 GATEWAY_LABEL: Final = "wardgate.io/gateway"
+REPORT_LABEL: Final = "wardgate.io/report"
+"""On the ConfigMap where a Gateway's replicas record the config they serve (value
+`REPORT_SERVED`): what the operator watches of them."""
+REPORT_SERVED: Final = "served-config"
 MANAGED_BY: Final = "wardgate-operator"
 RUN_AS: Final = 65532
 MAX_DEFAULT_WORKERS: Final = 16
@@ -151,14 +160,21 @@ def build_service_account(meta: Meta) -> Manifest:
 
 def build_role(meta: Meta, result: RenderResult) -> Manifest:
     """What the Gateway's pods may read: their ConfigMap and their Secrets, by name (a list
-    or watch is authorised by name when it selects `metadata.name`)."""
+    or watch is authorised by name when it selects `metadata.name`); and the one ConfigMap
+    where each records the config it serves, which they may patch."""
     rules: list[dict[str, Any]] = [
         {
             "apiGroups": [""],
             "resources": ["configmaps"],
             "resourceNames": [child_name(meta.name, "-config")],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [served_report_name(meta.name)],
+            "verbs": ["patch"],
+        },
     ]
     secrets = sorted({item.secret for item in result.secret_items})
     if secrets:
@@ -237,6 +253,20 @@ def cpu_cores(quantity: int | str) -> Decimal | None:
     return cores / 1000 if match[2] else cores
 
 
+def served_report_name(gateway: str) -> str:
+    """The ConfigMap where the Gateway's replicas record the config hash each serves."""
+    return child_name(gateway, "-served")
+
+
+def build_served_report(meta: Meta) -> Manifest:
+    """The ConfigMap of the replicas' records: created empty, its `data` (pod name → config
+    hash) written by the replicas themselves (`wardgate.gateway.kubesource.ServedReport`),
+    which server-side apply of this manifest leaves alone."""
+    metadata = _metadata(meta, served_report_name(meta.name))
+    metadata["labels"][REPORT_LABEL] = REPORT_SERVED
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata}
+
+
 def build_deployment(
     meta: Meta, spec: GatewaySpec, result: RenderResult, defaults: Defaults
 ) -> Manifest:
@@ -255,6 +285,8 @@ def build_deployment(
         "0.0.0.0",
         "--admin-port",
         str(ADMIN_PORT),
+        "--report-served",
+        served_report_name(meta.name),
     ]
     if workers > 1:
         args += ["--workers", str(workers)]
@@ -273,7 +305,14 @@ def build_deployment(
         "image": spec.image or defaults.image,
         "imagePullPolicy": spec.image_pull_policy or defaults.image_pull_policy,
         "args": args,
-        "env": [{"name": "WARDGATE_LOG_LEVEL", "value": spec.log_level}],
+        "env": [
+            {"name": "WARDGATE_LOG_LEVEL", "value": spec.log_level},
+            # The key of this replica's record of the config it serves.
+            {
+                "name": POD_NAME_VARIABLE,
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+            },
+        ],
         "ports": [
             {"name": "http", "containerPort": TRAFFIC_PORT, "protocol": "TCP"},
             *(
@@ -446,6 +485,7 @@ def build_gateway_objects(
     """Every owned object for a valid render result, in apply order (config first)."""
     objects = [
         build_config_map(meta, result),
+        build_served_report(meta),
         build_service_account(meta),
         build_role(meta, result),
         build_role_binding(meta),

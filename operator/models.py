@@ -432,6 +432,8 @@ class GatewayStatus(Model):
     """Hash of the config (and secret values) the Deployment was last given."""
     replicas: int | None = None
     available_replicas: int | None = None
+    serving_replicas: int | None = None
+    """Ready replicas that serve `configHash` (as each records after its in-place swap)."""
 
 
 class PathPolicy(Model):

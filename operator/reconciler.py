@@ -27,6 +27,7 @@ from wardgate.operator.manifests import (
     build_gateway_objects,
     child_name,
     config_map_size,
+    served_report_name,
 )
 from wardgate.operator.models import API_VERSION
 from wardgate.operator.probes import JwksProber, jwks_uri, with_probe
@@ -40,6 +41,7 @@ from wardgate.operator.render import (
     render_authorizer,
 )
 from wardgate.operator.status import (
+    Replicas,
     build_event,
     build_status,
     config_too_large,
@@ -83,6 +85,7 @@ class Kube(Protocol):
         self, kind: str, namespace: str, name: str, *, orphan: bool = False
     ) -> None: ...
     async def patch_status(self, kind: str, namespace: str, name: str, status: Body) -> Body: ...
+    async def merge_patch(self, kind: str, namespace: str, name: str, body: Body) -> Body: ...
     async def create_event(self, namespace: str, event: Body) -> None: ...
 
 
@@ -97,6 +100,7 @@ class State(Protocol):
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]: ...
     def services_in(self, namespace: str) -> Collection[ObjectKey]: ...
     def terminating(self, namespace: str) -> bool: ...
+    def replicas_of(self, gateway: ObjectKey) -> Replicas: ...
 
 
 def now_text() -> str:
@@ -206,10 +210,12 @@ class Reconciler:
                     self._owned(meta, "ConfigMap", child_name(name, "-config")),
                 )
             running = _annotation(config_map, CONFIG_HASH) if config_map is not None else None
+            replicas = self.state.replicas_of(key)
             conditions, fields = gateway_status(
-                result.gateway, deployment, result.config_hash, running, conflict, blocked
+                result.gateway, deployment, result.config_hash, running, conflict, blocked, replicas
             )
             await self.write_status("Gateway", gateway, conditions, fields)
+            await self._forget_pods_gone(meta, replicas)
         else:
             self.written.pop(("Gateway", namespace, name), None)
         by_key = {r.resource.meta.key: r for r in routes}
@@ -225,14 +231,32 @@ class Reconciler:
 
         await asyncio.gather(*(write_route(s) for s in route_statuses))
 
+    async def _forget_pods_gone(self, meta: Meta, replicas: Replicas) -> None:
+        """Remove the served-config records of pods that no longer exist. (A replica records
+        only once it serves, seconds after its pod was created and watched here, so a record
+        is never older than its pod in the index.)"""
+        stale = replicas.stale()
+        if not stale:
+            return
+        try:
+            await self.kube.merge_patch(
+                "ConfigMap",
+                meta.namespace,
+                served_report_name(meta.name),
+                {"data": dict.fromkeys(stale)},
+            )
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
     async def _owned(self, meta: Meta, kind: str, name: str) -> Body | None:
         """The object, when it exists and this Gateway controls it."""
         found = await self.kube.get(kind, meta.namespace, name)
         return found if found is not None and _controlled_by(found, meta.uid) else None
 
     async def apply_objects(self, meta: Meta, objects: GatewayObjects) -> dict[str, Body]:
-        """Apply what differs; return the applied objects (kind → the object as the cluster
-        has it)."""
+        """Apply what differs; return the applied objects (kind → the first object of that
+        kind, as the cluster has it)."""
         applied: dict[str, Body] = {}
         # Read concurrently (one reconcile reads up to ten objects), write in order.
         wanted_names = [(m["kind"], m["metadata"]["name"]) for m in objects.apply]
@@ -255,7 +279,8 @@ class Reconciler:
             if current is None or _annotation(current, APPLIED_HASH) != wanted:
                 log.info("applying %s %s/%s", kind, meta.namespace, name)
                 current = await self.kube.apply(manifest)
-            applied[kind] = current
+            # The first of a kind: the config's ConfigMap comes before the replicas' one.
+            applied.setdefault(kind, current)
         for (kind, name), current in zip(objects.absent, found[len(objects.apply) :], strict=True):
             if current is not None and _controlled_by(current, meta.uid):
                 log.info("deleting %s %s/%s", kind, meta.namespace, name)

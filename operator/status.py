@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from wardgate.operator.conditions import (
@@ -22,12 +24,54 @@ Body = dict[str, Any]
 # Every field the operator owns in each kind's status; absent ones are sent as null so that a
 # merge patch removes them.
 STATUS_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
-    "Gateway": ("routes", "configHash", "replicas", "availableReplicas"),
+    "Gateway": ("routes", "configHash", "replicas", "availableReplicas", "servingReplicas"),
     "Route": ("paths", "auth", "policy"),
     "Authorizer": ("issuer", "jwks"),
 }
 EVENT_MESSAGE_LIMIT: Final = 1024
 COMPONENT: Final = "wardgate-operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    """A Gateway's pods as watched: their names, the ready ones (not terminating), and the
+    config hash each has recorded serving (pod name → hash; records of pods gone may
+    linger)."""
+
+    pods: frozenset[str] = frozenset()
+    ready: frozenset[str] = frozenset()
+    served: Mapping[str, str] = field(default_factory=dict)
+
+    def serving(self, config_hash: str | None) -> int:
+        """Ready replicas that serve `config_hash`."""
+        return sum(1 for pod in self.ready if config_hash and self.served.get(pod) == config_hash)
+
+    def stale(self) -> list[str]:
+        """Records of pods that no longer exist."""
+        return sorted(pod for pod in self.served if pod not in self.pods)
+
+
+def served_condition(replicas: Replicas, running: str | None) -> Cond:
+    """`ConfigServed`: true when every ready replica serves the config in the Gateway's
+    ConfigMap (`running`), as each replica records it after its in-place swap."""
+    if running is None:
+        return false("ConfigServed", "Pending", "no config has been written yet")
+    if not replicas.ready:
+        return false("ConfigServed", "Pending", f"no ready replica serves config {running} yet")
+    serving = replicas.serving(running)
+    ready = len(replicas.ready)
+    if serving < ready:
+        others = Counter(replicas.served.get(pod, "nothing recorded") for pod in replicas.ready)
+        del others[running]
+        elsewhere = ", ".join(f"{count} {what}" for what, count in sorted(others.items()))
+        return false(
+            "ConfigServed",
+            "Progressing",
+            f"{serving}/{ready} ready replicas serve config {running} (others: {elsewhere})",
+        )
+    return true(
+        "ConfigServed", "Served", f"{serving}/{ready} ready replicas serve config {running}"
+    )
 
 
 def _annotations(body: Mapping[str, Any] | None) -> Mapping[str, str]:
@@ -76,10 +120,13 @@ def gateway_status(
     running: str | None,
     conflict: str | None = None,
     blocked: Cond | None = None,
+    replicas: Replicas | None = None,
 ) -> tuple[tuple[Cond, ...], dict[str, Any]]:
-    """The Gateway's conditions and fields: render's view plus the Deployment's (`conflict`:
-    why an object to apply could not be, when it belongs to someone else; `blocked`: the
-    Programmed condition when the config could not be applied for another reason)."""
+    """The Gateway's conditions and fields: render's view plus the Deployment's and the
+    replicas' (`conflict`: why an object to apply could not be, when it belongs to someone
+    else; `blocked`: the Programmed condition when the config could not be applied for
+    another reason). Ready needs the config served by every ready replica, not only
+    written."""
     accepted = next(c for c in rendered.conditions if c.type == "Accepted")
     others = [c for c in rendered.conditions if c.type not in ("Accepted", "Ready")]
     if conflict is not None:
@@ -88,9 +135,11 @@ def gateway_status(
         programmed = blocked
     else:
         programmed = programmed_condition(accepted.ok, deployment, desired_hash, running)
-    conditions = summarise((accepted, *others, programmed), programmed.message)
+    served = served_condition(replicas or Replicas(), running)
+    conditions = summarise((accepted, *others, programmed, served), served.message)
     fields = {k: v for k, v in rendered.fields.items() if k != "configHash"}
     if deployment is not None:
+        fields["servingReplicas"] = (replicas or Replicas()).serving(running)
         fields["configHash"] = running
         fields["replicas"] = int((deployment.get("spec") or {}).get("replicas", 1))
         fields["availableReplicas"] = int(

@@ -95,6 +95,12 @@ def _gateway(subparsers: Subparsers) -> None:
         help="read the config from this ConfigMap (the operator's) and apply each change in "
         "place, between requests; secret values are read from the Secrets it lists",
     )
+    gateway.add_argument(
+        "--report-served",
+        metavar="CONFIGMAP",
+        help="for --watch-config: record the hash of the config served in this ConfigMap "
+        "(same namespace), under the pod's name ($WARDGATE_POD_NAME, else the host name)",
+    )
     _kubeconfig(
         gateway,
         "for --watch-config: kubeconfig (default: the pod's ServiceAccount, then ~/.kube/config)",

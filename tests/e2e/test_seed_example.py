@@ -2,7 +2,9 @@
 renders it, and a real `wardgate gateway` following the rendered ConfigMap through the API
 as the Gateway's own ServiceAccount (exactly what its pods run with) answers real requests
 in front of a real upstream; then a new Route and a rotated Secret are applied in place,
-under load, with no request failing and no pod replaced.
+under load, with no request failing and no pod replaced. The gateway stands in for the
+Gateway's one pod: it records the config it serves under that pod's name, and the Gateway
+is Ready only once it does.
 
 The kubelet of the local cluster is fake (kwok), so the gateway runs here instead of in the
 pod; the `orders` Service's DNS name does not resolve here either, so `--server` points the
@@ -12,6 +14,7 @@ rendered `orders` server at the local upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,7 +54,7 @@ def rendered(cluster: KubeCluster) -> Iterator[tuple[Objects, str, RunningOperat
     cluster.kubectl(
         "wait", "--for=create", "serviceaccount/default", "-n", namespace, "--timeout=60s"
     )
-    operator = RunningOperator(cluster.kubeconfig).start()
+    operator = RunningOperator(cluster.kubeconfig, kwok_replicas=False).start()
     try:
         orders_service = {
             "apiVersion": "v1",
@@ -60,7 +63,8 @@ def rendered(cluster: KubeCluster) -> Iterator[tuple[Objects, str, RunningOperat
             "spec": {"selector": {"app": "orders"}, "ports": [{"port": 8080}]},
         }
         objects.apply(namespace, orders_service, *seed_objects(SECRET))
-        objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
+        # Ready waits for a replica serving the config: the gateway process below.
+        objects.wait_condition("Gateway", namespace, "api", "Programmed", "True", timeout=90)
         yield objects, namespace, operator
     finally:
         operator.stop()
@@ -92,15 +96,44 @@ async def upstream() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         await runner.cleanup()
 
 
+def _pod(objects: Objects, namespace: str) -> str:
+    """The name of the Gateway's one ready pod."""
+    objects.wait(
+        "the gateway pod",
+        lambda: any(p["metadata"]["labels"].get("wardgate.io/gateway") == "api"
+                    for p in objects.list("Pod", namespace)),
+    )  # fmt: skip
+    pods = [
+        p["metadata"]["name"]
+        for p in objects.list("Pod", namespace)
+        if p["metadata"]["labels"].get("wardgate.io/gateway") == "api"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+    assert len(pods) == 1, pods
+    return pods[0]
+
+
 @pytest.fixture
 def gateway_process(
     rendered: tuple[Objects, str, RunningOperator],
     upstream: tuple[str, list[dict[str, str]]],
     tmp_path: Path,
 ) -> Iterator[tuple[str, str]]:
-    """`wardgate gateway` on the rendered config; yields (traffic URL, admin URL)."""
+    """`wardgate gateway` on the rendered config, as the Gateway's pod; yields (traffic URL,
+    admin URL)."""
+    with _gateway(rendered, upstream, tmp_path) as urls:
+        yield urls
+
+
+@contextlib.contextmanager
+def _gateway(
+    rendered: tuple[Objects, str, RunningOperator],
+    upstream: tuple[str, list[dict[str, str]]],
+    tmp_path: Path,
+) -> Iterator[tuple[str, str]]:
     objects, namespace, _ = rendered
     kubeconfig = account_kubeconfig(objects.cluster, namespace, "wardgate-api", tmp_path)
+    pod = _pod(objects, namespace)
     port, admin_port = free_port(), free_port()
     process = subprocess.Popen(
         [
@@ -111,11 +144,15 @@ def gateway_process(
             "--admin-port", str(admin_port),
             "--server", f"orders={upstream[0]}",
             "--access-log", "off",
+            "--report-served", "wardgate-api-served",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={k: v for k, v in os.environ.items() if k != "JWT_SECRET"},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "JWT_SECRET"},
+            "WARDGATE_POD_NAME": pod,
+        },
     )  # fmt: skip
     try:
         yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
@@ -140,6 +177,31 @@ async def _wait_ready(session: aiohttp.ClientSession, admin: str) -> None:
 
 async def _next_attempt() -> None:
     await asyncio.sleep(0.05)  # polling interval of a readiness probe, not synchronisation
+
+
+async def test_ready_once_the_replica_serves_the_config(
+    rendered: tuple[Objects, str, RunningOperator],
+    upstream: tuple[str, list[dict[str, str]]],
+    tmp_path: Path,
+) -> None:
+    """Written is not served: the Gateway is Ready, with one serving replica, only once the
+    gateway (as its pod, with the pod's account) records that it serves the config."""
+    objects, namespace, _ = rendered
+    waiting = objects.wait_condition(
+        "Gateway", namespace, "api", "ConfigServed", "False", "Progressing"
+    )
+    assert "0/1 ready replicas serve config" in waiting["message"]
+    assert "1 nothing recorded" in waiting["message"]
+    assert objects.condition("Gateway", namespace, "api", "Ready")["status"] == "False"
+    with _gateway(rendered, upstream, tmp_path) as (_url, admin):
+        served = objects.wait_condition("Gateway", namespace, "api", "Ready", "True")
+        status = (objects.get("Gateway", namespace, "api") or {})["status"]
+        assert status["servingReplicas"] == 1
+        async with aiohttp.ClientSession() as session:
+            assert await _served_hash(session, admin) == status["configHash"]
+        assert f"1/1 ready replicas serve config {status['configHash']}" in served["message"]
+        record = objects.get("ConfigMap", namespace, "wardgate-api-served") or {}
+        assert record["data"] == {_pod(objects, namespace): status["configHash"]}
 
 
 async def test_seed_example_end_to_end(
@@ -215,6 +277,15 @@ async def test_changes_are_applied_in_place_under_load(
             assert route_seconds < 10
             second = await _served_hash(session, admin)
             assert second != first
+            # The Gateway's status follows what the replica serves.
+            objects.wait(
+                "the Gateway to report the new config served",
+                lambda: (
+                    (objects.get("Gateway", namespace, "api") or {})["status"].get("configHash")
+                    == second
+                ),
+            )
+            objects.wait_condition("Gateway", namespace, "api", "Ready", "True")
         finally:
             stop.set()
             await asyncio.gather(*clients)

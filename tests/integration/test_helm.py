@@ -218,6 +218,8 @@ def test_install_upgrade_uninstall(cluster: KubeCluster, namespace: str) -> None
         (["watch", "routes.wardgate.io"], "yes"),
         (["create", "deployments.apps"], "yes"),
         (["list", "namespaces"], "yes"),
+        (["watch", "pods"], "yes"),
+        (["patch", "pods"], "no"),
         (["update", "gateways.wardgate.io"], "no"),
         (["create", "secrets"], "no"),
     ]:

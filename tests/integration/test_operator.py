@@ -65,7 +65,7 @@ def test_seed_example_becomes_ready(
 ) -> None:
     objects.apply(namespace, *seed_objects(SECRET))
     ready = objects.wait_condition("Gateway", namespace, "api", "Ready", "True", timeout=90)
-    assert "replicas run config" in ready["message"]
+    assert "ready replicas serve config" in ready["message"]
     objects.wait_condition("Authorizer", namespace, "jwt", "Ready", "True")
     for name in ("health", "orders"):
         objects.wait_condition("Route", namespace, name, "Accepted", "True")
@@ -114,6 +114,13 @@ def test_seed_example_becomes_ready(
             "resourceNames": ["wardgate-api-config"],
             "verbs": ["get", "list", "watch"],
         },
+        # Where each replica records the config it serves.
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["wardgate-api-served"],
+            "verbs": ["patch"],
+        },
         {
             "apiGroups": [""],
             "resources": ["secrets"],
@@ -121,6 +128,21 @@ def test_seed_example_becomes_ready(
             "verbs": ["get"],
         },
     ]
+    # A replica may record what it serves in its Gateway's one ConfigMap, and write nothing
+    # else: not its config, not another Gateway's record, not a Pod.
+    account = f"system:serviceaccount:{namespace}:wardgate-api"
+    for request, allowed in [
+        (["patch", "configmaps/wardgate-api-served"], "yes"),
+        (["update", "configmaps/wardgate-api-served"], "no"),
+        (["patch", "configmaps/wardgate-api-config"], "no"),
+        (["patch", "configmaps/wardgate-other-served"], "no"),
+        (["patch", "pods"], "no"),
+        (["list", "pods"], "no"),
+    ]:
+        answer = cluster.kubectl(
+            "auth", "can-i", *request, "--as", account, "-n", namespace, check=False
+        ).stdout.strip()
+        assert answer == allowed, (request, answer)
     binding = objects.get("RoleBinding", namespace, "wardgate-api")
     assert binding is not None
     assert binding["subjects"] == [
@@ -136,6 +158,7 @@ def test_seed_example_becomes_ready(
         assert owned["metadata"]["ownerReferences"][0]["uid"] == gateway_body["metadata"]["uid"]
     status = gateway_body["status"]
     assert status["routes"] == 2
+    assert status["servingReplicas"] == status["replicas"] == 1
     assert status["configHash"] == pod_hash(objects, namespace)
     assert status["observedGeneration"] == gateway_body["metadata"]["generation"]
 

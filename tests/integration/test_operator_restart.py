@@ -60,8 +60,8 @@ def test_restart_mid_reconcile_converges_without_duplicates(
             "the Route changed meanwhile", lambda: "/version" in _paths(objects, namespace)
         )
         for kind in ("ConfigMap", "Deployment", "Service"):
-            assert len(objects.list(kind, namespace)) == (2 if kind == "ConfigMap" else 1), kind
-        # (the second ConfigMap is kube-root-ca.crt)
+            assert len(objects.list(kind, namespace)) == (3 if kind == "ConfigMap" else 1), kind
+        # (the ConfigMaps: the config, the replicas' records and kube-root-ca.crt)
         # Gateway Ready is written before the Routes' statuses: stop only once every status
         # is for the latest generation and nothing is left to do.
         objects.wait(

@@ -87,6 +87,17 @@ class FakeKube:
         current["status"] = copy.deepcopy(status)
         return copy.deepcopy(current)
 
+    async def merge_patch(self, kind: str, namespace: str, name: str, body: Body) -> Body:
+        self._write(f"patch {kind}")
+        current = self.objects.get((kind, namespace, name))
+        if current is None:
+            path = object_path(kind, namespace, name)
+            raise KubeError("PATCH", path, 404, f'{kind.lower()}s "{name}" not found')
+        for field_name, value in body.items():  # one level deep, as the reconciler patches
+            merged = {**(current.get(field_name) or {}), **value}
+            current[field_name] = {k: v for k, v in merged.items() if v is not None}
+        return copy.deepcopy(current)
+
     async def create_event(self, namespace: str, event: Body) -> None:
         self._write("create Event")
         self.events.append(copy.deepcopy(event))

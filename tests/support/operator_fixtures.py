@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from wardgate.devcluster.cluster import KubeCluster, wait_until
+from wardgate.devcluster.kwokreplicas import KwokReplicas
 from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.crds import CRD_DIR
 from wardgate.operator.handlers import Controller, Options, Runtime, registry
@@ -67,6 +68,10 @@ class RunningOperator:
     _thread: threading.Thread | None = None
     error: BaseException | None = None
     loop: asyncio.AbstractEventLoop = field(init=False)
+    kwok_replicas: bool = True
+    """Record for the gateway pods on kwok's node, which run nothing, what each would
+    serve (False: a test runs the gateway that records it)."""
+    replicas: KwokReplicas | None = None
 
     def start(self) -> RunningOperator:
         options = Options(
@@ -77,6 +82,8 @@ class RunningOperator:
             resync_seconds=self.resync_seconds,
         )
         self.memo = Runtime(options)
+        if self.kwok_replicas:
+            self.replicas = KwokReplicas(self.kubeconfig).start()
         self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
         self._thread.start()
         if not self._ready.wait(60):
@@ -114,6 +121,8 @@ class RunningOperator:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.replicas is not None:
+            self.replicas.stop()
         if self._thread is not None:
             self._thread.join(60)
             assert not self._thread.is_alive(), "the operator did not stop"

@@ -32,6 +32,7 @@ NOW = "2026-01-01T00:00:00Z"
 GATEWAY = ("Gateway", NAMESPACE, "api")
 OWNED = (
     "apply ConfigMap",
+    "apply ConfigMap",  # where the replicas record the config each serves
     "apply ServiceAccount",
     "apply Role",
     "apply RoleBinding",
@@ -160,6 +161,65 @@ async def test_nothing_changed_writes_nothing_even_after_a_restart() -> None:
     restarted = world.restarted()
     await restarted.reconcile()
     assert world.kube.writes[before:] == []
+
+
+def _pod(name: str, ready: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "namespace": NAMESPACE,
+            "name": name,
+            "uid": f"uid-{name}",
+            "labels": {"wardgate.io/gateway": "api", "app.kubernetes.io/managed-by": "x"},
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+async def test_ready_only_once_every_ready_replica_serves_the_config() -> None:
+    world = World()
+    world.add(_gateway())
+    world.add(_route("orders", "/orders"))
+    await world.reconcile()
+    records_name = child_name("api", "-served")
+    records = world.kube.stored("ConfigMap", NAMESPACE, records_name)
+    assert records is not None
+    assert records["metadata"]["labels"]["wardgate.io/report"] == "served-config"
+    config_map = world.kube.stored("ConfigMap", NAMESPACE, child_name("api", "-config"))
+    assert config_map is not None
+    current = config_map["metadata"]["annotations"]["wardgate.io/config-hash"]
+    world.add(_pod("api-a"))
+    world.add(_pod("api-b", ready=False))  # not ready: counts neither way
+
+    def record(served: dict[str, str]) -> None:
+        body = world.kube.stored("ConfigMap", NAMESPACE, records_name)
+        assert body is not None
+        body["data"] = served
+        world.watched["ConfigMap"].apply("MODIFIED", world.kube.put(body))
+
+    record({"api-a": "old"})
+    await world.reconcile()
+    served = world.condition("Gateway", "api", "ConfigServed")
+    assert (served["status"], served["reason"]) == ("False", "Progressing")
+    assert served["message"] == f"0/1 ready replicas serve config {current} (others: 1 old)"
+    assert world.condition("Gateway", "api", "Ready")["status"] == "False"
+
+    # (Ready then waits for the Deployment's rollout too, which no controller runs here.)
+    record({"api-a": current, "api-gone": "old"})
+    await world.reconcile()
+    served = world.condition("Gateway", "api", "ConfigServed")
+    assert (served["status"], served["message"]) == (
+        "True",
+        f"1/1 ready replicas serve config {current}",
+    )
+    gateway = world.kube.stored("Gateway", NAMESPACE, "api")
+    assert gateway is not None
+    assert gateway["status"]["servingReplicas"] == 1
+    # The record of a pod that no longer exists is removed.
+    stored = world.kube.stored("ConfigMap", NAMESPACE, records_name)
+    assert stored is not None
+    assert stored["data"] == {"api-a": current}
 
 
 async def test_a_changed_route_applies_only_what_differs() -> None:

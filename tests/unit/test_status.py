@@ -21,6 +21,7 @@ from wardgate.operator.manifests import (
 )
 from wardgate.operator.render import Meta, ObjectStatus, render
 from wardgate.operator.status import (
+    Replicas,
     build_event,
     build_status,
     config_too_large,
@@ -28,6 +29,7 @@ from wardgate.operator.status import (
     programmed_condition,
     routes_not_delivered,
     same_status,
+    served_condition,
 )
 
 META = Meta("shop", "api", generation=3, uid="u1")
@@ -90,17 +92,60 @@ def test_a_blocked_gateway_reports_the_running_config() -> None:
         {"routes": 1},
     )
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
-    conditions, fields = gateway_status(rendered, done, None, "h1")
+    conditions, fields = gateway_status(rendered, done, None, "h1", replicas=SERVING_H1)
     assert [c.type for c in conditions] == [
         "Accepted",
         "ResolvedRefs",
         "Programmed",
+        "ConfigServed",
         "Ready",
         "Stalled",
     ]
-    assert conditions[3].reason == conditions[4].reason == "InvalidConfig"
+    assert conditions[4].reason == conditions[5].reason == "InvalidConfig"
     assert conditions[2].ok  # the last good config runs
-    assert fields == {"routes": 1, "configHash": "h1", "replicas": 2, "availableReplicas": 2}
+    assert conditions[3].ok  # and is served
+    assert fields == {
+        "routes": 1,
+        "configHash": "h1",
+        "replicas": 2,
+        "availableReplicas": 2,
+        "servingReplicas": 2,
+    }
+
+
+SERVING_H1 = Replicas(frozenset({"a", "b"}), frozenset({"a", "b"}), {"a": "h1", "b": "h1"})
+
+
+def test_ready_means_served_by_every_ready_replica() -> None:
+    accepted = ObjectStatus(
+        "Gateway",
+        META,
+        (true("Accepted", "Accepted"), true("ResolvedRefs", "ResolvedRefs")),
+        {"routes": 1},
+    )
+    done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
+    # Written and rolled out, but one replica still serves the previous config.
+    halfway = Replicas(frozenset({"a", "b"}), frozenset({"a", "b"}), {"a": "h1", "b": "h0"})
+    conditions, fields = gateway_status(accepted, done, "h1", "h1", replicas=halfway)
+    ready = next(c for c in conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "Progressing")
+    assert ready.message == "1/2 ready replicas serve config h1 (others: 1 h0)"
+    assert fields["servingReplicas"] == 1
+    assert _derived(conditions)["Reconciling"] == ("True", "Progressing")
+    # A replica that is not ready does not count either way; one with no record holds it.
+    unready = Replicas(frozenset({"a", "b", "c"}), frozenset({"a"}), {"a": "h1", "b": "h0"})
+    assert served_condition(unready, "h1").ok
+    silent = Replicas(frozenset({"a", "c"}), frozenset({"a", "c"}), {"a": "h1"})
+    assert served_condition(silent, "h1").message.endswith("(others: 1 nothing recorded)")
+    assert served_condition(Replicas(), "h1").reason == "Pending"
+    assert served_condition(SERVING_H1, None).reason == "Pending"
+    conditions, fields = gateway_status(accepted, done, "h1", "h1", replicas=SERVING_H1)
+    ready = next(c for c in conditions if c.type == "Ready")
+    assert ready.ok
+    assert ready.message == "2/2 ready replicas serve config h1"
+    assert fields["servingReplicas"] == 2
+    # Records of pods gone are stale (the operator removes them).
+    assert Replicas(frozenset({"a"}), frozenset({"a"}), {"a": "h1", "old": "h0"}).stale() == ["old"]
 
 
 def _derived(conditions: tuple[Cond, ...]) -> dict[str, tuple[str, str]]:
@@ -125,7 +170,7 @@ def test_kstatus_reconciling_during_a_rollout_and_nothing_when_done() -> None:
         "Pending",
     )
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
-    conditions, _ = gateway_status(accepted, done, "h1", "h1")
+    conditions, _ = gateway_status(accepted, done, "h1", "h1", replicas=SERVING_H1)
     assert [c.type for c in conditions][-1] == "Ready"  # no Reconciling, no Stalled
     conflict, _ = gateway_status(accepted, None, "h1", None, "ConfigMap x is not ours")
     assert _derived(conflict) == {

@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
         print("--watch-config reads the config from the ConfigMap: drop --config",
               file=sys.stderr)  # fmt: skip
         return EXIT_UNUSABLE
+    if args.report_served is not None and args.watch_config is None:
+        print("--report-served records what --watch-config serves: add --watch-config",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_UNUSABLE
     if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="wardgate-metrics-")
     # The gateway's modules only now: prometheus-client picks its value store when it is

@@ -8,16 +8,20 @@ store (see there).
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 from functools import partial
 from pathlib import Path
 from typing import Final
 
 from wardgate.gateway import server
+from wardgate.gateway.delivery import POD_NAME_VARIABLE
 from wardgate.gateway.embedded import usage_banner
 from wardgate.gateway.kubesource import (
     ConfigMapSource,
     ConfigObject,
     ConfigWatch,
+    ServedReport,
     SourceError,
     load_client_configuration,
     wait_for_snapshot,
@@ -42,7 +46,9 @@ def serve(args: argparse.Namespace, log_level: str) -> int:
     watch = None
     try:
         if args.watch_config is not None:
-            loaded, watch = _watched(args.watch_config, args.kubeconfig, args.server)
+            loaded, watch = _watched(
+                args.watch_config, args.kubeconfig, args.server, args.report_served
+            )
         elif args.config is None:
             demo = load_embedded_demo(args.secrets_dir, args.server)
             loaded, demo_socket = demo.loaded, demo.upstream_socket
@@ -71,7 +77,7 @@ def serve(args: argparse.Namespace, log_level: str) -> int:
 
 
 def _watched(
-    target: str, kubeconfig: Path | None, overrides: list[str]
+    target: str, kubeconfig: Path | None, overrides: list[str], report_to: str | None = None
 ) -> tuple[LoadedConfig, ConfigWatch]:
     """The first config of a watched ConfigMap, and the watch to follow it with (raises
     `LoadError`)."""
@@ -88,4 +94,7 @@ def _watched(
         config_hash=snapshot.config_hash or None,
     )
     prepare = partial(apply_server_overrides, overrides=overrides)
-    return loaded, ConfigWatch(source, snapshot.resource_version, prepare)
+    report = None
+    if report_to is not None:
+        report = ServedReport(report_to, os.environ.get(POD_NAME_VARIABLE) or socket.gethostname())
+    return loaded, ConfigWatch(source, snapshot.resource_version, prepare, report)
