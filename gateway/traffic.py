@@ -33,14 +33,6 @@ What it owns, per connection:
   `TlsSession` (SNI name, certificate) for the 421 check; with `tls.redirectHttp`, requests
   on the plain port are answered 308 to HTTPS without going through the pipeline.
 
-A request that arrives on an idle connection, with no body to read, is answered from the
-parser's callback when its decision does not wait (a static answer, `/health`, every
-refusal before the upstream: no token, a cached refusal, no route): the pipeline's
-coroutine is stepped once, and when it returns, its reply is written there and then,
-without a task or a loop iteration. When it waits (the upstream, a key fetch), the same
-coroutine, already started, is carried on by the connection's task, in order with the
-requests behind it.
-
 The server is a `web.Server` only so that aiohttp's runner and sites can serve it (the
 listening socket, `--listen-fd`, shutdown); none of aiohttp's request machinery runs.
 """
@@ -50,10 +42,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from asyncio.tasks import _enter_task, _leave_task  # what Task.__step does around a step
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Final, cast
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 from aiohttp import web
@@ -83,7 +74,7 @@ from wardgate.gateway.websockets import (
 )
 
 if TYPE_CHECKING:  # the pipeline imports this module to build its runner
-    from wardgate.gateway.app import Admission, Gateway, GatewayHolder
+    from wardgate.gateway.app import Gateway, GatewayHolder
 
 logger = logging.getLogger("wardgate.gateway")
 
@@ -272,9 +263,6 @@ class TrafficConnection(asyncio.Protocol):
         self.busy = False
         """Whether the task is answering (else it waits, or there is none yet)."""
         self._wakeup: asyncio.Future[None] | None = None
-        self._started: _Started | None = None
-        """The pipeline of the request at the head of the queue, started in the parser's
-        callback and waiting: the task carries it on."""
         self.stopped = False
         """No more bytes are parsed (after a framing error or a request that closes)."""
         self.closing = False
@@ -483,65 +471,11 @@ class TrafficConnection(asyncio.Protocol):
         self._fields = []
         if request.has_body:
             self.parsing = request
-        elif (
-            not self.busy
-            and not self.queue
-            and "Upgrade" not in headers  # answered once the parser says what follows
-            and (self.secure or self.server.gateway.https_redirect_port is None)
-            and asyncio.current_task(self.loop) is None
-        ):
-            self._answer_now(request)
-            return
         self.queue.append(request)
         if not self.busy:
             self._schedule()
         elif len(self.queue) > PIPELINE_DEPTH:
             self._pause_reading()
-
-    def _answer_now(self, request: TrafficRequest) -> None:
-        """Answer a bodiless request on an idle connection from the parser's callback when
-        the pipeline does not wait; else hand its started pipeline to the task."""
-        loop = self.loop
-        task = self.task
-        if task is None:
-            # Made before the first step, which runs as this task: what the pipeline
-            # arms there (timeouts, cancellation) belongs to the task that carries it on.
-            task = self.task = loop.create_task(self._serve())
-        gateway = self.server.gateway
-        gateway.in_flight += 1
-        pipeline = gateway.respond(request)
-        _enter_task(loop, task)
-        try:
-            waiting_on = pipeline.send(None)
-        except StopIteration as done:
-            _leave_task(loop, task)
-            reply, admission = done.value
-        except BaseException:
-            _leave_task(loop, task)
-            gateway.in_flight -= 1
-            raise
-        else:
-            _leave_task(loop, task)
-            # It waits: the task resumes this very coroutine (still counted in flight).
-            self._started = _Started(request, gateway, _resume(pipeline, waiting_on))
-            self.queue.append(request)
-            self._schedule()
-            return
-        if reply.stream is not None:  # not written from here: the task streams it
-            self._started = _Started(request, gateway, _ready(reply, admission))
-            self.queue.append(request)
-            self._schedule()
-            return
-        try:
-            close = admission.close or not request.keep_alive or gateway.draining or self.closing
-            request.discard = True
-            close = self._write_reply(reply, request, close=close)
-            gateway.finish(admission, reply.status, self.peer)
-        finally:
-            gateway.in_flight -= 1
-        if close:
-            self._close()
-            raise _ParseStop  # nothing after it is read
 
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
@@ -653,15 +587,9 @@ class TrafficConnection(asyncio.Protocol):
                     gateway.finish_malformed(admission, reply.status, item.reason, self.peer)
                     self._close()
                     return False
-                started = self._started
-                if started is not None and started.request is item:
-                    self._started = None
-                    gateway = started.gateway  # counted in flight since it started
-                else:
-                    started = None
-                    gateway.in_flight += 1
+                gateway.in_flight += 1
                 try:
-                    close = await self._answer(item, started)
+                    close = await self._answer(item)
                 finally:
                     gateway.in_flight -= 1
                 self.queue.popleft()
@@ -677,18 +605,13 @@ class TrafficConnection(asyncio.Protocol):
         finally:
             self.busy = False
 
-    async def _answer(self, request: TrafficRequest, started: _Started | None = None) -> bool:
-        """Answer one request (its pipeline carried on when `started`); whether the
-        connection must close after it."""
-        if started is not None:
-            gateway = started.gateway
-            reply, admission = await started.pipeline
+    async def _answer(self, request: TrafficRequest) -> bool:
+        """Answer one request; whether the connection must close after it."""
+        gateway = self.server.gateway
+        if gateway.https_redirect_port is not None and not self.secure:
+            reply, admission = gateway.redirect_to_https(request)
         else:
-            gateway = self.server.gateway
-            if gateway.https_redirect_port is not None and not self.secure:
-                reply, admission = gateway.redirect_to_https(request)
-            else:
-                reply, admission = await gateway.respond(request)
+            reply, admission = await gateway.respond(request)
         if admission.aborted:
             gateway.finish(admission, CLIENT_ABORT_STATUS, self.peer)
             return True
@@ -754,55 +677,10 @@ class TrafficConnection(asyncio.Protocol):
 
     async def _send(self, reply: Reply, request: TrafficRequest | None, *, close: bool) -> bool:
         """Write a reply; True when the connection must close after it."""
-        stream = reply.stream
-        if stream is None:
-            return self._write_reply(reply, request, close=close)
-        return await self._send_streamed(reply, stream, request, close=close)
-
-    def _write_reply(self, reply: Reply, request: TrafficRequest | None, *, close: bool) -> bool:
-        """Write a reply whose body is whole, in one write; True when the connection must
-        close after it."""
-        headers = reply.headers
-        head = reply.head
-        if head:
-            lines = [head]
-        else:
-            lines = [status_line(reply.status)]
-            for name, value in reply.fixed:
-                lines.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
-            if "Server" not in headers and not any(n == "Server" for n, _ in reply.fixed):
-                lines.append(_SERVER_LINE)
-        append = lines.append
-        for name, value in headers.items():
-            append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
-        body = reply.body
-        if (
-            not reply.head_has_length
-            and reply.status not in _NO_BODY_STATUSES
-            and "Content-Length" not in headers
-        ):
-            append(b"Content-Length: %d\r\n" % len(body))
-        if close:
-            append(b"Connection: close\r\n")
-        elif request is not None and request.version < (1, 1):
-            append(b"Connection: keep-alive\r\n")
-        append(b"\r\n")
-        if body and (request is None or request.method != "HEAD"):
-            append(body)
-        self.write(b"".join(lines))
-        return close
-
-    async def _send_streamed(
-        self,
-        reply: Reply,
-        stream: AsyncIterator[bytes],
-        request: TrafficRequest | None,
-        *,
-        close: bool,
-    ) -> bool:
         status = reply.status
         headers = reply.headers
         head_only = request is not None and request.method == "HEAD"
+        stream = reply.stream
         lines = [reply.head or status_line(status)]
         append = lines.append
         if not reply.head:
@@ -813,7 +691,14 @@ class TrafficConnection(asyncio.Protocol):
         for name, value in headers.items():
             append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
         chunked = False
-        if reply.length is not None:
+        if stream is None:
+            if (
+                not reply.head_has_length
+                and status not in _NO_BODY_STATUSES
+                and "Content-Length" not in headers
+            ):
+                append(b"Content-Length: %d\r\n" % len(reply.body))
+        elif reply.length is not None:
             append(b"Content-Length: %d\r\n" % reply.length)
         elif request is not None and request.version >= (1, 1):
             append(b"Transfer-Encoding: chunked\r\n")
@@ -825,6 +710,11 @@ class TrafficConnection(asyncio.Protocol):
         elif request is not None and request.version < (1, 1):
             append(b"Connection: keep-alive\r\n")
         append(b"\r\n")
+        if stream is None:
+            if not head_only and reply.body:
+                append(reply.body)
+            self.write(b"".join(lines))
+            return close
         if head_only:
             self.write(b"".join(lines))
             await _close_stream(stream)
@@ -916,66 +806,6 @@ class TrafficConnection(asyncio.Protocol):
                 await asyncio.wait_for(asyncio.shield(task), seconds)
         if self.transport is not None:
             self.transport.abort()
-
-
-class _Started:
-    """A request's pipeline, started in the parser's callback, for the task to carry on."""
-
-    __slots__ = ("gateway", "pipeline", "request")
-
-    def __init__(
-        self,
-        request: TrafficRequest,
-        gateway: Gateway,
-        pipeline: Coroutine[Any, Any, tuple[Reply, Admission]],
-    ) -> None:
-        self.request = request
-        self.gateway = gateway
-        self.pipeline = pipeline
-
-
-async def _resume(
-    pipeline: Coroutine[Any, Any, tuple[Reply, Admission]], waiting_on: object
-) -> tuple[Reply, Admission]:
-    """Carry on a coroutine that was stepped once and yielded `waiting_on` (what `await`
-    does, from its second step on)."""
-    return await _Resumed(pipeline, waiting_on)
-
-
-class _Resumed:
-    __slots__ = ("_first", "_pipeline")
-
-    def __init__(
-        self, pipeline: Coroutine[Any, Any, tuple[Reply, Admission]], first: object
-    ) -> None:
-        self._pipeline = pipeline
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, tuple[Reply, Admission]]:
-        pipeline = self._pipeline
-        value = self._first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                pipeline.close()
-                raise
-            except BaseException as exc:  # thrown in by the task (a cancellation)
-                try:
-                    value = pipeline.throw(exc)
-                except StopIteration as done:
-                    result: tuple[Reply, Admission] = done.value
-                    return result
-            else:
-                try:
-                    value = pipeline.send(sent)
-                except StopIteration as done:
-                    result = done.value
-                    return result
-
-
-async def _ready(reply: Reply, admission: Admission) -> tuple[Reply, Admission]:
-    return reply, admission
 
 
 async def _close_stream(stream: AsyncIterator[bytes]) -> None:
