@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
@@ -31,15 +30,11 @@ from wardgate.gateway.config import RouteAuth, parse_config
 from wardgate.gateway.loading import LoadedConfig
 
 
-def no_session() -> aiohttp.ClientSession:
-    raise RuntimeError("inline keys only")
-
-
 def authorizers(authorizer: dict[str, Any]) -> Authorizers:
     loaded = LoadedConfig(
         parse_config({"authorizer": authorizer, "paths": []}), {"S": SecretStr(SECRET)}
     )
-    return Authorizers.build(loaded, no_session)
+    return Authorizers.build(loaded)
 
 
 def claims(n: int) -> dict[str, Any]:

@@ -80,6 +80,7 @@ from wardgate.gateway.exchange import (
     Reply,
     encode_head,
 )
+from wardgate.gateway.factory import ProcessContext
 from wardgate.gateway.framing import CLOSING_ERRORS, check_framing
 from wardgate.gateway.hosts import HostTable, request_host
 from wardgate.gateway.loading import LoadedConfig
@@ -92,7 +93,7 @@ from wardgate.gateway.matching import (
 from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.paths import PathEncodingError, normalise_path
-from wardgate.gateway.proxy import HttpProxy, create_client_session, create_upstream_pools
+from wardgate.gateway.proxy import HttpProxy, create_upstream_pools
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry
 from wardgate.gateway.routes import Route, build_routes
@@ -819,14 +820,16 @@ class GatewayHolder:
         self,
         gateway: Gateway,
         config_hash: str,
-        session: Callable[[], aiohttp.ClientSession],
+        context: ProcessContext,
         *,
         metrics: GatewayMetrics | None = None,
         request_log: RequestLog | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.current = gateway
         self.config_hash = config_hash
-        self._session = session
+        self._context = context
+        self._clock = clock
         self._metrics = metrics
         self._request_log = request_log
         self._retired: set[Gateway] = set()
@@ -845,7 +848,7 @@ class GatewayHolder:
         """A `Gateway` for `loaded`, sharing this process's upstream pools (raises
         `ConfigError` as `Gateway` does; starts nothing)."""
         with collection_paused():
-            authorizers = Authorizers.build(loaded, self._session, self._metrics)
+            authorizers = self._context.authorizers(loaded, self._metrics, self._clock)
             return Gateway(
                 loaded,
                 authorizers,
@@ -915,40 +918,40 @@ def build_app(
     *,
     metrics: GatewayMetrics | None = None,
     request_log: RequestLog | None = None,
-    authorizers: Authorizers | None = None,
+    clock: Callable[[], float] = time.time,
     config_hash: str | None = None,
 ) -> web.Application:
-    """The gateway application: its `GatewayHolder` under `HOLDER_KEY` (and the first
-    `Gateway` under `GATEWAY_KEY`), the shared client session and the authorizers set up and
-    torn down by `cleanup_ctx`. Serve it with `GatewayRunner`."""
+    """The gateway application. Its `cleanup_ctx` creates the process's clients first
+    (`ProcessContext`, inside the running loop), then builds the authorizers and the
+    `Gateway` with them: the `GatewayHolder` under `HOLDER_KEY`, the first `Gateway` under
+    `GATEWAY_KEY`. A config that fails raises `ConfigError` from the start-up. Serve it
+    with `GatewayRunner`."""
     app = web.Application()
-    holder: list[aiohttp.ClientSession] = []
 
-    def session() -> aiohttp.ClientSession:
-        return holder[0]
-
-    if authorizers is None:
-        authorizers = Authorizers.build(loaded, session, metrics)
-    app[AUTHORIZERS_KEY] = authorizers
-    gateway = Gateway(loaded, authorizers, metrics=metrics, request_log=request_log)
-    app[GATEWAY_KEY] = gateway
-    app[HOLDER_KEY] = GatewayHolder(
-        gateway,
-        config_hash or loaded.config_hash,
-        session,
-        metrics=metrics,
-        request_log=request_log,
-    )
-
-    async def client_session(app: web.Application) -> AsyncIterator[None]:
-        client = create_client_session()
-        holder.append(client)
-        app[SESSION_KEY] = client
+    async def process_context(app: web.Application) -> AsyncIterator[None]:
+        context = ProcessContext.create()
+        try:
+            authorizers = context.authorizers(loaded, metrics, clock)
+            gateway = Gateway(loaded, authorizers, metrics=metrics, request_log=request_log)
+        except BaseException:
+            await context.close()
+            raise
+        app[SESSION_KEY] = context.session
+        app[AUTHORIZERS_KEY] = authorizers
+        app[GATEWAY_KEY] = gateway
+        app[HOLDER_KEY] = GatewayHolder(
+            gateway,
+            config_hash or loaded.config_hash,
+            context,
+            metrics=metrics,
+            request_log=request_log,
+            clock=clock,
+        )
         try:
             yield
         finally:
             await app[HOLDER_KEY].close()
-            await client.close()
+            await context.close()
 
     async def authorizer_lifecycle(app: web.Application) -> AsyncIterator[None]:
         gateway = app[GATEWAY_KEY]
@@ -961,7 +964,7 @@ def build_app(
         finally:
             app[HOLDER_KEY].current.ready = False
 
-    app.cleanup_ctx.append(client_session)
+    app.cleanup_ctx.append(process_context)
     app.cleanup_ctx.append(authorizer_lifecycle)
     return app
 

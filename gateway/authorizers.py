@@ -727,14 +727,16 @@ class Authorizers:
     def build(
         cls,
         loaded: LoadedConfig,
-        session: Callable[[], aiohttp.ClientSession],
+        session: aiohttp.ClientSession | None = None,
         metrics: AuthMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> Authorizers:
         """Runtime authorizers for every authorizer of the config: first each one's key
         sources, then the authorizer around them. Raises `ConfigError` for what only shows
         with the secrets and keys at hand (a short secret, a PEM as HMAC secret, an inline
-        key set without a usable key)."""
+        key set without a usable key). Remote JWKS are fetched with `session`, the process's
+        (`ProcessContext`); without one the authorizers only check the config, fetching
+        nothing."""
         config = loaded.config
         built: dict[str, RuntimeAuthorizer] = {}
         warnings: list[str] = []

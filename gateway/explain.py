@@ -184,7 +184,7 @@ async def explain_request(
     report = Report(method=method, target=target, now=now, clock="system" if at is None else "--at")
     client = session if session is not None else create_client_session()
     try:
-        authorizers = Authorizers.build(loaded, lambda: client, clock=clock)
+        authorizers = Authorizers.build(loaded, client, clock=clock)
         report.warnings = authorizers.warnings()
         gateway = Gateway(loaded, authorizers)
         admission = Admission("explain", method, target, {})

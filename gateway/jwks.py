@@ -85,7 +85,8 @@ class JwksCache:
     authorizer: str
     url: str
     algorithms: Sequence[str]
-    session: Callable[[], aiohttp.ClientSession]
+    session: aiohttp.ClientSession | None
+    """The process's client session; None when built to check a config (never fetches)."""
     clock: Callable[[], float]
     ttl: float = 300.0
     refetch_interval: float = 10.0
@@ -239,8 +240,10 @@ class JwksCache:
                 self.on_keys_removed()
 
     async def _download(self) -> tuple[object, str | None]:
+        if self.session is None:
+            raise ValueError("built without a client session: fetches nothing")
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with self.session().get(
+        async with self.session.get(
             self.url, timeout=timeout, headers={"Accept": "application/json"}
         ) as response:
             if response.status != 200:

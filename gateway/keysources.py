@@ -363,12 +363,13 @@ def build_authorizer_keys(
     secret: bytes | None,
     *,
     where: str,
-    session: Callable[[], aiohttp.ClientSession],
+    session: aiohttp.ClientSession | None,
     clock: Callable[[], float],
     metrics: AuthMetrics | None = None,
 ) -> AuthorizerKeys:
     """An authorizer's key sources; raises `ConfigError` for a secret or an inline key set
-    that cannot be used (the inline keys skipped are `authorizer_warnings`)."""
+    that cannot be used (the inline keys skipped are `authorizer_warnings`). A remote JWKS
+    is fetched with `session`; without one (a config being checked) it is never fetched."""
     algorithms = spec.accepted_algorithms()
     by_algorithm: dict[str, KeySource] = {}
     if secret is not None:

@@ -48,18 +48,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 from wardgate.gateway.admin import AdminSource, build_admin_app
 from wardgate.gateway.app import Gateway, GatewayHolder, GatewayRunner, build_app, server_options
-from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import ConfigError
 from wardgate.gateway.embedded import build_demo_upstream
+from wardgate.gateway.factory import ProcessContext
 from wardgate.gateway.loading import LoadedConfig, SecretSource, load_config
 from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
-from wardgate.gateway.proxy import create_client_session
 from wardgate.gateway.requestlog import RequestLog
+from wardgate.gateway.sources import check_runtime
 from wardgate.gateway.tls import TlsListener
 
 uvloop: ModuleType | None
@@ -445,8 +445,7 @@ def validate_snapshot(prepare: Callable[[object], object], snapshot: Snapshot) -
             origin=snapshot.origin,
             config_hash=snapshot.config_hash or None,
         )
-        # The route table and the authorizers (opens no connection, starts nothing).
-        build_app(loaded)
+        check_runtime(loaded)
         return loaded
 
 
@@ -603,11 +602,11 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
     tasks: set[asyncio.Task[None]] = set()
     reporter: ServedReporter | None = None
 
-    session = create_client_session()
+    clients = ProcessContext.create()
     source = AdminSource(
         loaded,
         ready=lambda: all_ready.is_set() and not draining,
-        authorizers=Authorizers.build(loaded, lambda: session),
+        authorizers=clients.authorizers(loaded),
         extra=lambda: {
             "workers": len(workers),
             "workerProcesses": [
@@ -662,7 +661,7 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
         source.loaded = new
         if reporter is not None:
             reporter.served(new.config_hash)
-        task = loop.create_task(_swap_admin_authorizers(source, new, lambda: session))
+        task = loop.create_task(_swap_admin_authorizers(source, new, clients))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -793,17 +792,17 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
             await demo.cleanup()
         if source.authorizers is not None:
             await source.authorizers.close()
-        await session.close()
+        await clients.close()
     if failed.is_set() or any(exit_codes):
         return 1
     return 0
 
 
 async def _swap_admin_authorizers(
-    source: AdminSource, loaded: LoadedConfig, session: Callable[[], ClientSession]
+    source: AdminSource, loaded: LoadedConfig, context: ProcessContext
 ) -> None:
     """The admin port's authorizers (JWKS health in `/config`) for a new config."""
-    new = Authorizers.build(loaded, session)
+    new = context.authorizers(loaded)
     try:
         await new.prefetch()
     except asyncio.CancelledError:

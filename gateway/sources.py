@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
 
-from wardgate.gateway.app import build_app
+from wardgate.gateway.app import Gateway
+from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import ConfigError
 from wardgate.gateway.embedded import (
     DEMO_SECRET,
@@ -97,8 +98,9 @@ def apply_server_overrides(document: object, overrides: Sequence[str]) -> object
 
 def check_runtime(loaded: LoadedConfig) -> None:
     """What only shows when building the gateway (route patterns, keys): raises ConfigError."""
-    # Builds the authorizers and the route table; opens no connection and starts nothing.
-    build_app(loaded)
+    # Prepares every key (no client session: nothing is fetched) and compiles the route
+    # table; opens no connection and starts nothing.
+    Gateway(loaded, Authorizers.build(loaded))
 
 
 def load_document(

@@ -81,7 +81,7 @@ async def factory(
             parse_config({"authorizer": authorizer, "paths": []}),
             {k: SecretStr(v) for k, v in (secrets or {}).items()},
         )
-        auth = Authorizers.build(loaded, lambda: session, metrics, clock)
+        auth = Authorizers.build(loaded, session, metrics, clock)
         built.append(auth)
         return auth
 

@@ -35,7 +35,7 @@ def remote(server: JwksServer, session: aiohttp.ClientSession, clock: Clock) -> 
         authorizer="default",
         url=server.url,
         algorithms=["ES256"],
-        session=lambda: session,
+        session=session,
         clock=clock,
         ttl=300.0,
         refetch_interval=10.0,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,6 @@ from yarl import URL
 
 from tests.support.tokens import AUDIENCE, HS_SECRET, ISSUER, Clock, claims, hs_token
 from wardgate.gateway.app import GatewayRunner, build_app, server_options
-from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.config import parse_config
 from wardgate.gateway.embedded import demo_document
 from wardgate.gateway.errors import code_of_body
@@ -189,20 +189,8 @@ async def start_gateway(
     )
     metrics = GatewayMetrics()
     log = _CapturedLog()
-    authorizers: Authorizers | None = None
-    own_session: aiohttp.ClientSession | None = None
-    if clock is not None:
-        own_session = aiohttp.ClientSession()
-        session = own_session
-        authorizers = Authorizers.build(loaded, lambda: session, metrics, clock)
     request_log = RequestLog(log if log_requests else None)
-    app = build_app(loaded, metrics=metrics, request_log=request_log, authorizers=authorizers)
-    if own_session is not None:
-
-        async def close_session(app: web.Application) -> None:
-            await session.close()
-
-        app.on_cleanup.append(close_session)
+    app = build_app(loaded, metrics=metrics, request_log=request_log, clock=clock or time.time)
     runner_class = ReferenceRunner if reference else GatewayRunner
     runner = runner_class(app, shutdown_timeout=shutdown_timeout, **server_options(loaded))
     await runner.setup()

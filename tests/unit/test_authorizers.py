@@ -6,7 +6,6 @@ from __future__ import annotations
 import string
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,10 +37,6 @@ from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.recording import Check, Trace
 
 
-def no_session() -> aiohttp.ClientSession:
-    raise AssertionError("these authorizers must not fetch anything")
-
-
 def build(
     authorizer: dict[str, Any] | None = None,
     *,
@@ -57,7 +52,7 @@ def build(
         document["authorizers"] = authorizers
     values = {"JWT_SECRET": HS_SECRET} if secrets is None else secrets
     loaded = LoadedConfig(parse_config(document), {k: SecretStr(v) for k, v in values.items()})
-    return Authorizers.build(loaded, no_session, clock=clock or Clock(NOW))
+    return Authorizers.build(loaded, clock=clock or Clock(NOW))
 
 
 def hs_authorizer(**extra: Any) -> dict[str, Any]:

@@ -223,7 +223,7 @@ def _segments_in(text: str) -> list[str]:
 
 
 async def _decide(query: str, headers: list[tuple[str, str]]) -> tuple[Admission, str]:
-    authorizers = Authorizers.build(_LOADED, lambda: None)  # type: ignore[arg-type,return-value]
+    authorizers = Authorizers.build(_LOADED)
     gateway = Gateway(_LOADED, authorizers)
     admission = Admission("id", "GET", f"/feed?{query}", {})
     code = None

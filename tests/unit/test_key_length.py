@@ -50,7 +50,7 @@ def gateway_refuses(spec: dict[str, Any], value: bytes, secrets_dir: Path) -> bo
     (secrets_dir / "KEY").write_bytes(value)
     loaded = load_config({"authorizer": spec, "paths": []}, SecretSource(directory=secrets_dir))
     try:
-        Authorizers.build(loaded, _no_session)
+        Authorizers.build(loaded)
     except ConfigError:
         return True
     return False
@@ -83,10 +83,6 @@ def operator_refuses(spec: dict[str, Any], value: bytes) -> bool:
     assert refs.reason == "InvalidKey"
     assert result.entry is None
     return True
-
-
-def _no_session() -> Any:
-    raise AssertionError("building authorizers opens no connection")
 
 
 def minimum_of(algorithms: list[str]) -> int:
@@ -147,7 +143,7 @@ def test_the_refusal_names_the_field_and_the_reason(tmp_path: Path) -> None:
         SecretSource(directory=tmp_path),
     )
     with pytest.raises(ConfigError) as info:
-        Authorizers.build(loaded, _no_session)
+        Authorizers.build(loaded)
     assert info.value.problems == [
         "authorizers.partner: the secret is 40 bytes; the algorithm needs at least 64 "
         "(RFC 7518 section 3.2)"
@@ -173,7 +169,7 @@ def test_inline_key_sets_are_warned_of_and_refused_alike(tmp_path: Path) -> None
         loaded = load_config(
             {"authorizer": document, "paths": []}, SecretSource(directory=tmp_path)
         )
-        return Authorizers.build(loaded, _no_session)
+        return Authorizers.build(loaded)
 
     warned = gateway(spec(good_key, secret_key)).warnings()
     assert warned == [skipped.replace("spec.", "authorizer.")]

@@ -35,10 +35,6 @@ async def refusal(source: KeySource, kid: str | None, alg: str) -> GatewayError:
     return info.value
 
 
-def _no_session() -> Any:
-    raise AssertionError("no connection")
-
-
 async def test_hmac_keys_give_the_secret_for_each_prepared_algorithm() -> None:
     source = HmacKeys.prepare(HS_SECRET.encode(), ["HS256", "HS384", "RS256"], "authorizer")
     assert sorted(source.prepared) == ["HS256", "HS384"]
@@ -107,7 +103,7 @@ async def test_authorizer_keys_pick_the_source_by_algorithm() -> None:
         spec,
         HS_SECRET.encode(),
         where="authorizer",
-        session=_no_session,
+        session=None,
         clock=lambda: 0.0,
     )
     assert isinstance(keys.source("HS256"), HmacKeys)
@@ -138,7 +134,7 @@ def test_an_inline_key_set_without_a_usable_key_is_refused_with_its_problems() -
     ).named_authorizers()["default"]
     with pytest.raises(ConfigError) as info:
         build_authorizer_keys(
-            "default", spec, None, where="authorizer", session=_no_session, clock=lambda: 0.0
+            "default", spec, None, where="authorizer", session=None, clock=lambda: 0.0
         )
     assert info.value.problems[-1].startswith("authorizer.jwks: no usable key")
 

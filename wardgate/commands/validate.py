@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-from wardgate.gateway.authorizers import Authorizers
+from wardgate.gateway.config import authorizer_warnings
 from wardgate.gateway.sources import LoadError, load_file
 
 
@@ -16,13 +15,11 @@ def run(args: argparse.Namespace) -> int:
     except LoadError as exc:
         exc.report()
         return exc.exit_code
-    for warning in Authorizers.build(loaded, _no_session).warnings():
-        print(f"warning: {warning}", file=sys.stderr)
+    for name, spec in loaded.config.named_authorizers().items():
+        where = "authorizer" if name == "default" else f"authorizers.{name}"
+        for warning in authorizer_warnings(spec, where):
+            print(f"warning: {warning}", file=sys.stderr)
     for warning in loaded.config.hostname_warnings():
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file}: valid ({len(loaded.config.paths)} paths)")
     return 0
-
-
-def _no_session() -> Any:
-    raise RuntimeError("validate opens no connection")
