@@ -190,8 +190,8 @@ class Gateway:
         self.in_flight = 0
         self._id_prefix = os.urandom(4).hex() + "-"
         self._ids = itertools.count(1)
-        # The proxy's keep-alive pools (shared by the configs a `GatewayHolder` swaps),
-        # closed by `build_app`'s cleanup.
+        # The proxy's keep-alive pools: the process's (`ProcessContext`, shared by the
+        # configs a `GatewayHolder` swaps), or its own when built alone (explain, a check).
         self.upstreams = upstreams if upstreams is not None else create_upstream_pools()
         ca_bundles: dict[str, str] = {}
         for server_name, server in config.servers.items():
@@ -854,7 +854,7 @@ class GatewayHolder:
                 authorizers,
                 metrics=self._metrics,
                 request_log=self._request_log,
-                upstreams=self.current.upstreams,
+                upstreams=self._context.upstreams,
                 previous_certificates=self.current.certificates,
             )
 
@@ -898,14 +898,13 @@ class GatewayHolder:
         await old.authorizers.close()
 
     async def close(self) -> None:
-        """Close every config's authorizers and the shared upstream pools."""
+        """Close every config's authorizers (the process's clients are its context's)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for gateway in (*self._retired, self.current):
             await gateway.authorizers.close()
         self._retired.clear()
-        self.current.upstreams.close()
 
 
 HOLDER_KEY: Final = web.AppKey("wardgate_gateway_holder", GatewayHolder)
@@ -932,7 +931,13 @@ def build_app(
         context = ProcessContext.create()
         try:
             authorizers = context.authorizers(loaded, metrics, clock)
-            gateway = Gateway(loaded, authorizers, metrics=metrics, request_log=request_log)
+            gateway = Gateway(
+                loaded,
+                authorizers,
+                metrics=metrics,
+                request_log=request_log,
+                upstreams=context.upstreams,
+            )
         except BaseException:
             await context.close()
             raise

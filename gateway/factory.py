@@ -19,7 +19,8 @@ import aiohttp
 from wardgate.gateway.authorizers import Authorizers
 from wardgate.gateway.jwks import AuthMetrics
 from wardgate.gateway.loading import LoadedConfig
-from wardgate.gateway.proxy import create_client_session
+from wardgate.gateway.proxy import create_client_session, create_upstream_pools
+from wardgate.gateway.upstream import UpstreamPools
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +29,14 @@ class ProcessContext:
 
     session: aiohttp.ClientSession
     """The process's one client session: the authorizers fetch JWKS with it."""
+    upstreams: UpstreamPools
+    """The upstream keep-alive pools, shared by every config the process serves."""
 
     @classmethod
     def create(cls) -> ProcessContext:
         """The process's clients; call inside the running event loop."""
         asyncio.get_running_loop()  # raises outside a loop, where a session must not be made
-        return cls(session=create_client_session())
+        return cls(session=create_client_session(), upstreams=create_upstream_pools())
 
     def authorizers(
         self,
@@ -46,4 +49,5 @@ class ProcessContext:
         return Authorizers.build(loaded, self.session, metrics, clock)
 
     async def close(self) -> None:
+        self.upstreams.close()
         await self.session.close()
