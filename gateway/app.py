@@ -97,10 +97,16 @@ from wardgate.gateway.proxy import HttpProxy, create_upstream_pools
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry
 from wardgate.gateway.routes import Route, build_routes
-from wardgate.gateway.tls import CertificateSet, CertificateSpec, TlsSession, utc_now
+from wardgate.gateway.tls import (
+    CertificateSet,
+    CertificateSpec,
+    TlsSession,
+    upstream_tls_context,
+    utc_now,
+)
 from wardgate.gateway.tokens import clip
 from wardgate.gateway.traffic import TrafficServer
-from wardgate.gateway.upstream import UpstreamPools, upstream_tls_context
+from wardgate.gateway.upstream import UpstreamPools
 from wardgate.gateway.websockets import WebSocketSession, check_handshake, is_websocket_upgrade
 
 logger = logging.getLogger("wardgate.gateway")
@@ -195,12 +201,17 @@ class Gateway:
         self.upstreams = upstreams if upstreams is not None else create_upstream_pools()
         ca_bundles: dict[str, str] = {}
         for server_name, server in config.servers.items():
-            if server.ca_bundle is not None:
-                bundle = loaded.secret(server.ca_bundle)
+            if server.ca_bundle is not None or server.ca_bundle_pem is not None:
+                field = "caBundle" if server.ca_bundle is not None else "caBundlePem"
+                bundle = (
+                    loaded.secret(server.ca_bundle)
+                    if server.ca_bundle is not None
+                    else server.ca_bundle_pem or ""
+                )
                 try:
                     upstream_tls_context(bundle)
                 except ValueError as exc:
-                    raise ConfigError([f"servers.{server_name}.caBundle: {exc}"]) from None
+                    raise ConfigError([f"servers.{server_name}.{field}: {exc}"]) from None
                 ca_bundles[server_name] = bundle
         routes = build_routes(
             config, upstreams=self.upstreams, metrics=metrics, ca_bundles=ca_bundles

@@ -476,10 +476,16 @@ class Server(Model):
     """For an `https://` URL: PEM CA certificates, as `$secret.NAME`, that the upstream's
     certificate must chain to, instead of the system's trust store (its name is verified
     either way)."""
+    ca_bundle_pem: str | None = Field(default=None, min_length=1)
+    """The same as `caBundle`, given inline as PEM text (CA certificates are public: the
+    operator renders a bundle taken from a ConfigMap this way)."""
 
     @model_validator(mode="after")
     def _check_ca_bundle(self) -> Server:
-        if self.ca_bundle is not None and not self.url.lower().startswith("https://"):
+        if self.ca_bundle is not None and self.ca_bundle_pem is not None:
+            raise ValueError("give at most one of `caBundle` or `caBundlePem`")
+        named = self.ca_bundle is not None or self.ca_bundle_pem is not None
+        if named and not self.url.lower().startswith("https://"):
             raise ValueError("`caBundle` applies to an `https://` URL only")
         return self
 

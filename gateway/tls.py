@@ -395,3 +395,14 @@ def session_of(ssl_object: object) -> TlsSession | None:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def upstream_tls_context(ca_bundle: str) -> ssl.SSLContext:
+    """A client context that trusts the CA certificates of a PEM bundle only (the upstream's
+    name is verified as with the system store); `ValueError` when it holds no certificate."""
+    if "-----BEGIN CERTIFICATE-----" not in ca_bundle:
+        raise ValueError("not PEM: it has no CERTIFICATE block")
+    try:
+        return ssl.create_default_context(cadata=ca_bundle)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"not usable CA certificates ({exc})") from None

@@ -36,6 +36,8 @@ from typing import Final, Protocol, cast
 
 import httptools
 
+from wardgate.gateway.tls import upstream_tls_context
+
 HIGH_WATER: Final = 256 * 1024
 
 
@@ -472,17 +474,6 @@ class UpstreamPool:
         self._idle = keep
         if keep:
             self._sweeper = loop.call_at(min(c.expires for c in keep), self._sweep)
-
-
-def upstream_tls_context(ca_bundle: str) -> ssl.SSLContext:
-    """A client context that trusts the CA certificates of a PEM bundle only (the upstream's
-    name is verified as with the system store); `ValueError` when it holds no certificate."""
-    if "-----BEGIN CERTIFICATE-----" not in ca_bundle:
-        raise ValueError("not PEM: it has no CERTIFICATE block")
-    try:
-        return ssl.create_default_context(cadata=ca_bundle)
-    except (ssl.SSLError, ValueError) as exc:
-        raise ValueError(f"not usable CA certificates ({exc})") from None
 
 
 class UpstreamPools:

@@ -31,7 +31,7 @@ import kopf
 
 from wardgate.gateway.kubesource import load_client_configuration
 from wardgate.operator.informer import Index, Informers, Watched
-from wardgate.operator.inputs import resource_from_body, secret_from_body
+from wardgate.operator.inputs import config_map_from_body, resource_from_body, secret_from_body
 from wardgate.operator.kube import CLUSTER_SCOPED, Body, KubeApi, KubeError
 from wardgate.operator.manifests import (
     GATEWAY_LABEL,
@@ -42,7 +42,7 @@ from wardgate.operator.manifests import (
 )
 from wardgate.operator.probes import JwksProber, jwks_uri
 from wardgate.operator.reconciler import Kube, Observed, Reconciler, ReplacingError, WorkKey
-from wardgate.operator.render import ObjectKey, SecretInfo
+from wardgate.operator.render import ConfigMapInfo, ObjectKey, SecretInfo
 from wardgate.operator.status import Replicas
 from wardgate.operator.workqueue import WorkQueue
 
@@ -100,6 +100,15 @@ class IndexedSecret(NamedTuple):
     uid: str
     name: str
     info: SecretInfo
+
+
+class IndexedConfigMap(NamedTuple):
+    """A ConfigMap in the index of its namespace: its keys, with the text only of those
+    holding CA certificates (what a server's `caBundleRef` may name)."""
+
+    uid: str
+    name: str
+    info: ConfigMapInfo
 
 
 class IndexedService(NamedTuple):
@@ -161,6 +170,15 @@ def secret_index(body: Body) -> dict[str, IndexedSecret]:
     namespace, name = _identity(body)
     # Only sizes and digests are kept: the values go no further than this function.
     return {namespace: IndexedSecret(uid=_uid(body), name=name, info=secret_from_body(body))}
+
+
+def config_map_index(body: Body) -> dict[str, IndexedConfigMap]:
+    """A ConfigMap under its namespace, as CA bundles (not the operator's own)."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY:
+        return {}
+    namespace, name = _identity(body)
+    return {namespace: IndexedConfigMap(_uid(body), name, config_map_from_body(body))}
 
 
 def service_index(body: Body) -> dict[str, IndexedService]:
@@ -257,6 +275,8 @@ class IndexState:
     secrets: Index[str, IndexedSecret]
     namespaces: Index[str, IndexedNamespace]
     services: Index[str, IndexedService]
+    config_maps: Index[str, IndexedConfigMap] = field(default_factory=Index)
+    """ConfigMaps as CA bundles, under their namespace."""
     pods: Index[ObjectKey, IndexedPod] = field(default_factory=Index)
     """A Gateway's pods, under its key."""
     records: Index[ObjectKey, IndexedRecords] = field(default_factory=Index)
@@ -293,6 +313,9 @@ class IndexState:
 
     def secrets_in(self, namespace: str) -> Mapping[ObjectKey, SecretInfo]:
         return {(namespace, s.name): s.info for s in self._values(self.secrets, namespace)}
+
+    def config_maps_in(self, namespace: str) -> Mapping[ObjectKey, ConfigMapInfo]:
+        return {(namespace, c.name): c.info for c in self._values(self.config_maps, namespace)}
 
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
         return {
@@ -443,9 +466,9 @@ class Controller:
             self.queue.add(("Authorizer", namespace, name))
         self.enqueue_gateways_in(namespace)
 
-    def gateways_using(self, namespace: str, secret: str) -> list[ObjectKey]:
+    def gateways_using(self, namespace: str, name: str, kind: str = "Secret") -> list[ObjectKey]:
         """The Gateways whose TLS listener takes a certificate from this Secret, or one of
-        whose servers takes its CA bundle from it."""
+        whose servers takes its CA bundle from this Secret or ConfigMap."""
         keys = []
         for key in self.state.gateways_in(namespace):
             observed = self.state.gateway(key)
@@ -457,10 +480,15 @@ class Controller:
                 for server in (servers.values() if isinstance(servers, Mapping) else ())
                 if isinstance(server, Mapping)
             ]
-            if any(
-                isinstance(ref, Mapping) and ref.get("name") == secret
-                for ref in [*(refs if isinstance(refs, list) else ()), *bundles]
-            ):
+            named = [
+                *(refs if isinstance(refs, list) and kind == "Secret" else ()),
+                *(
+                    ref
+                    for ref in bundles
+                    if isinstance(ref, Mapping) and (ref.get("kind") or "Secret") == kind
+                ),
+            ]
+            if any(isinstance(ref, Mapping) and ref.get("name") == name for ref in named):
                 keys.append(key)
         return keys
 
@@ -473,6 +501,11 @@ class Controller:
             self.enqueue_gateways_in(namespace)
             return
         for gateway in self.gateways_using(namespace, name):
+            self.queue.add(("Gateway", *gateway))
+
+    def on_config_map(self, type: str, body: Body) -> None:
+        namespace, name = _identity(body)
+        for gateway in self.gateways_using(namespace, name, kind="ConfigMap"):
             self.queue.add(("Gateway", *gateway))
 
     def on_owned(self, type: str, body: Body) -> None:
@@ -648,6 +681,10 @@ def watched_resources(controller: Controller) -> list[Watched[Any, Any]]:
         Watched("Secret", secret_index, controller.on_secret, store=state.secrets),
         Watched("Namespace", namespace_index, controller.on_namespace, store=state.namespaces),
         Watched("Service", service_index, controller.on_service, store=state.services),
+        # Every ConfigMap, as a server's `caBundleRef` may name any (trust-manager's, the
+        # `kube-root-ca.crt` of each namespace: neither carries a label of ours), but the
+        # index keeps only the text of keys holding CA certificates: other data is dropped.
+        Watched("ConfigMap", config_map_index, controller.on_config_map, store=state.config_maps),
         Watched(
             "Deployment",
             deployment_index,

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from wardgate.gateway.tls import CertificateError, check_certificate
+from wardgate.gateway.tls import CertificateError, check_certificate, upstream_tls_context
 from wardgate.operator.render import (
     TLS_KEYS,
     TLS_SECRET_TYPE,
+    CaBundleInfo,
+    ConfigMapInfo,
     Meta,
     Resource,
     SecretInfo,
@@ -85,3 +87,24 @@ def _certificate_problem(values: Mapping[str, bytes], now: datetime) -> str | No
     except CertificateError as exc:
         return str(exc)
     return None
+
+
+def config_map_from_body(body: Mapping[str, Any]) -> ConfigMapInfo:
+    """A ConfigMap's keys as CA bundles: the PEM text of each key holding CA certificates
+    (kept: they are public, and small), only what is wrong with any other."""
+    found: dict[str, CaBundleInfo] = {}
+    for key, value in sorted((body.get("data") or {}).items()):
+        text = str(value)
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            # Any other data is never needed: not kept, however large.
+            found[str(key)] = CaBundleInfo(problem="not PEM: it has no CERTIFICATE block")
+            continue
+        try:
+            upstream_tls_context(text)
+        except ValueError as exc:
+            found[str(key)] = CaBundleInfo(problem=str(exc))
+        else:
+            found[str(key)] = CaBundleInfo(pem=text)
+    for key in sorted(body.get("binaryData") or {}):
+        found[str(key)] = CaBundleInfo(problem="binary data, not PEM text")
+    return found

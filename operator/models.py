@@ -150,12 +150,17 @@ class ServiceBackend(Model):
 
 
 class CaBundleRef(Model):
-    """A key of a Secret in the Gateway's namespace holding PEM CA certificates."""
+    """A key of a Secret or ConfigMap in the Gateway's namespace holding PEM CA
+    certificates."""
 
+    kind: Literal["Secret", "ConfigMap"] = "Secret"
+    """`Secret` (the default) or `ConfigMap` (as trust-manager and `kube-root-ca.crt`
+    publish bundles); a ConfigMap's bundle is public and carried in the rendered config."""
     name: str = Field(min_length=1, max_length=253, pattern=SECRET_OBJECT_NAME)
-    """Name of the Secret."""
+    """Name of the Secret or ConfigMap."""
     key: str = Field(default="ca.crt", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
-    """The key holding the bundle (`ca.crt`, as cert-manager writes it)."""
+    """The key holding the bundle (`ca.crt`, as cert-manager and `kube-root-ca.crt` write
+    it)."""
 
 
 class GatewayServer(Model):

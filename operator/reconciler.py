@@ -32,6 +32,7 @@ from wardgate.operator.manifests import (
 from wardgate.operator.models import API_VERSION
 from wardgate.operator.probes import JwksProber, jwks_uri, with_probe
 from wardgate.operator.render import (
+    ConfigMapInfo,
     Meta,
     ObjectKey,
     ObjectStatus,
@@ -97,6 +98,7 @@ class State(Protocol):
     def routes_for(self, gateway: ObjectKey) -> list[Observed]: ...
     def authorizers_in(self, namespace: str) -> list[Observed]: ...
     def secrets_in(self, namespace: str) -> Mapping[ObjectKey, SecretInfo]: ...
+    def config_maps_in(self, namespace: str) -> Mapping[ObjectKey, ConfigMapInfo]: ...
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]: ...
     def services_in(self, namespace: str) -> Collection[ObjectKey]: ...
     def terminating(self, namespace: str) -> bool: ...
@@ -177,6 +179,7 @@ class Reconciler:
                 self.state.secrets_in(namespace),
                 self.state.namespace_labels(),
                 self.state.services_in(namespace),
+                self.state.config_maps_in(namespace),
             )
         route_statuses = result.routes
         if gateway is not None and gateway.resource.meta.deleting:

@@ -118,6 +118,20 @@ class SecretInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class CaBundleInfo:
+    """A ConfigMap key that may be named as a CA bundle: its PEM text when it holds usable CA
+    certificates (public data, so it may be carried in the rendered config), else what is
+    wrong with it."""
+
+    pem: str | None = None
+    problem: str | None = None
+
+
+ConfigMapInfo = Mapping[str, CaBundleInfo]
+"""A ConfigMap's keys (`data`), each as a possible CA bundle."""
+
+
+@dataclass(frozen=True, slots=True)
 class SecretItem:
     """One Secret key projected into the gateway's secrets directory."""
 
@@ -305,11 +319,13 @@ def render(
     secrets: Mapping[ObjectKey, SecretInfo],
     namespace_labels: Mapping[str, Mapping[str, str]],
     services: Collection[ObjectKey] | None = None,
+    config_maps: Mapping[ObjectKey, ConfigMapInfo] | None = None,
 ) -> RenderResult:
     """Render the config of one Gateway and the status of every object involved.
 
     `services`: the Services that exist (namespace, name), to report a Route whose backend
-    is missing; None: not checked."""
+    is missing; None: not checked. `config_maps`: the ConfigMaps that servers may name as
+    CA bundles."""
     gw_namespace, gw_name = gateway_key
     ordered = sorted(routes, key=_route_order)
     by_name = {a.meta.name: a for a in authorizers if a.meta.namespace == gw_namespace}
@@ -406,7 +422,9 @@ def render(
         )
 
     tls_document, tls_items, tls_digests, tls_problems = _render_tls(spec, gw_namespace, secrets)
-    ca_items, ca_digests, ca_problems = _render_ca_bundles(spec, gw_namespace, secrets)
+    ca_items, ca_digests, ca_pems, ca_problems = _render_ca_bundles(
+        spec, gw_namespace, secrets, config_maps or {}
+    )
     tls_items += ca_items
     tls_digests += ca_digests
     tls_problems += ca_problems
@@ -445,7 +463,7 @@ def render(
         name: authorizer_results[name].entry for name in sorted(used_authorizers)
     }
     document["servers"] = {
-        name: _server_document(gw_namespace, server)
+        name: _server_document(gw_namespace, server, ca_pems.get(name))
         for name, server in sorted(spec.servers.items())
     }
     if spec.hostnames:
@@ -588,17 +606,36 @@ def _render_tls(
 
 
 def _render_ca_bundles(
-    spec: GatewaySpec, namespace: str, secrets: Mapping[ObjectKey, SecretInfo]
-) -> tuple[list[SecretItem], list[str], list[str]]:
-    """The Secret keys of the servers' `caBundleRef`s, their digests, and what is missing."""
+    spec: GatewaySpec,
+    namespace: str,
+    secrets: Mapping[ObjectKey, SecretInfo],
+    config_maps: Mapping[ObjectKey, ConfigMapInfo],
+) -> tuple[list[SecretItem], list[str], dict[str, str], list[str]]:
+    """The Secret keys of the servers' `caBundleRef`s, their digests, the PEM bundles taken
+    from ConfigMaps (by server name), and what is missing or wrong."""
     items: list[SecretItem] = []
     digests: list[str] = []
+    pems: dict[str, str] = {}
     problems: list[str] = []
     for name, server in sorted(spec.servers.items()):
         ref = server.ca_bundle_ref
         if ref is None:
             continue
         where = f"spec.servers.{name}.caBundleRef"
+        if ref.kind == "ConfigMap":
+            config_map = config_maps.get((namespace, ref.name))
+            bundle = config_map.get(ref.key) if config_map is not None else None
+            if config_map is None:
+                problems.append(f"{where}: no ConfigMap {ref.name!r} in namespace {namespace}")
+            elif bundle is None:
+                problems.append(f"{where}: ConfigMap {ref.name!r} has no key {ref.key!r}")
+            elif bundle.pem is None:
+                problems.append(
+                    f"{where}: ConfigMap {ref.name!r} key {ref.key!r}: {bundle.problem}"
+                )
+            else:
+                pems[name] = bundle.pem
+            continue
         info = secrets.get((namespace, ref.name))
         key = info.keys.get(ref.key) if info is not None else None
         if info is None:
@@ -608,7 +645,7 @@ def _render_ca_bundles(
         else:
             items.append(SecretItem(ref.name, ref.key, f"{ref.name}.{ref.key}"))
             digests.append(key.digest)
-    return items, digests, problems
+    return items, digests, pems, problems
 
 
 def _not_ready(status: ObjectStatus) -> str:
@@ -619,7 +656,7 @@ def _not_ready(status: ObjectStatus) -> str:
     return f"{failing.reason}: {failing.message}"
 
 
-def _server_document(namespace: str, server: Any) -> dict[str, Any]:
+def _server_document(namespace: str, server: Any, ca_pem: str | None) -> dict[str, Any]:
     if server.service is not None:
         service = server.service
         url = f"{service.scheme}://{service.name}.{namespace}.svc:{service.port}"
@@ -630,7 +667,10 @@ def _server_document(namespace: str, server: Any) -> dict[str, Any]:
         document["connectTimeout"] = server.connect_timeout
     if server.read_timeout is not None:
         document["readTimeout"] = server.read_timeout
-    if server.ca_bundle_ref is not None:
+    if ca_pem is not None:
+        # A CA bundle is public: carried in the config itself, and a change re-renders it.
+        document["caBundlePem"] = ca_pem
+    elif server.ca_bundle_ref is not None:
         ref = server.ca_bundle_ref
         document["caBundle"] = f"{SECRET_REFERENCE_PREFIX}{ref.name}.{ref.key}"
     return document

@@ -1,7 +1,8 @@
 """Render golden tests: every `render/*.in.yaml` → `render/*.out.yaml`.
 
 An input holds `gateway` (or `gatewayRef` when the Gateway does not exist), `routes`,
-`authorizers`, `secrets` (with values: only their digests reach render), `namespaces`
+`authorizers`, `secrets` (with values: only their digests reach render), `configMaps`
+(whose CA bundles reach render), `namespaces`
 (labels) and `services` (`namespace/name` of the Services that exist). The output holds the
 rendered config, its hash, the projected secret items, every status, and the objects the
 operator would apply.
@@ -16,7 +17,12 @@ import pytest
 import yaml
 
 from wardgate.operator.conditions import Cond
-from wardgate.operator.inputs import meta_from_body, resource_from_body, secret_from_body
+from wardgate.operator.inputs import (
+    config_map_from_body,
+    meta_from_body,
+    resource_from_body,
+    secret_from_body,
+)
 from wardgate.operator.manifests import (
     CONFIG_FILE,
     Defaults,
@@ -59,6 +65,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         {meta_from_body(b).key: secret_from_body(b) for b in case.get("secrets", [])},
         {name: labels or {} for name, labels in (case.get("namespaces") or {}).items()},
         {tuple(s.split("/", 1)) for s in case.get("services") or []},
+        {meta_from_body(b).key: config_map_from_body(b) for b in case.get("configMaps", [])},
     )
     out: dict[str, Any] = {
         "configHash": result.config_hash,
@@ -103,6 +110,6 @@ def test_render_is_deterministic() -> None:
     for case_path in sorted(CASES.glob("*.in.yaml")):
         case = yaml.safe_load(case_path.read_text(encoding="utf-8"))
         shuffled = dict(case)
-        for field in ("routes", "authorizers", "secrets"):
+        for field in ("routes", "authorizers", "secrets", "configMaps"):
             shuffled[field] = list(reversed(case.get(field, [])))
         assert run_case(shuffled) == run_case(case), case_path.name
