@@ -20,6 +20,8 @@ from wardgate.gateway.tls import (
     check_certificate,
     name_matches,
 )
+from wardgate.operator.inputs import config_map_from_body
+from wardgate.operator.render import CaBundleInfo
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +199,40 @@ def test_a_key_of_another_curve_does_not_match(authority: Authority) -> None:
     ).decode()
     pair = authority.issue("api.example.com")
     assert _reason(pair.chain_pem, pem).startswith("tls.key does not match")
+
+
+def test_an_inline_ca_bundle_is_one_of_two_forms_and_for_https_only() -> None:
+    pem = new_authority().pem
+    config = parse_config({"servers": {"internal": {"url": "https://up", "caBundlePem": pem}}})
+    assert config.servers["internal"].ca_bundle_pem == pem
+    with pytest.raises(ConfigError) as refused:
+        parse_config(
+            {
+                "servers": {
+                    "both": {"url": "https://up", "caBundle": "$secret.ca", "caBundlePem": pem},
+                    "plain": {"url": "http://up", "caBundlePem": pem},
+                }
+            }
+        )
+    problems = "\n".join(refused.value.problems)
+    assert "servers.both: give at most one of `caBundle` or `caBundlePem`" in problems
+    assert "servers.plain: `caBundle` applies to an `https://` URL only" in problems
+
+
+def test_a_config_map_keeps_only_its_ca_bundles_text() -> None:
+    pem = new_authority().pem
+    info = config_map_from_body(
+        {
+            "data": {
+                "ca.crt": pem,
+                "settings.yaml": "level: debug",
+                "broken.pem": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----",
+            },
+            "binaryData": {"blob": "AAAA"},
+        }
+    )
+    assert info["ca.crt"] == CaBundleInfo(pem=pem)
+    assert info["settings.yaml"] == CaBundleInfo(problem="not PEM: it has no CERTIFICATE block")
+    assert info["broken.pem"].pem is None
+    assert (info["broken.pem"].problem or "").startswith("not usable CA certificates")
+    assert info["blob"] == CaBundleInfo(problem="binary data, not PEM text")
