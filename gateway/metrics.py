@@ -126,6 +126,7 @@ class GatewayMetrics:
         )
         self._served_hash: str | None = None
         self._request_children: dict[tuple[str, int, str], Counter] = {}
+        self._denial_children: dict[tuple[str, str], Counter] = {}
 
     def serving(self, config_hash: str) -> None:
         """The config this process serves from now on."""
@@ -145,7 +146,12 @@ class GatewayMetrics:
         child.inc()
 
     def denial(self, code: str, authorizer: str) -> None:
-        self._denials.labels(code, authorizer).inc()
+        # The labelled child looked up once per pair: `labels` validates and locks each call.
+        key = (code, authorizer)
+        child = self._denial_children.get(key)
+        if child is None:
+            child = self._denial_children[key] = self._denials.labels(code, authorizer)
+        child.inc()
 
     def upstream_histogram(self, server: str) -> Histogram:
         """The latency histogram of one server (its labelled child, looked up once)."""
