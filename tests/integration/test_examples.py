@@ -22,6 +22,7 @@ import yaml
 
 from tests.support.argocd import STATUS_FIXTURES, assess
 from wardgate.devcluster.cluster import KubeCluster, wait_until
+from wardgate.devcluster.kwokreplicas import KwokReplicas
 from wardgate.operator.models import (
     API_VERSION,
     AUTHORIZER_SPEC_ADAPTER,
@@ -129,8 +130,11 @@ def _apply_examples(cluster: KubeCluster, namespace: str, *extra: str) -> str:
 
 @pytest.fixture
 def operator(cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
-    """`wardgate operator` watching the test's namespace; yields its log file."""
+    """`wardgate operator` watching the test's namespace; yields its log file. The gateway
+    pods on kwok's node run nothing, so `KwokReplicas` records what each would serve (a
+    Gateway is Ready only when its replicas serve the current config)."""
     log = tmp_path / "operator.log"
+    replicas = KwokReplicas(cluster.kubeconfig).start()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -157,6 +161,7 @@ def operator(cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[P
     try:
         yield log
     finally:
+        replicas.stop()
         process.terminate()
         try:
             process.wait(30)
