@@ -277,6 +277,10 @@ class TrafficConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._head_started = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
+        # The serving config's limits for the head being parsed, read once at its start
+        # rather than through the server's properties for every field.
+        self._max_headers = 0
+        self._max_line_bytes = 0
         # flow control
         self._buffered = 0
         self._reading_paused = False
@@ -412,9 +416,12 @@ class TrafficConnection(asyncio.Protocol):
         self._fields = []
         self._head_bytes = 0
         self._head_started = self.loop.time()
+        gateway = self.server.gateway
+        self._max_headers = gateway.max_headers
+        self._max_line_bytes = gateway.max_line_bytes
         if self._head_timer is None:
             self._head_timer = self.loop.call_at(
-                self._head_started + self.server.header_timeout, self._check_head
+                self._head_started + gateway.header_timeout, self._check_head
             )
 
     def on_url(self, url: bytes) -> None:
@@ -423,19 +430,17 @@ class TrafficConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         fields = self._fields
         fields.append((name, value))
-        server = self.server
-        if len(fields) > server.max_headers:
-            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": server.max_headers}))
-        if len(name) + len(value) > server.max_line_bytes:  # name and value, as documented
-            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": server.max_line_bytes}))
+        if len(fields) > self._max_headers:
+            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": self._max_headers}))
+        if len(name) + len(value) > self._max_line_bytes:  # name and value, as documented
+            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": self._max_line_bytes}))
 
     def on_headers_complete(self) -> None:
         self._head_started = 0.0
         parser = self.parser
         target_bytes = b"".join(self._url)
-        server = self.server
-        if len(target_bytes) > server.max_line_bytes:
-            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": server.max_line_bytes}))
+        if len(target_bytes) > self._max_line_bytes:
+            self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": self._max_line_bytes}))
         version = parser.get_http_version()
         major, _, minor = version.partition(".")
         if major != "1":
