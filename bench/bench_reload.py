@@ -43,7 +43,13 @@ from tests.support.tokens import HS_SECRET
 from wardgate.gateway.app import Gateway, GatewayHolder
 from wardgate.gateway.delivery import CONFIG_KEY
 from wardgate.gateway.factory import ProcessContext
-from wardgate.gateway.loading import LoadedConfig, SecretSource, load_config, parse_document
+from wardgate.gateway.loading import (
+    LoadedConfig,
+    SecretSource,
+    ValidatedPaths,
+    load_config,
+    parse_document,
+)
 from wardgate.gateway.memory import collection_paused
 
 STAGES = ("decode", "validate", "authorizers", "compile", "swap")
@@ -91,10 +97,16 @@ def decode(value: str) -> object:
 
 
 async def apply_change(
-    holder: GatewayHolder, context: ProcessContext, value: str, timer: Timer, config_hash: str
+    holder: GatewayHolder,
+    context: ProcessContext,
+    paths: ValidatedPaths,
+    value: str,
+    timer: Timer,
+    config_hash: str,
 ) -> LoadedConfig:
     """One snapshot applied as `follow_config` applies it (`build_snapshot`, then `swap`),
-    with the stages of `GatewayHolder.build` timed apart."""
+    with the stages of `GatewayHolder.build` timed apart (what did not change taken over
+    from the serving config, as there)."""
     secrets = SecretSource(directory=None, environ={"KEY": HS_SECRET})
     with collection_paused():
         with timer.stage("decode"):
@@ -105,15 +117,17 @@ async def apply_change(
                 secrets,
                 origin="bench",
                 config_hash=config_hash,
+                paths=paths,
             )
         with timer.stage("authorizers"):
-            authorizers = context.authorizers(loaded)
+            authorizers = context.authorizers(loaded, previous=holder.current.authorizers)
         with timer.stage("compile"):
             gateway = Gateway(
                 loaded,
                 authorizers,
                 upstreams=context.upstreams,
                 previous_certificates=holder.current.certificates,
+                previous=holder.current,
             )
     with timer.stage("swap"):
         await holder.swap(gateway, config_hash)
@@ -133,6 +147,7 @@ async def run_one(routes: int, changes: int) -> dict[str, Any]:
     document = route_document(routes)
     context = ProcessContext.create()
     first = Timer()
+    paths = ValidatedPaths()  # as `ConfigWatch.paths`: from the first version on
     try:
         value = config_map_value(document)
         with collection_paused():
@@ -144,6 +159,7 @@ async def run_one(routes: int, changes: int) -> dict[str, Any]:
                     SecretSource(directory=None, environ={"KEY": HS_SECRET}),
                     origin="bench",
                     config_hash="h0",
+                    paths=paths,
                 )
             with first.stage("authorizers"):
                 authorizers = context.authorizers(loaded)
@@ -159,7 +175,7 @@ async def run_one(routes: int, changes: int) -> dict[str, Any]:
             )
             value = config_map_value(document)
             timer = Timer()
-            loaded = await apply_change(holder, context, value, timer, f"h{change}")
+            loaded = await apply_change(holder, context, paths, value, timer, f"h{change}")
             payload_bytes = workers_stage(loaded, timer)
             timers.append(timer)
         await holder.close()

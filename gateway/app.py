@@ -96,7 +96,7 @@ from wardgate.gateway.paths import PathEncodingError, normalise_path
 from wardgate.gateway.proxy import HttpProxy, create_upstream_pools
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry
-from wardgate.gateway.routes import Route, build_routes
+from wardgate.gateway.routes import Route, RouteTable, build_routes
 from wardgate.gateway.tls import (
     CertificateSet,
     CertificateSpec,
@@ -184,7 +184,10 @@ class Gateway:
         request_log: RequestLog | None = None,
         upstreams: UpstreamPools | None = None,
         previous_certificates: CertificateSet | None = None,
+        previous: Gateway | None = None,
     ) -> None:
+        """`previous`: the `Gateway` serving before, whose unchanged routes are taken over
+        (`build_routes`)."""
         config = loaded.config
         self.loaded = loaded
         self.authorizers = authorizers
@@ -214,8 +217,14 @@ class Gateway:
                     raise ConfigError([f"servers.{server_name}.{field}: {exc}"]) from None
                 ca_bundles[server_name] = bundle
         routes = build_routes(
-            config, upstreams=self.upstreams, metrics=metrics, ca_bundles=ca_bundles
+            config,
+            upstreams=self.upstreams,
+            metrics=metrics,
+            ca_bundles=ca_bundles,
+            previous=previous.routes if previous is not None else None,
         )
+        self.routes: RouteTable = routes
+        """The compiled paths (the next config's `build_routes` reuses them)."""
         self.cors = routes.cors
         """The gateway-level CORS policy: for answers given before a route is known."""
         self.router: Router[Route] = routes.router
@@ -825,7 +834,8 @@ class GatewayHolder:
     assignment on the event loop, so a request runs entirely on the old config or entirely
     on the new one, and none is refused meanwhile. The upstream connection pools are the
     process's, shared by every config; a replaced config's authorizers are closed once its
-    last request is done."""
+    last request is done, except those the new config took over unchanged (a one-Route
+    change keeps every authorizer, its fetched keys and its verified-token caches)."""
 
     def __init__(
         self,
@@ -859,7 +869,11 @@ class GatewayHolder:
         """A `Gateway` for `loaded`, sharing this process's upstream pools (raises
         `ConfigError` as `Gateway` does; starts nothing)."""
         with collection_paused():
-            authorizers = self._context.authorizers(loaded, self._metrics, self._clock)
+            # What did not change is taken over from the serving config: its authorizers
+            # (with their keys and caches) and its compiled routes.
+            authorizers = self._context.authorizers(
+                loaded, self._metrics, self._clock, previous=self.current.authorizers
+            )
             return Gateway(
                 loaded,
                 authorizers,
@@ -867,6 +881,7 @@ class GatewayHolder:
                 request_log=self._request_log,
                 upstreams=self._context.upstreams,
                 previous_certificates=self.current.certificates,
+                previous=self.current,
             )
 
     async def swap(self, gateway: Gateway, config_hash: str) -> None:
@@ -906,15 +921,21 @@ class GatewayHolder:
         while old.in_flight:  # noqa: ASYNC110
             await asyncio.sleep(RETIRE_POLL_SECONDS)
         self._retired.discard(old)
-        await old.authorizers.close()
+        # An authorizer a later config took over unchanged keeps running.
+        await old.authorizers.close(keep=self._serving_authorizers())
+
+    def _serving_authorizers(self) -> list[Authorizers]:
+        return [self.current.authorizers, *(g.authorizers for g in self._retired)]
 
     async def close(self) -> None:
         """Close every config's authorizers (the process's clients are its context's)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        closed: list[Authorizers] = []
         for gateway in (*self._retired, self.current):
-            await gateway.authorizers.close()
+            await gateway.authorizers.close(keep=closed)  # each authorizer once
+            closed.append(gateway.authorizers)
         self._retired.clear()
 
 

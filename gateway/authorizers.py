@@ -45,11 +45,12 @@ Steps 3-11 do not depend on the route: their result is cached per token
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -711,9 +712,15 @@ class Authorizers:
         max_token_bytes: int,
         clock: Callable[[], float],
         warnings: Sequence[str] = (),
+        fingerprints: Mapping[str, str] | None = None,
+        built_with: tuple[object, ...] = (),
     ) -> None:
         self._by_name = dict(authorizers)
         self._warnings = list(warnings)
+        self._fingerprints = dict(fingerprints or {})
+        """What each authorizer was built from (`authorizer_fingerprint`)."""
+        self._built_with = built_with
+        """The session, metrics and clock they were built with."""
         self._default = default
         self._max_token_bytes = max_token_bytes
         self._clock = clock
@@ -730,29 +737,47 @@ class Authorizers:
         session: aiohttp.ClientSession | None = None,
         metrics: AuthMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        previous: Authorizers | None = None,
     ) -> Authorizers:
         """Runtime authorizers for every authorizer of the config: first each one's key
         sources, then the authorizer around them. Raises `ConfigError` for what only shows
         with the secrets and keys at hand (a short secret, a PEM as HMAC secret, an inline
         key set without a usable key). Remote JWKS are fetched with `session`, the process's
         (`ProcessContext`); without one the authorizers only check the config, fetching
-        nothing."""
+        nothing.
+
+        `previous`: the authorizers of the config serving before. One whose spec and
+        secret are unchanged (`authorizer_fingerprint`), built with the same session,
+        metrics and clock, is taken as it is, with its fetched keys and its verified-token
+        caches; a changed one is built anew, with empty caches."""
         config = loaded.config
+        built_with = (session, metrics, clock)
+        reusable: Mapping[str, RuntimeAuthorizer] = {}
+        earlier: Mapping[str, str] = {}
+        if previous is not None and _same_objects(previous._built_with, built_with):
+            reusable, earlier = previous._by_name, previous._fingerprints
         built: dict[str, RuntimeAuthorizer] = {}
+        fingerprints: dict[str, str] = {}
         warnings: list[str] = []
         for name, spec in config.named_authorizers().items():
             where = "authorizer" if name == "default" else f"authorizers.{name}"
             reference = secret_reference(spec)
+            secret = loaded.secret(reference).encode("utf-8") if reference is not None else None
+            fingerprint = authorizer_fingerprint(spec, secret)
+            fingerprints[name] = fingerprint
+            warnings.extend(authorizer_warnings(spec, where))
+            if name in reusable and earlier.get(name) == fingerprint:
+                built[name] = reusable[name]
+                continue
             keys = build_authorizer_keys(
                 name,
                 spec,
-                loaded.secret(reference).encode("utf-8") if reference is not None else None,
+                secret,
                 where=where,
                 session=session,
                 clock=clock,
                 metrics=metrics,
             )
-            warnings.extend(authorizer_warnings(spec, where))
             built[name] = RuntimeAuthorizer(name, spec, keys, clock)
         return cls(
             built,
@@ -760,6 +785,8 @@ class Authorizers:
             config.limits.max_token_bytes,
             clock,
             warnings,
+            fingerprints,
+            built_with,
         )
 
     def names(self) -> list[str]:
@@ -846,6 +873,26 @@ class Authorizers:
             report[name] = entry
         return report
 
-    async def close(self) -> None:
+    def runtimes(self) -> list[RuntimeAuthorizer]:
+        return list(self._by_name.values())
+
+    async def close(self, keep: Iterable[Authorizers] = ()) -> None:
+        """Stop the authorizers' background work (JWKS refreshes), except for those that
+        `keep` holds too (a later config took them over unchanged)."""
+        kept = {id(runtime) for other in keep for runtime in other._by_name.values()}
         for runtime in self._by_name.values():
-            await runtime.keys.close()
+            if id(runtime) not in kept:
+                await runtime.keys.close()
+
+
+def authorizer_fingerprint(
+    spec: JwtAuthorizer | Auth0Authorizer | SupabaseAuthorizer, secret: bytes | None
+) -> str:
+    """What a runtime authorizer is built from, as text to compare: the spec, and a hash of
+    its secret (never the value) so that a rotated secret builds it anew."""
+    digest = hashlib.sha256(secret).hexdigest() if secret is not None else ""
+    return f"{spec.model_dump_json()} {digest}"
+
+
+def _same_objects(first: Sequence[object], second: Sequence[object]) -> bool:
+    return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))

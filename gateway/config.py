@@ -775,6 +775,12 @@ class GatewayConfig(Model):
 
     @model_validator(mode="after")
     def _check_references(self) -> GatewayConfig:
+        self.check_references()
+        return self
+
+    def check_references(self) -> None:
+        """The checks across fields (names, duplicate routes, hostnames), run last when the
+        config validates; raises `ValueError` with one `dotted.path: reason` line each."""
         problems: list[str] = []
         if self.authorizer is not None and self.default_authorizer is not None:
             problems.append("defaultAuthorizer: give an inline `authorizer` or a name, not both")
@@ -824,9 +830,10 @@ class GatewayConfig(Model):
                 problems.append(
                     f"{where}.integration.server: " + unknown_name("server", server, self.servers)
                 )
+            pattern_key = route_pattern_key(entry.path)
             for host in entry.hostnames or ("",):
                 for method in entry.methods():
-                    key = (host, method, route_pattern_key(entry.path))
+                    key = (host, method, pattern_key)
                     if key in seen:
                         on = f" on {host}" if host else ""
                         problems.append(
@@ -837,7 +844,6 @@ class GatewayConfig(Model):
         if problems:
             # One line each, already prefixed with its dotted path (see format_validation_error).
             raise ValueError("\n".join(problems))
-        return self
 
     def unserved_hostnames(self) -> list[tuple[int, str]]:
         """(index, hostname) of the hostnames the gateway lists that no path serves (their

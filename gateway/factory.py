@@ -43,10 +43,12 @@ class ProcessContext:
         loaded: LoadedConfig,
         metrics: AuthMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        previous: Authorizers | None = None,
     ) -> Authorizers:
         """The runtime authorizers of `loaded`, fetching with this process's session
-        (raises `ConfigError` as `Authorizers.build` does)."""
-        return Authorizers.build(loaded, self.session, metrics, clock)
+        (raises `ConfigError` as `Authorizers.build` does); `previous`: those of the config
+        serving before, taken over where unchanged."""
+        return Authorizers.build(loaded, self.session, metrics, clock, previous)
 
     async def close(self) -> None:
         self.upstreams.close()

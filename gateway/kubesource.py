@@ -38,7 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -51,7 +51,7 @@ from urllib3.exceptions import HTTPError
 
 from wardgate.gateway.config import ConfigError
 from wardgate.gateway.delivery import CONFIG_HASH_ANNOTATION, CONFIG_KEY, SECRET_ITEMS_KEY
-from wardgate.gateway.loading import parse_document
+from wardgate.gateway.loading import ValidatedPaths, parse_document
 
 logger = logging.getLogger("wardgate.gateway")
 
@@ -310,6 +310,9 @@ class ConfigWatch:
     """Applied to each document before validation (the `--server` overrides)."""
     report: ServedReport | None = None
     """Where to record the hash served (`--report-served`); None: nowhere."""
+    paths: ValidatedPaths = field(default_factory=ValidatedPaths)
+    """The path entries of the config validated last (the first one's included), which
+    the next version reuses where unchanged."""
 
 
 def wait_for_snapshot(source: ConfigMapSource, timeout: float) -> Snapshot:

@@ -1,4 +1,9 @@
-"""Loading a config file: parse, validate, resolve `$secret.NAME` references. All or nothing."""
+"""Loading a config file: parse, validate, resolve `$secret.NAME` references. All or nothing.
+
+A process that follows a config (`wardgate gateway --watch-config`) loads every version
+whole, but lends each load what the previous one validated (`ValidatedPaths`): a change of
+one Route among 10,000 validates its own path entries, not 20,000.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,20 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import yaml
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from wardgate.gateway.config import ConfigError, GatewayConfig, parse_config, secret_name
+from wardgate.gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    PathEntry,
+    parse_config,
+    secret_name,
+)
+
+PATH_ENTRY_ADAPTER: Final = TypeAdapter(PathEntry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +107,73 @@ def parse_document(data: bytes, name: str) -> object:
         raise ConfigError([f"(document): cannot parse {name}: {exc}"]) from None
 
 
+class ValidatedPaths:
+    """The validated path entries of the last config loaded, by the text of each (the
+    `repr` of the decoded entry): the next load validates only the entries whose text is
+    new, and takes the others' models as they are (the same objects, so that the route
+    table can tell them unchanged too).
+
+    Why this gives what a full load gives: an entry's model depends on its own text only
+    (no validator of `PathEntry` reads anything else), and every check across entries or
+    against the rest of the config (`GatewayConfig.check_references`: names, duplicates,
+    hostnames) runs on the whole config each time. A config that fails anywhere is
+    validated again whole, from the document, so that its problems are exactly a full
+    load's. Holds the entries of one config only (each load replaces them; a config
+    refused leaves them as they were), so memory follows the config's size, not the number
+    of changes."""
+
+    def __init__(self) -> None:
+        self._by_text: dict[str, PathEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_text)
+
+    def parse(self, data: object) -> GatewayConfig:
+        """`parse_config(data)`, reusing the entries validated last time (raises
+        `ConfigError` as `parse_config` does)."""
+        if not isinstance(data, dict) or not isinstance(data.get("paths"), list):
+            return parse_config(data)
+        paths: list[object] = data["paths"]
+        known = self._by_text
+        entries: dict[str, PathEntry] = {}
+        models: list[PathEntry] = []
+        try:
+            for raw in paths:
+                # `repr` tells apart every value a JSON or YAML document decodes to
+                # (`1`, `1.0`, `True`, `"1"`; string and integer keys), and is quick.
+                text = repr(raw)
+                entry = known.get(text)
+                if entry is None:
+                    entry = entries.get(text)
+                if entry is None:
+                    entry = PATH_ENTRY_ADAPTER.validate_python(raw)
+                entries[text] = entry
+                models.append(entry)
+            # The rest of the document validated without its paths, then the paths put in
+            # as validated and the config's checks across them run (the model validator
+            # `parse_config` would run last; a problem it finds is reported below).
+            shell = parse_config({**data, "paths": []})
+            config = shell.model_copy(update={"paths": models})
+            config.check_references()
+        except (ValidationError, ConfigError, TypeError, ValueError):
+            # Whole, from the document: the problems exactly as a full load reports them.
+            config = parse_config(data)
+            self._by_text = {}
+            return config
+        self._by_text = entries
+        return config
+
+
 def load_config(
-    data: object, source: SecretSource, origin: str = "<memory>", config_hash: str | None = None
+    data: object,
+    source: SecretSource,
+    origin: str = "<memory>",
+    config_hash: str | None = None,
+    paths: ValidatedPaths | None = None,
 ) -> LoadedConfig:
-    """Validate a decoded document and resolve its secrets."""
-    config = parse_config(data)
+    """Validate a decoded document and resolve its secrets. `paths`: the entries a previous
+    load validated, reused where unchanged (see `ValidatedPaths`)."""
+    config = paths.parse(data) if paths is not None else parse_config(data)
     return LoadedConfig(
         config=config,
         secrets=resolve_secrets(config, source),

@@ -55,7 +55,7 @@ from wardgate.gateway.app import Gateway, GatewayHolder, GatewayRunner, build_ap
 from wardgate.gateway.config import ConfigError
 from wardgate.gateway.embedded import build_demo_upstream
 from wardgate.gateway.factory import ProcessContext
-from wardgate.gateway.loading import LoadedConfig, SecretSource, load_config
+from wardgate.gateway.loading import LoadedConfig, SecretSource, ValidatedPaths, load_config
 from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.requestlog import RequestLog
@@ -281,7 +281,9 @@ async def follow_config(holder: GatewayHolder, watch: ConfigWatch) -> None:
         if snapshot.config_hash and snapshot.config_hash == holder.config_hash:
             return
         try:
-            gateway = await asyncio.to_thread(build_snapshot, holder, watch.prepare, snapshot)
+            gateway = await asyncio.to_thread(
+                build_snapshot, holder, watch.prepare, snapshot, watch.paths
+            )
         except ConfigError as exc:
             holder.refused(snapshot.config_hash, exc.problems)
             return
@@ -435,7 +437,11 @@ def _build_sent(holder: GatewayHolder, payload: bytes) -> Gateway | None:
         return holder.build(loaded)
 
 
-def validate_snapshot(prepare: Callable[[object], object], snapshot: Snapshot) -> LoadedConfig:
+def validate_snapshot(
+    prepare: Callable[[object], object],
+    snapshot: Snapshot,
+    paths: ValidatedPaths | None = None,
+) -> LoadedConfig:
     """Validate a snapshot and build it once, without serving it (raises `ConfigError`):
     what the supervisor checks before handing a config to its workers."""
     with collection_paused():
@@ -444,22 +450,28 @@ def validate_snapshot(prepare: Callable[[object], object], snapshot: Snapshot) -
             SecretSource(directory=None, environ=snapshot.secrets),
             origin=snapshot.origin,
             config_hash=snapshot.config_hash or None,
+            paths=paths,
         )
         check_runtime(loaded)
         return loaded
 
 
 def build_snapshot(
-    holder: GatewayHolder, prepare: Callable[[object], object], snapshot: Snapshot
+    holder: GatewayHolder,
+    prepare: Callable[[object], object],
+    snapshot: Snapshot,
+    paths: ValidatedPaths | None = None,
 ) -> Gateway:
     """Validate a snapshot (its document passed through `prepare`) and compile it for
-    `holder` (raises `ConfigError`; swaps nothing)."""
+    `holder` (raises `ConfigError`; swaps nothing). `paths`: the entries validated before
+    (`ConfigWatch.paths`); the holder's serving config lends its routes and authorizers."""
     with collection_paused():
         loaded = load_config(
             prepare(snapshot.document),
             SecretSource(directory=None, environ=snapshot.secrets),
             origin=snapshot.origin,
             config_hash=snapshot.config_hash or None,
+            paths=paths,
         )
         return holder.build(loaded)
 
@@ -696,7 +708,9 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
             return
         assert options.watch is not None
         try:
-            new = await asyncio.to_thread(validate_snapshot, options.watch.prepare, snapshot)
+            new = await asyncio.to_thread(
+                validate_snapshot, options.watch.prepare, snapshot, options.watch.paths
+            )
         except ConfigError as exc:
             if metrics is not None:
                 metrics.reload(ok=False)

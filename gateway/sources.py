@@ -36,7 +36,13 @@ from wardgate.gateway.embedded import (
     bind_loopback,
     demo_document,
 )
-from wardgate.gateway.loading import LoadedConfig, SecretSource, load_config, read_document
+from wardgate.gateway.loading import (
+    LoadedConfig,
+    SecretSource,
+    ValidatedPaths,
+    load_config,
+    read_document,
+)
 
 EXIT_INVALID: Final = 1
 EXIT_UNUSABLE: Final = 2
@@ -110,14 +116,17 @@ def load_document(
     origin: str,
     overrides: Sequence[str] = (),
     config_hash: str | None = None,
+    paths: ValidatedPaths | None = None,
 ) -> LoadedConfig:
-    """A decoded document loaded whole (raises `LoadError`, `EXIT_INVALID`)."""
+    """A decoded document loaded whole (raises `LoadError`, `EXIT_INVALID`); `paths`: where
+    its validated path entries are kept for the next version (`ValidatedPaths`)."""
     try:
         loaded = load_config(
             apply_server_overrides(document, overrides),
             secrets,
             origin=origin,
             config_hash=config_hash,
+            paths=paths,
         )
         check_runtime(loaded)
     except ConfigError as exc:

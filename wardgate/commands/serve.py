@@ -26,7 +26,7 @@ from wardgate.gateway.kubesource import (
     load_client_configuration,
     wait_for_snapshot,
 )
-from wardgate.gateway.loading import LoadedConfig, SecretSource
+from wardgate.gateway.loading import LoadedConfig, SecretSource, ValidatedPaths
 from wardgate.gateway.sources import (
     LoadError,
     apply_server_overrides,
@@ -86,15 +86,17 @@ def _watched(
         snapshot = wait_for_snapshot(source, WATCH_START_SECONDS)
     except (ValueError, SourceError) as exc:  # a bad argument, no usable kubeconfig or cluster
         raise LoadError.unreadable_source(exc) from None
+    paths = ValidatedPaths()  # the first version's entries, reused by the next
     loaded = load_document(
         snapshot.document,
         SecretSource(directory=None, environ=snapshot.secrets),
         origin=snapshot.origin,
         overrides=overrides,
         config_hash=snapshot.config_hash or None,
+        paths=paths,
     )
     prepare = partial(apply_server_overrides, overrides=overrides)
     report = None
     if report_to is not None:
         report = ServedReport(report_to, os.environ.get(POD_NAME_VARIABLE) or socket.gethostname())
-    return loaded, ConfigWatch(source, snapshot.resource_version, prepare, report)
+    return loaded, ConfigWatch(source, snapshot.resource_version, prepare, report, paths)
