@@ -239,6 +239,7 @@ class _Pattern:
     canonical: str  # params written `{}`: equal canonical forms are the same pattern
     rank: tuple[int, ...]
     literal_path: str | None  # the one path it matches, when it has literals only
+    param_names: tuple[str, ...]  # of its parameters and wildcard, in order
 
 
 def validate_pattern(pattern: str) -> None:
@@ -357,7 +358,8 @@ def _compile_pattern(pattern: str) -> _Pattern:
     if not segments or segments[-1].kind != _WILDCARD:
         rank += (_END,)
     literal_path = canonical if all(s.kind == _LITERAL for s in segments) else None
-    return _Pattern(tuple(segments), canonical, rank, literal_path)
+    param_names = tuple(s.text for s in segments if s.kind != _LITERAL)
+    return _Pattern(tuple(segments), canonical, rank, literal_path, param_names)
 
 
 def _quote_literal(text: str) -> str:
@@ -370,20 +372,26 @@ def _quote_literal(text: str) -> str:
 def _compile_methods(methods: frozenset[str] | None, pattern: str) -> frozenset[str] | None:
     if methods is None:
         return None
+    compiled, problem = _method_set(methods)
+    if problem is not None:
+        raise MethodError(problem, pattern=pattern)
+    return compiled
+
+
+@functools.lru_cache(maxsize=1024)
+def _method_set(methods: frozenset[str]) -> tuple[frozenset[str] | None, str | None]:
+    """The compiled method set and None, or None and why it is refused. Cached: a table of
+    20,000 routes has a handful of distinct method sets."""
     if not methods:
-        raise MethodError("the method list is empty", pattern=pattern)
+        return None, "the method list is empty"
     if ANY_METHOD in methods:
         if len(methods) > 1:
-            raise MethodError(
-                f"{ANY_METHOD!r} (any method) cannot be listed with others", pattern=pattern
-            )
-        return None
+            return None, f"{ANY_METHOD!r} (any method) cannot be listed with others"
+        return None, None
     for method in sorted(methods):
         if not _METHOD_TOKEN.match(method):
-            raise MethodError(
-                f"method {method!r} is not an upper-case HTTP method token", pattern=pattern
-            )
-    return frozenset(methods)
+            return None, f"method {method!r} is not an upper-case HTTP method token"
+    return frozenset(methods), None
 
 
 class _Route(Generic[T]):
@@ -397,7 +405,7 @@ class _Route(Generic[T]):
         self.payload = entry.payload
         self.methods = methods
         self.shape = shape
-        self.param_names = tuple(s.text for s in shape.segments if s.kind != _LITERAL)
+        self.param_names = shape.param_names
 
     def match_with(self, values: list[str]) -> Match[T]:
         names = self.param_names
