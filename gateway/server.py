@@ -14,8 +14,9 @@ started again; one that fails before serving stops the whole gateway (exit 1).
 `--workers N` with `--watch-config`: the parent alone follows the ConfigMap (one watch and
 one read of the Secrets per pod, whatever N; the workers import no Kubernetes client). It
 validates each new version once, as a lone process would (a version that fails is logged
-once and changes nothing), then hands the validated config to every worker over its pipe;
-each worker compiles it, fetches its keys and swaps it in place, and tells the parent which
+once and changes nothing), then hands the validated config to every worker over its pipe,
+as its document; each worker loads and compiles it, reusing what did not change since its
+previous config, fetches its keys and swaps it in place, and tells the parent which
 config it serves. A worker started again starts on the latest valid config. The admin
 port's `/config/hash` (and `/config`) move to a new config once every worker serves it;
 `/config` lists each worker's process ID and config hash.
@@ -42,7 +43,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -390,9 +391,14 @@ async def follow_supervisor(
     """Apply each config the supervising parent sends (validated there) in place, until
     cancelled, and report each one served.
 
-    A thread receives (a large config is several megabytes of pickle: the event loop does
-    not wait for it); configs that arrive while one is being compiled are coalesced to the
+    A config comes as its document (`SentConfig`), not as its validated models: a worker
+    loads it with the entries it validated before (`ValidatedPaths`) and builds it from
+    its serving config, so a one-Route change costs it that Route, as in a lone process
+    (pickling 20,000 validated paths, and unpickling them in each worker, cost more than
+    validating one Route). A thread receives (the event loop does not wait for a large
+    config); configs that arrive while one is being compiled are coalesced to the
     latest."""
+    paths = ValidatedPaths()
     loop = asyncio.get_running_loop()
     latest: list[bytes] = []
     changed = asyncio.Event()
@@ -418,7 +424,7 @@ async def follow_supervisor(
         changed.clear()
         payload = latest.pop()
         try:
-            gateway = await asyncio.to_thread(_build_sent, holder, payload)
+            gateway = await asyncio.to_thread(_build_sent, holder, payload, paths)
         except ConfigError as exc:  # validated by the parent: only a bug gets here
             holder.refused("(from the supervisor)", exc.problems)
             continue
@@ -428,32 +434,58 @@ async def follow_supervisor(
         supervisor.send((SERVING, holder.config_hash))
 
 
-def _build_sent(holder: GatewayHolder, payload: bytes) -> Gateway | None:
+@dataclass(frozen=True, slots=True)
+class SentConfig:
+    """A config the parent validated, as it sends it to its workers: the document (after
+    `--server` overrides) and the secret values it uses."""
+
+    document: object
+    secrets: Mapping[str, str]
+    origin: str
+    config_hash: str
+
+    def load(self, paths: ValidatedPaths) -> LoadedConfig:
+        """The config loaded as the parent loaded it (raises `ConfigError`)."""
+        return load_config(
+            self.document,
+            SecretSource(directory=None, environ=self.secrets),
+            origin=self.origin,
+            config_hash=self.config_hash,
+            paths=paths,
+        )
+
+
+def _build_sent(holder: GatewayHolder, payload: bytes, paths: ValidatedPaths) -> Gateway | None:
     """The `Gateway` of a config sent by the parent; None when it is the one serving."""
     with collection_paused():
-        loaded: LoadedConfig = pickle.loads(payload)  # from this process's parent
-        if loaded.config_hash == holder.config_hash:
+        sent: SentConfig = pickle.loads(payload)  # from this process's parent
+        if sent.config_hash == holder.config_hash:
             return None
-        return holder.build(loaded)
+        return holder.build(sent.load(paths))
 
 
 def validate_snapshot(
     prepare: Callable[[object], object],
     snapshot: Snapshot,
     paths: ValidatedPaths | None = None,
-) -> LoadedConfig:
+    previous: Gateway | None = None,
+) -> tuple[LoadedConfig, SentConfig, Gateway]:
     """Validate a snapshot and build it once, without serving it (raises `ConfigError`):
-    what the supervisor checks before handing a config to its workers."""
+    what the supervisor checks before handing a config to its workers, and what it sends
+    them. `paths` and `previous`: the entries and the build of the config checked before,
+    reused where unchanged."""
     with collection_paused():
+        document = prepare(snapshot.document)
         loaded = load_config(
-            prepare(snapshot.document),
+            document,
             SecretSource(directory=None, environ=snapshot.secrets),
             origin=snapshot.origin,
             config_hash=snapshot.config_hash or None,
             paths=paths,
         )
-        check_runtime(loaded)
-        return loaded
+        checked = check_runtime(loaded, previous)
+        sent = SentConfig(document, dict(snapshot.secrets), snapshot.origin, loaded.config_hash)
+        return loaded, sent, checked
 
 
 def build_snapshot(
@@ -611,6 +643,8 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
     exit_codes: list[int] = []
     latest = [loaded]
     """The latest valid config: what a worker starts (again) on."""
+    checked: list[Gateway | None] = [None]
+    """The latest valid config's check (`validate_snapshot`), for the next to reuse."""
     tasks: set[asyncio.Task[None]] = set()
     reporter: ServedReporter | None = None
 
@@ -708,8 +742,12 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
             return
         assert options.watch is not None
         try:
-            new = await asyncio.to_thread(
-                validate_snapshot, options.watch.prepare, snapshot, options.watch.paths
+            new, sent, checked[0] = await asyncio.to_thread(
+                validate_snapshot,
+                options.watch.prepare,
+                snapshot,
+                options.watch.paths,
+                checked[0],
             )
         except ConfigError as exc:
             if metrics is not None:
@@ -723,7 +761,7 @@ async def supervise(loaded: LoadedConfig, options: ServeOptions) -> int:
             )
             return
         latest[0] = new
-        payload = await asyncio.to_thread(pickle.dumps, new, pickle.HIGHEST_PROTOCOL)
+        payload = await asyncio.to_thread(pickle.dumps, sent, pickle.HIGHEST_PROTOCOL)
         for worker in list(workers.values()):
             if worker.conn is not None and not worker.conn.closed:
                 # A worker that exits meanwhile is started again on `latest`.

@@ -102,11 +102,19 @@ def apply_server_overrides(document: object, overrides: Sequence[str]) -> object
     return {**document, "servers": servers}
 
 
-def check_runtime(loaded: LoadedConfig) -> None:
-    """What only shows when building the gateway (route patterns, keys): raises ConfigError."""
+def check_runtime(loaded: LoadedConfig, previous: Gateway | None = None) -> Gateway:
+    """What only shows when building the gateway (route patterns, keys): raises ConfigError.
+    The build is returned; `previous`: an earlier one, whose unchanged parts are reused."""
     # Prepares every key (no client session: nothing is fetched) and compiles the route
     # table; opens no connection and starts nothing.
-    Gateway(loaded, Authorizers.build(loaded))
+    if previous is None:
+        return Gateway(loaded, Authorizers.build(loaded))
+    return Gateway(
+        loaded,
+        Authorizers.build(loaded, previous=previous.authorizers),
+        upstreams=previous.upstreams,
+        previous=previous,
+    )
 
 
 def load_document(

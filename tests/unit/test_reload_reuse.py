@@ -4,6 +4,7 @@ routes, authorizers with their caches) and serves exactly what a fresh full load
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from wardgate.gateway.loading import SecretSource, ValidatedPaths, load_config
 from wardgate.gateway.matching import Match, MethodNotAllowed
 from wardgate.gateway.proxy import HttpProxy
 from wardgate.gateway.routes import Route
-from wardgate.gateway.server import build_snapshot
+from wardgate.gateway.server import SentConfig, build_snapshot, validate_snapshot
 from wardgate.gateway.static import StaticResponse
 
 OTHER_SECRET = "rotated-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -378,3 +379,41 @@ def test_validated_paths_give_the_models_a_full_validation_gives() -> None:
         parse_config(break_it(changed))
     assert refused.value.problems == full.value.problems
     assert len(paths) == len(typed["paths"])  # the refused config left them as they were
+
+
+async def test_workers_load_the_sent_document_reusing_what_they_validated_before(
+    context: ProcessContext,
+) -> None:
+    """`--workers N`: the parent validates and checks each version with what it checked
+    before and sends the document; a worker loads and builds it with what it had."""
+    document = base_document()
+    worker = Replica(context, document)
+    parent_paths = ValidatedPaths()
+    checked = None
+    versions = [
+        add_route(document, 12),
+        remove_route(add_route(document, 12), 3),
+        change_authorizer(remove_route(add_route(document, 12), 3)),
+    ]
+    previous_entries: dict[int, Any] = {}
+    for number, version in enumerate(versions):
+        snapshot = Snapshot(f"w{number}", version, SECRETS, "1", "test")
+        loaded, sent, check = validate_snapshot(lambda d: d, snapshot, parent_paths, checked)
+        if checked is not None:  # the parent's check reused its previous build
+            assert any(
+                check.routes.compiled[key].route is earlier.route
+                for key, earlier in checked.routes.compiled.items()
+                if key in check.routes.compiled
+            )
+        checked = check
+        received: SentConfig = pickle.loads(pickle.dumps(sent, pickle.HIGHEST_PROTOCOL))
+        gateway = worker.holder.build(received.load(worker.paths))
+        await worker.holder.swap(gateway, received.config_hash)
+        assert gateway.loaded.config == loaded.config
+        assert gateway.loaded.config_hash == loaded.config_hash == f"w{number}"
+        assert await decisions(gateway) == await decisions(fresh(context, version, SECRETS))
+        kept = [e for e in gateway.loaded.config.paths if id(e) in previous_entries]
+        if number:  # after the first version, most entries are the worker's own again
+            assert len(kept) >= len(gateway.loaded.config.paths) - 2
+        previous_entries = {id(e): e for e in gateway.loaded.config.paths}
+    await worker.holder.close()
