@@ -73,6 +73,7 @@ from wardgate.gateway.errors import (
 )
 from wardgate.gateway.exchange import (
     CLIENT_ABORT_STATUS,
+    NO_HEADERS,
     SERVER_HEADER,
     ClientAborted,
     Exchange,
@@ -81,7 +82,7 @@ from wardgate.gateway.exchange import (
     encode_head,
 )
 from wardgate.gateway.factory import ProcessContext
-from wardgate.gateway.framing import CLOSING_ERRORS, check_framing
+from wardgate.gateway.framing import CLOSING_ERRORS, TUNNEL_METHODS, check_framing
 from wardgate.gateway.hosts import HostTable, request_host
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.matching import (
@@ -143,8 +144,15 @@ class Admission(Exchange):
     def __init__(
         self, request_id: str, method: str, target: str, response_headers: dict[str, str]
     ) -> None:
-        # Until the target is parsed the path is unknown: the target may hold a query.
-        super().__init__(request_id, method, "", "", response_headers)
+        # `Exchange.__init__`'s fields, set here rather than through it (a frame less per
+        # request). Until the target is parsed the path is unknown: it may hold a query.
+        self.request_id = request_id
+        self.method = method
+        self.path = ""
+        self.query = ""
+        self.response_headers = response_headers
+        self.claim_headers = NO_HEADERS
+        self.code = None
         self.target = target
         """The request target as received (origin or absolute form)."""
         self.trusted_path = False
@@ -311,13 +319,20 @@ class Gateway:
         # Only the traffic server's TLS listener has one (the reference server has none).
         admission.tls = getattr(request, "tls", None)
         try:
-            admission.close = check_framing(
-                request.method,
-                request.version[1],
-                headers.get("Transfer-Encoding"),
-                request.head_bytes,
-                self.max_head_bytes,
-            )
+            transfer_encoding = headers.get("Transfer-Encoding")
+            if (
+                transfer_encoding is not None
+                or request.head_bytes > self.max_head_bytes
+                or request.method in TUNNEL_METHODS
+            ):
+                # Only these can make `check_framing` refuse (the rest pass unchecked).
+                admission.close = check_framing(
+                    request.method,
+                    request.version[1],
+                    transfer_encoding,
+                    request.head_bytes,
+                    self.max_head_bytes,
+                )
             reply = await self.admit(admission, headers)
             if reply is None:
                 route = admission.route

@@ -14,6 +14,7 @@ request costs a dictionary lookup and an increment per metric.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import (
@@ -125,8 +126,8 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._served_hash: str | None = None
-        self._request_children: dict[tuple[str, int, str], Counter] = {}
-        self._denial_children: dict[tuple[str, str], Counter] = {}
+        self._request_children: dict[tuple[str, int, str], Callable[[float], None]] = {}
+        self._denial_children: dict[tuple[str, str], Callable[[float], None]] = {}
 
     def serving(self, config_hash: str) -> None:
         """The config this process serves from now on."""
@@ -140,18 +141,20 @@ class GatewayMetrics:
 
     def request(self, route: str | None, status: int, code: str | None) -> None:
         key = (route or NO_ROUTE_LABEL, status, code or OK_CODE)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self._requests.labels(key[0], str(status), key[2])
-        child.inc()
+        increment = self._request_children.get(key)
+        if increment is None:
+            child = self._requests.labels(key[0], str(status), key[2])
+            increment = self._request_children[key] = _increment_of(child)
+        increment(1)
 
     def denial(self, code: str, authorizer: str) -> None:
         # The labelled child looked up once per pair: `labels` validates and locks each call.
         key = (code, authorizer)
-        child = self._denial_children.get(key)
-        if child is None:
-            child = self._denial_children[key] = self._denials.labels(code, authorizer)
-        child.inc()
+        increment = self._denial_children.get(key)
+        if increment is None:
+            child = self._denials.labels(code, authorizer)
+            increment = self._denial_children[key] = _increment_of(child)
+        increment(1)
 
     def upstream_histogram(self, server: str) -> Histogram:
         """The latency histogram of one server (its labelled child, looked up once)."""
@@ -171,6 +174,15 @@ class GatewayMetrics:
 
     def jwks_fetch(self, authorizer: str, ok: bool) -> None:
         self._jwks.labels(authorizer, "ok" if ok else "error").inc()
+
+
+def _increment_of(child: Counter) -> Callable[[float], None]:
+    """How to add to a labelled counter: its value's own `inc` when it has one (what
+    `Counter.inc` calls after checking that the counter is labelled and the amount not
+    negative, both true here), else `Counter.inc`."""
+    value = getattr(child, "_value", None)
+    increment = getattr(value, "inc", None)
+    return increment if callable(increment) else child.inc
 
 
 def multiprocess_mode() -> bool:

@@ -87,6 +87,8 @@ _SERVER_LINE: Final = f"Server: {SERVER_HEADER}\r\n".encode()
 _CHUNK_END: Final = b"0\r\n\r\n"
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _FRAMING_LOOKALIKES: Final = frozenset({b"transfer_encoding", b"content_length"})
+_HTTP10: Final = (1, 0)
+_HTTP11: Final = (1, 1)
 
 
 class _ParseStop(Exception):
@@ -124,6 +126,7 @@ class TrafficRequest:
         version: tuple[int, int],
         head_bytes: int,
         keep_alive: bool,
+        framed: bool = True,
     ) -> None:
         self._connection = connection
         self.method = method
@@ -132,10 +135,15 @@ class TrafficRequest:
         self.version = version
         self.head_bytes = head_bytes
         self.keep_alive = keep_alive
-        length = headers.get("Content-Length")
-        self.content_length = int(length) if length is not None and length.isdigit() else None
-        chunked = "Transfer-Encoding" in headers
-        self.has_body = chunked or bool(self.content_length)
+        if framed:
+            length = headers.get("Content-Length")
+            self.content_length = int(length) if length is not None and length.isdigit() else None
+            self.has_body = "Transfer-Encoding" in headers or bool(self.content_length)
+        else:
+            # The head has neither `Content-Length` nor `Transfer-Encoding` (the parser's
+            # caller saw every field name): no body, nothing to look up.
+            self.content_length = None
+            self.has_body = False
         self.complete = not self.has_body
         """Whether the whole body has arrived."""
         self.discard = False
@@ -344,7 +352,10 @@ class TrafficConnection(asyncio.Protocol):
             return
         self._last_active = self.loop.time()
         if not self._head_started and self.parsing is None:
-            end = _request_line_end(data)
+            # A request line at the start of `data` (the usual case) is found with one
+            # `find`; leading empty lines take the general scan.
+            first = data[:1]
+            end = data.find(b"\n") if first != b"\r" and first != b"\n" else _request_line_end(data)
             if end >= 0:
                 if data.find(b" HTTP/", 0, end) < 0:
                     # HTTP/0.9 (`GET /path`, no version) or not HTTP: llhttp would wait.
@@ -438,30 +449,41 @@ class TrafficConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._head_started = 0.0
         parser = self.parser
-        target_bytes = b"".join(self._url)
+        url = self._url
+        target_bytes = url[0] if len(url) == 1 else b"".join(url)
         if len(target_bytes) > self._max_line_bytes:
             self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": self._max_line_bytes}))
         version = parser.get_http_version()
-        major, _, minor = version.partition(".")
-        if major != "1":
-            self._stop(GatewayError(MALFORMED_REQUEST, {"reason": f"HTTP/{version}"}))
+        if version == "1.1":
+            http10 = False
+        else:
+            major, _, minor = version.partition(".")
+            if major != "1":
+                self._stop(GatewayError(MALFORMED_REQUEST, {"reason": f"HTTP/{version}"}))
+            http10 = minor == "0"
         headers: CIMultiDict[str] = CIMultiDict()
+        add = headers.add
         size = len(target_bytes) + 16
         hosts = 0
+        # Whether a field may frame a body (`Content-Length`, `Transfer-Encoding`): without
+        # one, the request needs no lookup of either.
+        framed = False
         for name, value in self._fields:
             size += len(name) + len(value) + 4
-            if len(name) == 4 and name.lower() == b"host":
-                hosts += 1
-            elif b"_" in name and name.lower() in _FRAMING_LOOKALIKES:
-                # Servers behind CGI-style gateways read `_` as `-`: this would frame the
-                # body there, and not here.
-                self._stop(GatewayError(MALFORMED_REQUEST, {"reason": "framing field with _"}))
+            length = len(name)
+            if length == 4:
+                if name.lower() == b"host":
+                    hosts += 1
+            elif length == 14 or length == 17:  # the lengths of the framing fields
+                framed = True
+                if b"_" in name and name.lower() in _FRAMING_LOOKALIKES:
+                    # Servers behind CGI-style gateways read `_` as `-`: this would frame
+                    # the body there, and not here.
+                    self._stop(GatewayError(MALFORMED_REQUEST, {"reason": "framing field with _"}))
             # Decoded the way the proxy encodes them again: bytes pass unchanged. Trailing
             # whitespace is no part of a field value (RFC 9110 section 5.5).
-            headers.add(
-                name.decode("latin-1"), value.rstrip(b" \t").decode("utf-8", "surrogateescape")
-            )
-        if hosts > 1 or (hosts == 0 and minor != "0"):
+            add(name.decode("latin-1"), value.rstrip(b" \t").decode("utf-8", "surrogateescape"))
+        if hosts != 1 and (hosts > 1 or not http10):
             # RFC 9112 section 3.2: exactly one Host in an HTTP/1.1 request.
             self._stop(GatewayError(MALFORMED_REQUEST, {"reason": f"{hosts} Host fields"}))
         request = TrafficRequest(
@@ -469,17 +491,19 @@ class TrafficConnection(asyncio.Protocol):
             parser.get_method().decode("latin-1"),
             target_bytes.decode("utf-8", "surrogateescape"),
             headers,
-            (1, 0 if minor == "0" else 1),
+            _HTTP10 if http10 else _HTTP11,
             size,
             parser.should_keep_alive(),
+            framed,
         )
         self._fields = []
         if request.has_body:
             self.parsing = request
-        self.queue.append(request)
+        queue = self.queue
+        queue.append(request)
         if not self.busy:
             self._schedule()
-        elif len(self.queue) > PIPELINE_DEPTH:
+        elif len(queue) > PIPELINE_DEPTH:
             self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
@@ -567,47 +591,47 @@ class TrafficConnection(asyncio.Protocol):
             wakeup.set_result(None)
 
     async def _serve(self) -> None:
-        """Answer queued requests in order until the connection closes."""
+        """Answer queued requests in order until the connection closes (one coroutine for
+        the connection's life: a request costs no coroutine of its own here)."""
+        queue = self.queue
         try:
-            while await self._answer_queue():
+            while True:
+                # Answer the queued requests; then wait for more, unless the connection ends.
+                try:
+                    while queue and self.transport is not None:
+                        item = queue[0]
+                        gateway = self.server.gateway
+                        if isinstance(item, _Refusal):
+                            admission = gateway.begin(item.method, item.target)
+                            reply = gateway.refusal(item.error, admission)
+                            await self._send(reply, None, close=True)
+                            gateway.finish_malformed(
+                                admission, reply.status, item.reason, self.peer
+                            )
+                            self._close()
+                            return
+                        gateway.in_flight += 1
+                        try:
+                            close = await self._answer(item)
+                        finally:
+                            gateway.in_flight -= 1
+                        queue.popleft()
+                        if self._reading_paused and len(queue) <= PIPELINE_DEPTH:
+                            self._resume_reading()
+                        if close:
+                            self._close()
+                            return
+                    if self.closing or self.stopped or self.transport is None:
+                        self._close()
+                        return
+                finally:
+                    self.busy = False
+                # Woken by a request, or by the connection's end (then the loop returns).
                 wakeup = self._wakeup = self.loop.create_future()
                 await wakeup
                 self._wakeup = None
-                if self.transport is None:
-                    return
         finally:
             self.task = None
-            self.busy = False
-
-    async def _answer_queue(self) -> bool:
-        """Answer the queued requests; whether the connection stays open."""
-        try:
-            while self.queue and self.transport is not None:
-                item = self.queue[0]
-                gateway = self.server.gateway
-                if isinstance(item, _Refusal):
-                    admission = gateway.begin(item.method, item.target)
-                    reply = gateway.refusal(item.error, admission)
-                    await self._send(reply, None, close=True)
-                    gateway.finish_malformed(admission, reply.status, item.reason, self.peer)
-                    self._close()
-                    return False
-                gateway.in_flight += 1
-                try:
-                    close = await self._answer(item)
-                finally:
-                    gateway.in_flight -= 1
-                self.queue.popleft()
-                if self._reading_paused and len(self.queue) <= PIPELINE_DEPTH:
-                    self._resume_reading()
-                if close:
-                    self._close()
-                    return False
-            if self.closing or self.stopped or self.transport is None:
-                self._close()
-                return False
-            return True
-        finally:
             self.busy = False
 
     async def _answer(self, request: TrafficRequest) -> bool:
