@@ -523,6 +523,8 @@ class Gateway:
         try:
             if credentials.default:
                 credential: str | Credential | None = headers.get("Authorization")
+                if credential is None:
+                    raise self.authorizers.refuse_without_token(route_auth, recorder)
             else:
                 credential = admission.credential = self._find_credential(
                     credentials, route, method, headers, query, recorder

@@ -90,7 +90,14 @@ from wardgate.gateway.jwks import ALGORITHMS, AuthMetrics
 from wardgate.gateway.keysources import AuthorizerKeys, build_authorizer_keys, refusal
 from wardgate.gateway.loading import LoadedConfig
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
-from wardgate.gateway.tokens import ParsedToken, bearer_token, clip, json_type, parse_token
+from wardgate.gateway.tokens import (
+    ParsedToken,
+    bearer_token,
+    clip,
+    json_type,
+    no_authorization,
+    parse_token,
+)
 from wardgate.gateway.verification import Verified, VerifiedTokens
 
 __all__ = ["AuthMetrics", "Authorizers", "Check", "Principal"]
@@ -316,10 +323,11 @@ class RuntimeAuthorizer:
         self.issuers: tuple[str, ...] | None = tuple(spec.issuer) if spec.issuer else None
         self.audiences: tuple[str, ...] | None = tuple(spec.audience) if spec.audience else None
         self.cache: VerifiedTokens[_Result] = VerifiedTokens()
-        self.refused: VerifiedTokens[Mapping[str, Any]] = VerifiedTokens()
+        self.refused: VerifiedTokens[tuple[Mapping[str, Any], float | None]] = VerifiedTokens()
         """Tokens with a verified signature refused by a claim that cannot change for
         the better (expired, wrong issuer or audience; not yet valid until it may be): their
-        claims, so that a repeat is refused again without parsing or a signature check."""
+        claims, so that a repeat is refused again without parsing or a signature check,
+        and for an expired one its `exp`, so that a repeat checks that claim alone."""
         # What a recorded step shows as expected, built once.
         self._algorithm_list = list(self.algorithms)
         self._issuer_list = list(self.issuers) if self.issuers is not None else None
@@ -348,9 +356,15 @@ class RuntimeAuthorizer:
     def refuse_again(self, token: str, now: float) -> None:
         """Raise the refusal of a token refused before by a lasting claim check (a cache
         hit re-runs only the claim checks, so the details are those of now)."""
-        claims = self.refused.get(token, now)
-        if claims is not None:
-            self._check_claims(claims, now, NO_RECORDER)
+        entry = self.refused.get(token, now)
+        if entry is None:
+            return
+        claims, exp = entry
+        if exp is not None and now >= exp + self.leeway:
+            # Still expired: the refusal `_check_claims` would raise first (the checks
+            # before it passed for these claims, and pass again), without the others.
+            raise self._expired(claims, exp, now)
+        self._check_claims(claims, now, NO_RECORDER)
 
     # --- route-independent checks (cached) ---------------------------------------------
 
@@ -381,7 +395,8 @@ class RuntimeAuthorizer:
                 until = math.inf
                 if exc.error is TOKEN_NOT_YET_VALID:
                     until = _not_yet_valid_until(claims, self.leeway)
-                self.refused.put(token, Verified(claims, -math.inf, until))
+                exp = _seconds("exp", claims["exp"]) if exc.error is TOKEN_EXPIRED else None
+                self.refused.put(token, Verified((claims, exp), -math.inf, until))
             raise
 
         subject = claims.get("sub")
@@ -514,21 +529,7 @@ class RuntimeAuthorizer:
         if exp is not None:
             expires = exp + leeway
             if now >= expires:
-                late = now - exp
-                raise refusal(
-                    TOKEN_EXPIRED,
-                    "exp",
-                    (
-                        "likely clock skew: expired less than 5 minutes ago"
-                        if late < CLOCK_SKEW_HINT_SECONDS
-                        else None
-                    ),
-                    expected=claims.get("exp"),
-                    actual=round(now, 3),
-                    now=round(now, 3),
-                    leeway=leeway,
-                    deltaSeconds=round(late, 3),
-                )
+                raise self._expired(claims, exp, now)
         recorder.step_from(_time_step, "exp", claims, now, leeway)
         not_before = -math.inf
         for name in ("nbf", "iat"):
@@ -553,6 +554,22 @@ class RuntimeAuthorizer:
             not_before = max(not_before, start)
             recorder.step_from(_time_step, name, claims, now, leeway)
         return not_before, expires
+
+    def _expired(self, claims: Mapping[str, Any], exp: float, now: float) -> GatewayError:
+        """The refusal of a token whose `exp` (with the leeway) is past at `now`."""
+        late = now - exp
+        return refusal(
+            TOKEN_EXPIRED,
+            "exp",
+            "likely clock skew: expired less than 5 minutes ago"
+            if late < CLOCK_SKEW_HINT_SECONDS
+            else None,
+            expected=claims.get("exp"),
+            actual=round(now, 3),
+            now=round(now, 3),
+            leeway=self.leeway,
+            deltaSeconds=round(late, 3),
+        )
 
     def _check_issuer(self, claims: Mapping[str, Any], recorder: Recorder) -> None:
         issuers = self.issuers
@@ -838,6 +855,20 @@ class Authorizers:
             detail.setdefault("authorizer", runtime.name)
             recorder.refusal(detail)
             raise
+
+    def refuse_without_token(
+        self, route_auth: RouteAuth, recorder: Recorder = NO_RECORDER
+    ) -> GatewayError:
+        """What `authorize` raises for a request without an `Authorization` header, built
+        without its coroutine: the commonest refusal costs what a missing route costs."""
+        name = route_auth.authorizer or self._default
+        runtime = self._by_name.get(name) if name is not None else None
+        if runtime is None:
+            return refusal(INTERNAL_ERROR, "authorizer", f"no authorizer named {name!r}")
+        error = no_authorization()
+        error.detail.setdefault("authorizer", runtime.name)
+        recorder.refusal(error.detail)
+        return error
 
     def forwarded_headers(self, principal: Principal) -> dict[str, str]:
         """Headers for the upstream from the authorizer's `forwardClaims`."""

@@ -85,16 +85,22 @@ def _fail(error: ErrorCode, check: str, note: str, **facts: Any) -> GatewayError
     return GatewayError(error, {"check": check, "note": note, **facts})
 
 
+def no_authorization() -> GatewayError:
+    """The refusal of a request without an `Authorization` header (to a route that reads
+    its token from that header alone)."""
+    missing = _fail(MISSING_TOKEN, "authorization", "no Authorization header")
+    # The catalogue's message covers every token source; this route reads only the header.
+    missing.message = "The request carries no token; it is read from the Authorization header."
+    return missing
+
+
 def bearer_token(authorization: str | None, max_bytes: int) -> str:
     """The token of an `Authorization: Bearer <token>` header value.
 
     The scheme is case-insensitive; exactly one space and one token must follow it.
     """
     if authorization is None:
-        missing = _fail(MISSING_TOKEN, "authorization", "no Authorization header")
-        # The catalogue's message covers every token source; this route reads only the header.
-        missing.message = "The request carries no token; it is read from the Authorization header."
-        raise missing
+        raise no_authorization()
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer":
         if not authorization.strip():

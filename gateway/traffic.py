@@ -281,7 +281,17 @@ class TrafficConnection(asyncio.Protocol):
         """Bytes after a WebSocket upgrade request, kept until it is answered."""
         # the head being parsed
         self._url: list[bytes] = []
-        self._fields: list[tuple[bytes, bytes]] = []
+        self._fields: list[tuple[str, str]] = []
+        """The head's fields, decoded as they arrive."""
+        self._field_bytes = 0
+        """The fields' size as `head_bytes` counts it (name, value and 4 for `: ` and CRLF)."""
+        self._hosts = 0
+        self._framed = False
+        """Whether a field may frame a body (a name of `Content-Length`'s or
+        `Transfer-Encoding`'s length): without one, the request needs no look-up of either."""
+        self._lookalike = False
+        """Whether a field is `Content_Length` or `Transfer_Encoding` (refused once the
+        head is complete, after the checks that come before it)."""
         self._head_bytes = 0
         self._head_started = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -425,6 +435,9 @@ class TrafficConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = []
         self._fields = []
+        self._field_bytes = 0
+        self._hosts = 0
+        self._framed = self._lookalike = False
         self._head_bytes = 0
         self._head_started = self.loop.time()
         gateway = self.server.gateway
@@ -440,11 +453,25 @@ class TrafficConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         fields = self._fields
-        fields.append((name, value))
-        if len(fields) > self._max_headers:
+        if len(fields) >= self._max_headers:
             self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": self._max_headers}))
-        if len(name) + len(value) > self._max_line_bytes:  # name and value, as documented
+        length = len(name)
+        line = length + len(value)
+        if line > self._max_line_bytes:  # name and value, as documented
             self._stop(GatewayError(HEADER_TOO_LARGE, {"limit": self._max_line_bytes}))
+        self._field_bytes += line + 4
+        if length == 4:
+            if name.lower() == b"host":
+                self._hosts += 1
+        elif length == 14 or length == 17:  # the lengths of the framing fields
+            self._framed = True
+            if b"_" in name and name.lower() in _FRAMING_LOOKALIKES:
+                self._lookalike = True
+        # Decoded the way the proxy encodes them again: bytes pass unchanged. Trailing
+        # whitespace is no part of a field value (RFC 9110 section 5.5).
+        fields.append(
+            (name.decode("latin-1"), value.rstrip(b" \t").decode("utf-8", "surrogateescape"))
+        )
 
     def on_headers_complete(self) -> None:
         self._head_started = 0.0
@@ -461,28 +488,11 @@ class TrafficConnection(asyncio.Protocol):
             if major != "1":
                 self._stop(GatewayError(MALFORMED_REQUEST, {"reason": f"HTTP/{version}"}))
             http10 = minor == "0"
-        headers: CIMultiDict[str] = CIMultiDict()
-        add = headers.add
-        size = len(target_bytes) + 16
-        hosts = 0
-        # Whether a field may frame a body (`Content-Length`, `Transfer-Encoding`): without
-        # one, the request needs no lookup of either.
-        framed = False
-        for name, value in self._fields:
-            size += len(name) + len(value) + 4
-            length = len(name)
-            if length == 4:
-                if name.lower() == b"host":
-                    hosts += 1
-            elif length == 14 or length == 17:  # the lengths of the framing fields
-                framed = True
-                if b"_" in name and name.lower() in _FRAMING_LOOKALIKES:
-                    # Servers behind CGI-style gateways read `_` as `-`: this would frame
-                    # the body there, and not here.
-                    self._stop(GatewayError(MALFORMED_REQUEST, {"reason": "framing field with _"}))
-            # Decoded the way the proxy encodes them again: bytes pass unchanged. Trailing
-            # whitespace is no part of a field value (RFC 9110 section 5.5).
-            add(name.decode("latin-1"), value.rstrip(b" \t").decode("utf-8", "surrogateescape"))
+        if self._lookalike:
+            # Servers behind CGI-style gateways read `_` as `-`: this would frame the body
+            # there, and not here.
+            self._stop(GatewayError(MALFORMED_REQUEST, {"reason": "framing field with _"}))
+        hosts = self._hosts
         if hosts != 1 and (hosts > 1 or not http10):
             # RFC 9112 section 3.2: exactly one Host in an HTTP/1.1 request.
             self._stop(GatewayError(MALFORMED_REQUEST, {"reason": f"{hosts} Host fields"}))
@@ -490,11 +500,11 @@ class TrafficConnection(asyncio.Protocol):
             self,
             parser.get_method().decode("latin-1"),
             target_bytes.decode("utf-8", "surrogateescape"),
-            headers,
+            CIMultiDict(self._fields),
             _HTTP10 if http10 else _HTTP11,
-            size,
+            len(target_bytes) + 16 + self._field_bytes,
             parser.should_keep_alive(),
-            framed,
+            self._framed,
         )
         self._fields = []
         if request.has_body:
@@ -708,8 +718,30 @@ class TrafficConnection(asyncio.Protocol):
         """Write a reply; True when the connection must close after it."""
         status = reply.status
         headers = reply.headers
-        head_only = request is not None and request.method == "HEAD"
         stream = reply.stream
+        if stream is None and reply.head and request is not None:
+            # A whole body after a prepared head (a static answer, an error): the
+            # per-request headers, the length unless the head has it, the connection's.
+            lines = [reply.head]
+            for name, value in headers.items():
+                lines.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
+            if (
+                not reply.head_has_length
+                and status not in _NO_BODY_STATUSES
+                and "Content-Length" not in headers
+            ):
+                lines.append(b"Content-Length: %d\r\n" % len(reply.body))
+            if close:
+                lines.append(b"Connection: close\r\n\r\n")
+            elif request.version < _HTTP11:
+                lines.append(b"Connection: keep-alive\r\n\r\n")
+            else:
+                lines.append(b"\r\n")
+            if request.method != "HEAD":
+                lines.append(reply.body)
+            self.write(b"".join(lines))
+            return close
+        head_only = request is not None and request.method == "HEAD"
         lines = [reply.head or status_line(status)]
         append = lines.append
         if not reply.head:
