@@ -952,9 +952,14 @@ def reference_problems(data: object) -> list[str]:
     return problems
 
 
+_PARAMETER_RE: Final = re.compile(r"\{[^/}]*\}")
+
+
 def route_pattern_key(path: str) -> str:
     """The pattern with parameter names erased: `/a/{x}` and `/a/{y}` are the same route."""
-    return re.sub(r"\{[^/}]*\}", "{}", path)
+    if "{" not in path:
+        return path
+    return _PARAMETER_RE.sub("{}", path)
 
 
 GATEWAY_CONFIG_ADAPTER: Final = TypeAdapter(GatewayConfig)

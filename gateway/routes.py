@@ -192,6 +192,7 @@ def build_routes(
         entry_context = context.of_entry(authorizer, entry)
         earlier = reusable.get(id(entry))
         if earlier is not None and earlier.entry is entry and earlier.context == entry_context:
+            compiled[id(entry)] = earlier
             route_entry = earlier.route
         else:
             route_entry = _compile_entry(
@@ -206,10 +207,10 @@ def build_routes(
                 metrics=metrics,
                 ca_bundles=ca_bundles,
             )
+            compiled[id(entry)] = CompiledEntry(entry, entry_context, route_entry)
         credentials = route_entry.payload.credentials
         if credentials is not None:
             query_token_names |= credentials.query_names
-        compiled[id(entry)] = CompiledEntry(entry, entry_context, route_entry)
         entries.append(route_entry)
         host_entries.append((entry.hostnames, route_entry))
     hosts: HostTable[Route] | None = None
