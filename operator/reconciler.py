@@ -35,7 +35,7 @@ from wardgate.operator.render import (
     ConfigMapInfo,
     Meta,
     ObjectKey,
-    ObjectStatus,
+    RenderCache,
     Resource,
     SecretInfo,
     render,
@@ -129,6 +129,12 @@ class Reconciler:
     instance: str = field(default_factory=socket.gethostname)
     # The status last written per object: the watch may not have delivered it yet.
     written: dict[tuple[str, str, str], Body] = field(default_factory=dict)
+    unchanged: dict[tuple[str, str, str], _Unchanged] = field(default_factory=dict)
+    """Per object, the status it has and the render outcome found to change nothing in it:
+    the same outcome (the same objects, as a cached Route fragment gives) against the same
+    status is not compared again."""
+    render_caches: dict[ObjectKey, RenderCache] = field(default_factory=dict)
+    """Per Gateway, what its next render may reuse (`render.RenderCache`)."""
     probes: JwksProber | None = None
     """Identity-provider health for the Authorizers' status, when probing is on."""
     renders: int = 0
@@ -142,7 +148,7 @@ class Reconciler:
             # Everything in it is being deleted, and the API refuses new objects there:
             # re-creating what the namespace controller removes, or reporting on objects
             # about to vanish, would only fight it.
-            self.written.pop((kind, namespace, name), None)
+            self.forget(kind, namespace, name)
             return
         if kind == "Gateway":
             await self.reconcile_gateway((namespace, name))
@@ -155,7 +161,7 @@ class Reconciler:
             (a for a in self.state.authorizers_in(namespace) if a.resource.meta.name == name), None
         )
         if observed is None:
-            self.written.pop(("Authorizer", namespace, name), None)
+            self.forget("Authorizer", namespace, name)
             return
         result = render_authorizer(observed.resource, self.state.secrets_in(namespace))
         conditions, fields = result.status.conditions, result.status.fields
@@ -170,6 +176,9 @@ class Reconciler:
         routes = self.state.routes_for(key)
         authorizers = self.state.authorizers_in(namespace)
         self.renders += 1
+        if gateway is None:
+            self.render_caches.pop(key, None)
+        cache = self.render_caches.setdefault(key, RenderCache()) if gateway else None
         with collection_paused():
             result = render(
                 key,
@@ -180,11 +189,12 @@ class Reconciler:
                 self.state.namespace_labels(),
                 self.state.services_in(namespace),
                 self.state.config_maps_in(namespace),
+                cache=cache,
             )
         route_statuses = result.routes
         if gateway is not None and gateway.resource.meta.deleting:
             # The garbage collector is removing what it owns; re-applying would fight it.
-            self.written.pop(("Gateway", namespace, name), None)
+            self.forget("Gateway", namespace, name)
         elif gateway is not None and result.gateway is not None:
             meta = gateway.resource.meta
             deployment: Body | None = None
@@ -220,19 +230,11 @@ class Reconciler:
             await self.write_status("Gateway", gateway, conditions, fields)
             await self._forget_pods_gone(meta, replicas)
         else:
-            self.written.pop(("Gateway", namespace, name), None)
+            self.forget("Gateway", namespace, name)
         by_key = {r.resource.meta.key: r for r in routes}
-        # Concurrently: one after another, 10,000 status patches took about 45 s.
-        limit = asyncio.Semaphore(STATUS_CONCURRENCY)
-
-        async def write_route(route_status: ObjectStatus) -> None:
-            async with limit:
-                observed = by_key[route_status.meta.key]
-                await self.write_status(
-                    "Route", observed, route_status.conditions, route_status.fields
-                )
-
-        await asyncio.gather(*(write_route(s) for s in route_statuses))
+        await self.write_statuses(
+            "Route", [(by_key[s.meta.key], s.conditions, s.fields) for s in route_statuses]
+        )
 
     async def _forget_pods_gone(self, meta: Meta, replicas: Replicas) -> None:
         """Remove the served-config records of pods that no longer exist. (A replica records
@@ -314,12 +316,64 @@ class Reconciler:
         fields: Mapping[str, Any],
     ) -> None:
         """Patch the status when it differs; an Event for each condition transition."""
+        change = self._status_change(kind, observed, conditions, fields)
+        if change is not None:
+            await self._patch_status(kind, observed.resource.meta, *change)
+
+    async def write_statuses(
+        self,
+        kind: str,
+        wanted: Iterable[tuple[Observed, tuple[Cond, ...], Mapping[str, Any]]],
+    ) -> None:
+        """`write_status` for many objects: those whose status differs are patched by
+        `STATUS_CONCURRENCY` tasks at once (one after another, 10,000 Route status patches
+        took about 45 s); the others cost a comparison, or nothing when their render outcome
+        and status are those found unchanged before."""
+        changes = [
+            (observed.resource.meta, change)
+            for observed, conditions, fields in wanted
+            if (change := self._status_change(kind, observed, conditions, fields)) is not None
+        ]
+        pending = iter(changes)
+
+        async def patch_pending() -> None:
+            for meta, change in pending:
+                await self._patch_status(kind, meta, *change)
+
+        await asyncio.gather(
+            *(patch_pending() for _ in range(min(STATUS_CONCURRENCY, len(changes))))
+        )
+
+    def _status_change(
+        self,
+        kind: str,
+        observed: Observed,
+        conditions: tuple[Cond, ...],
+        fields: Mapping[str, Any],
+    ) -> tuple[Mapping[str, Any], Body, tuple[Cond, ...]] | None:
+        """(the status now, the status wanted, its conditions), or None when they are the
+        same."""
         meta = observed.resource.meta
         cache_key = (kind, meta.namespace, meta.name)
         previous = self.written.get(cache_key) or observed.status
+        outcome = _Unchanged(previous, meta, conditions, fields)
+        if outcome.same(self.unchanged.get(cache_key)):
+            return None
         desired = build_status(kind, meta, previous, conditions, fields, self.clock())
         if same_status(previous, desired):
-            return
+            self.unchanged[cache_key] = outcome
+            return None
+        return previous, desired, conditions
+
+    async def _patch_status(
+        self,
+        kind: str,
+        meta: Meta,
+        previous: Mapping[str, Any],
+        desired: Body,
+        conditions: tuple[Cond, ...],
+    ) -> None:
+        cache_key = (kind, meta.namespace, meta.name)
         try:
             await self.kube.patch_status(kind, meta.namespace, meta.name, desired)
         except KubeError as exc:
@@ -339,6 +393,27 @@ class Reconciler:
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         self.written.pop((kind, namespace, name), None)
+        self.unchanged.pop((kind, namespace, name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unchanged:
+    """A status and a render outcome that would not change it."""
+
+    status: Mapping[str, Any]
+    meta: Meta
+    conditions: tuple[Cond, ...]
+    fields: Mapping[str, Any]
+
+    def same(self, other: _Unchanged | None) -> bool:
+        """The same objects (a cached fragment's); equal ones are compared in full."""
+        return (
+            other is not None
+            and other.status is self.status
+            and other.conditions is self.conditions
+            and other.fields is self.fields
+            and other.meta == self.meta
+        )
 
 
 def _annotation(body: Mapping[str, Any], name: str) -> str | None:

@@ -30,7 +30,7 @@ import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pydantic import ValidationError
 
@@ -320,12 +320,16 @@ def render(
     namespace_labels: Mapping[str, Mapping[str, str]],
     services: Collection[ObjectKey] | None = None,
     config_maps: Mapping[ObjectKey, ConfigMapInfo] | None = None,
+    cache: RenderCache | None = None,
+    steps: RenderSteps | None = None,
 ) -> RenderResult:
     """Render the config of one Gateway and the status of every object involved.
 
     `services`: the Services that exist (namespace, name), to report a Route whose backend
     is missing; None: not checked. `config_maps`: the ConfigMaps that servers may name as
-    CA bundles."""
+    CA bundles. `cache`: what earlier renders of this Gateway may lend this one (the result
+    is the same with or without it). `steps`: told where the time goes (benchmarks)."""
+    steps = steps or NO_STEPS
     gw_namespace, gw_name = gateway_key
     ordered = sorted(routes, key=_route_order)
     by_name = {a.meta.name: a for a in authorizers if a.meta.namespace == gw_namespace}
@@ -369,28 +373,31 @@ def render(
         if result.entry is None
     }
     default_ready = default_ok and default_name not in not_ready
+    steps.step("gateway")
+    context = RouteContext(
+        gateway.meta.key,
+        gateway.spec,
+        spec,
+        frozenset(by_name),
+        default_ok,
+        not_ready,
+        _services_named(spec, gw_namespace, services),
+    )
+    fragments = route_fragments(ordered, context, namespace_labels, cache, steps)
+    steps.step("routes")
     claimed: dict[ClaimKey, tuple[Resource, str]] = {}
-    accepted_paths: list[PathEntry] = []
+    admitted: list[tuple[ObjectKey, RouteFragment]] = []
     used_authorizers: set[str] = {default_name} if default_ready and default_name else set()
     route_statuses: list[ObjectStatus] = []
-    accepted_routes = 0
-    for route in ordered:
-        status, paths, used = _render_route(
-            route,
-            gateway.meta,
-            spec,
-            by_name,
-            default_ok,
-            claimed,
-            namespace_labels,
-            services,
-            not_ready,
-        )
+    for route, fragment in zip(ordered, fragments, strict=True):
+        status = _claim(route, fragment, claimed, spec.hostnames)
         route_statuses.append(status)
-        if paths is not None:
-            accepted_routes += 1
-            accepted_paths.extend(paths)
-            used_authorizers.update(used)
+        if status is fragment.status and fragment.paths is not None:
+            admitted.append((route.meta.key, fragment))
+            used_authorizers.update(fragment.authorizers)
+    accepted_routes = len(admitted)
+    accepted_paths = [path for _key, f in admitted for path in f.paths or ()]
+    steps.step("conflicts")
 
     refs = (
         false(
@@ -468,7 +475,7 @@ def render(
     }
     if spec.hostnames:
         document["hostnames"] = list(spec.hostnames)
-    document["paths"] = [_path_document(p) for p in accepted_paths]
+    document["paths"] = [d for _key, f in admitted for d in f.documents]
     if spec.cors is not None:
         document["cors"] = spec.cors.model_dump(mode="json", by_alias=True, exclude_unset=True)
     if spec.limits is not None:
@@ -478,9 +485,9 @@ def render(
     document["debug"] = spec.debug
     if spec.drain_seconds is not None:
         document["drainSeconds"] = spec.drain_seconds
+    steps.step("assembly")
     try:
-        # The paths are validated already: hand over the models, not their documents.
-        config = parse_config({**document, "paths": accepted_paths})
+        config = _checked_config(document, accepted_paths, admitted, cache)
     except ConfigError as exc:
         problems = "; ".join(exc.problems[:MAX_MESSAGE_PROBLEMS])
         accepted = false(
@@ -518,10 +525,13 @@ def render(
     digests = sorted(
         [d for name in used_authorizers for d in authorizer_results[name].digests] + tls_digests
     )
-    config_json = config_text(document)
+    steps.step("config check")
+    config_json = config_text(document, [line for _key, f in admitted for line in f.lines])
+    steps.step("json")
     config_hash = hashlib.sha256("\n".join([config_json, *digests]).encode("utf-8")).hexdigest()[
         :16
     ]
+    steps.step("hash")
     fields = {**fields, "configHash": config_hash}
     accepted = true(
         "Accepted", "Accepted", f"{len(accepted_paths)} paths from {accepted_routes} Routes"
@@ -686,6 +696,11 @@ def parse_route_spec(spec: Mapping[str, Any]) -> RouteSpec | str:
     return _parse_route_spec(json.dumps(spec, sort_keys=True, separators=(",", ":")))
 
 
+def forget_route_specs() -> None:
+    """Forget the Route specs validated so far (for benchmarks of a first render)."""
+    _parse_route_spec.cache_clear()
+
+
 @functools.lru_cache(maxsize=ROUTE_SPEC_CACHE_SIZE)
 def _parse_route_spec(text: str) -> RouteSpec | str:
     data = json.loads(text)
@@ -696,44 +711,188 @@ def _parse_route_spec(text: str) -> RouteSpec | str:
     return parsed
 
 
-def _render_route(
-    route: Resource,
-    gateway: Meta,
-    spec: GatewaySpec,
-    authorizers: Mapping[str, Resource],
-    default_ok: bool,
-    claimed: dict[ClaimKey, tuple[Resource, str]],
+@dataclass(frozen=True, slots=True)
+class RouteContext:
+    """What a Route's rendering reads of its Gateway and the Gateway's namespace, besides
+    the other Routes' claims."""
+
+    gateway: ObjectKey
+    raw: Mapping[str, Any]
+    """The Gateway's spec as written."""
+    spec: GatewaySpec = field(compare=False)
+    """The same, validated (compared through `raw`)."""
+    authorizers: frozenset[str]
+    """The Authorizers of the Gateway's namespace, by name."""
+    default_ok: bool
+    """The Gateway's default authorizer exists."""
+    not_ready: Mapping[str, str]
+    """Why each Authorizer that is not ready is not."""
+    services: frozenset[ObjectKey] | None
+    """The Services named by the Gateway's servers that exist; None: not checked."""
+
+
+def _services_named(
+    spec: GatewaySpec, namespace: str, services: Collection[ObjectKey] | None
+) -> frozenset[ObjectKey] | None:
+    """The Services that exist among those the Gateway's servers name (only they can change
+    a Route's `ResolvedRefs`)."""
+    if services is None:
+        return None
+    named = {(namespace, s.service.name) for s in spec.servers.values() if s.service is not None}
+    return frozenset(key for key in named if key in services)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFragment:
+    """One Route rendered against its Gateway alone: every check but the claims of the other
+    Routes, its config lines ready. Render reuses it while neither the Route nor its
+    `RouteContext` changes."""
+
+    status: ObjectStatus
+    """Its status when it is accepted; its final status when `paths` is None (refused on
+    its own)."""
+    paths: tuple[PathEntry, ...] | None = None
+    claims: tuple[tuple[ClaimKey, tuple[Resource, str]], ...] = ()
+    """What it would serve, in order, up to a duplicate of its own, as entries of the
+    claims of all Routes: (claim, (this Route, the path's field))."""
+    claim_keys: frozenset[ClaimKey] = frozenset()
+    claim_paths: tuple[str, ...] = ()
+    """The path of each claim, as written (for a message)."""
+    duplicate: ObjectStatus | None = None
+    """Its status when two of its own paths claim the same (after checking `claims`)."""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    refs: Cond | None = None
+    authorizers: frozenset[str] = frozenset()
+    """The Authorizers its paths use."""
+    documents: tuple[dict[str, Any], ...] = ()
+    """Its paths as config documents."""
+    lines: tuple[str, ...] = ()
+    """Those documents as the config's JSON lines."""
+
+
+class RenderSteps(Protocol):
+    """Told where the time goes: render calls `step(name)` after each part of its work."""
+
+    def step(self, name: str) -> None: ...
+
+
+class _NoSteps:
+    def step(self, name: str) -> None:
+        pass
+
+
+NO_STEPS: Final[RenderSteps] = _NoSteps()
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedRoute:
+    meta: Meta
+    spec: Mapping[str, Any]
+    labels: Mapping[str, str]
+    fragment: RouteFragment
+
+
+@dataclass
+class RenderCache:
+    """What `render` may reuse between the renders of one Gateway: each Route's fragment,
+    while the Route (metadata and spec), its namespace's labels and the Gateway's
+    `RouteContext` are unchanged, and which fragments the gateway's own config check has
+    passed under the current Gateway-wide config. A memo of pure results: a render with it
+    returns what a render without it returns. Inputs are read, never changed in place (the
+    informers build new objects for each event)."""
+
+    context: RouteContext | None = None
+    routes: dict[ObjectKey, _CachedRoute] = field(default_factory=dict)
+    checked_base: str | None = None
+    """The Gateway-wide part of the config (all but the paths) the fragments in `checked`
+    were checked with."""
+    checked: dict[ObjectKey, RouteFragment] = field(default_factory=dict)
+    reused: int = 0
+    """Fragments taken from the cache in the last render."""
+    rendered: int = 0
+    """Fragments rendered anew in the last render."""
+
+
+def route_fragments(
+    routes: Sequence[Resource],
+    context: RouteContext,
     namespace_labels: Mapping[str, Mapping[str, str]],
-    services: Collection[ObjectKey] | None,
-    not_ready: Mapping[str, str],
-) -> tuple[ObjectStatus, list[PathEntry] | None, set[str]]:
-    """One Route's status and, when accepted, its paths (claims recorded in `claimed`)."""
+    cache: RenderCache | None = None,
+    steps: RenderSteps = NO_STEPS,
+) -> list[RouteFragment]:
+    """Each Route's fragment: from the cache when nothing it depends on has changed."""
+    previous: Mapping[ObjectKey, _CachedRoute] = {}
+    if cache is not None and cache.context == context:
+        previous = cache.routes
+    fresh: dict[ObjectKey, _CachedRoute] = {}
+    fragments: list[RouteFragment] = []
+    reused = 0
+    no_labels: Mapping[str, str] = {}
+    for route in routes:
+        meta = route.meta
+        labels = namespace_labels.get(meta.namespace, no_labels)
+        cached = previous.get(meta.key)
+        if (
+            cached is not None
+            and cached.meta == meta
+            and cached.spec == route.spec
+            and cached.labels == labels
+        ):
+            reused += 1
+            fragment = cached.fragment
+        else:
+            fragment = _route_fragment(route, context, namespace_labels, steps)
+            if cache is not None:
+                cached = _CachedRoute(meta, route.spec, labels, fragment)
+        if cached is not None:
+            fresh[meta.key] = cached
+        fragments.append(fragment)
+    if cache is not None:
+        cache.context = context
+        cache.routes = fresh
+        cache.reused = reused
+        cache.rendered = len(routes) - reused
+    return fragments
+
+
+def _route_fragment(
+    route: Resource,
+    context: RouteContext,
+    namespace_labels: Mapping[str, Mapping[str, str]],
+    steps: RenderSteps,
+) -> RouteFragment:
+    """One Route's fragment (its final status when it is refused on its own)."""
+    gateway_namespace, gateway_name = context.gateway
+    spec = context.spec
     route_spec = parse_route_spec(route.spec)
+    steps.step("validation")
     if isinstance(route_spec, str):
-        return _route_status(route, false("Accepted", "Invalid", route_spec), {}), None, set()
+        return RouteFragment(_route_status(route, false("Accepted", "Invalid", route_spec), {}))
     paths = route_spec.paths
     shown = sorted({_authorizer_of(p, spec) or "default" for p in paths if p.auth is not None})
     fields: dict[str, Any] = {"paths": len(paths), "auth": ", ".join(shown) or "none"}
-    refs = _backend_refs(paths, gateway, spec, services)
+    refs = _backend_refs(paths, gateway_namespace, spec, context.services)
 
-    def reject(reason: str, message: str) -> tuple[ObjectStatus, None, set[str]]:
+    def reject(reason: str, message: str) -> RouteFragment:
         accepted = false("Accepted", reason, message)
-        return _route_status(route, accepted, fields, refs), None, set()
+        steps.step("policy")
+        return RouteFragment(_route_status(route, accepted, fields, refs), fields=fields, refs=refs)
 
     namespaces = spec.allowed_routes.namespaces
-    if route.meta.namespace != gateway.namespace:
+    if route.meta.namespace != gateway_namespace:
         labels = namespace_labels.get(route.meta.namespace, {})
-        if not namespace_admitted(namespaces, route.meta.namespace, gateway.namespace, labels):
+        if not namespace_admitted(namespaces, route.meta.namespace, gateway_namespace, labels):
             return reject(
                 "NotAllowed",
-                f"Gateway {gateway.namespace}/{gateway.name} does not accept Routes from namespace "
-                f"{route.meta.namespace} (spec.allowedRoutes.namespaces.from: {namespaces.from_})",
+                f"Gateway {gateway_namespace}/{gateway_name} does not accept Routes from "
+                f"namespace {route.meta.namespace} (spec.allowedRoutes.namespaces.from: "
+                f"{namespaces.from_})",
             )
     for index, path in enumerate(paths):
         where = f"spec.paths.{index}"
         if path.auth is not None:
             name = path.auth.authorizer
-            if name is None and not default_ok:
+            if name is None and not context.default_ok:
                 missing = (
                     f"its defaultAuthorizer {spec.default_authorizer!r} does not exist"
                     if spec.default_authorizer
@@ -743,27 +902,28 @@ def _render_route(
                     "AuthorizerNotFound",
                     f"{where}.auth: the path uses the Gateway's default authorizer, but {missing}",
                 )
-            if name is not None and name not in authorizers:
+            if name is not None and name not in context.authorizers:
                 return reject(
                     "AuthorizerNotFound",
                     f"{where}.auth.authorizer: no Authorizer {name!r} in namespace "
-                    f"{gateway.namespace}",
+                    f"{gateway_namespace}",
                 )
 
         integration = path.integration
         if isinstance(integration, HttpProxyIntegration) and integration.server not in spec.servers:
             return reject(
                 "ServerNotFound",
-                f"{where}.integration.server: Gateway {gateway.namespace}/{gateway.name} has no "
+                f"{where}.integration.server: Gateway {gateway_namespace}/{gateway_name} has no "
                 f"server {integration.server!r}",
             )
     # The Gateway's multi-team policy (operator/policy.py), decided here only.
-    verdict = decide_route(route.meta.namespace, paths, gateway.key, spec, namespace_labels)
+    verdict = decide_route(route.meta.namespace, paths, context.gateway, spec, namespace_labels)
     if verdict.shown:
         fields["policy"] = verdict.status()
     if verdict.refusal is not None:
         return reject(*verdict.refusal)
     paths = list(verdict.paths)
+    not_ready = context.not_ready
     for index, path in enumerate(paths):
         used = _authorizer_of(path, spec) if path.auth is not None else None
         if used is not None and used in not_ready:
@@ -772,32 +932,30 @@ def _render_route(
                 f"spec.paths.{index}.auth: Authorizer {used!r} is not ready ({not_ready[used]}); "
                 "the Route is left out of the config until it is",
             )
-    hosted = _hosted_paths(route_spec.hostnames, paths, spec.hostnames, gateway)
+    hosted = _hosted_paths(route_spec.hostnames, paths, spec.hostnames, context.gateway)
     if isinstance(hosted, str):
         return reject("NoMatchingHostname", hosted)
     paths = hosted.paths
-    keys: dict[ClaimKey, str] = {}
+    claims: dict[ClaimKey, tuple[Resource, str]] = {}
+    claim_paths: list[str] = []
+    duplicate: ObjectStatus | None = None
     for index, path in enumerate(paths):
+        where = f"spec.paths.{index}"
+        pattern = route_pattern_key(path.path)
         for host in path.hostnames or (ANY_HOST,):
-            on_host = _on_host(host, spec.hostnames)
             for method in path.methods():
-                key = (host, method, route_pattern_key(path.path))
-                if key in keys:
-                    return reject(
-                        "Invalid",
-                        f"spec.paths.{index}: {method} {path.path}{on_host} duplicates {keys[key]}",
-                    )
-                keys[key] = f"spec.paths.{index}"
-                if key in claimed:
-                    other, other_where = claimed[key]
-                    return reject(
-                        "Conflict",
-                        f"{method} {path.path}{on_host} is already served by Route "
-                        f"{other.meta.namespace}/{other.meta.name} ({other_where}), "
-                        f"{_precedence(other, route)}",
-                    )
-    for key, where in keys.items():
-        claimed[key] = (route, where)
+                key = (host, method, pattern)
+                if duplicate is not None:
+                    break
+                if key not in claims:
+                    claims[key] = (route, where)
+                    claim_paths.append(path.path)
+                    continue
+                on_host = _on_host(host, spec.hostnames)
+                message = f"{where}: {method} {path.path}{on_host} duplicates {claims[key][1]}"
+                duplicate = _route_status(
+                    route, false("Accepted", "Invalid", message), fields, refs
+                )
     attached = f"{len(paths)} paths attached"
     if route_spec.hostnames:
         attached += f" on {', '.join(hosted.hostnames)}"
@@ -805,7 +963,99 @@ def _render_route(
         attached += f" ({'; '.join(hosted.ignored)})"
     accepted = true("Accepted", "Accepted", attached)
     names = {_authorizer_of(p, spec) or "" for p in paths if p.auth is not None} - {""}
-    return _route_status(route, accepted, fields, refs), list(paths), names
+    steps.step("policy")
+    documents = tuple(_path_document(p) for p in paths)
+    lines = tuple(json.dumps(d, sort_keys=True) for d in documents)
+    steps.step("json")
+    return RouteFragment(
+        _route_status(route, accepted, fields, refs),
+        tuple(paths),
+        tuple(claims.items()),
+        frozenset(claims),
+        tuple(claim_paths),
+        duplicate,
+        fields,
+        refs,
+        frozenset(names),
+        documents,
+        lines,
+    )
+
+
+def _claim(
+    route: Resource,
+    fragment: RouteFragment,
+    claimed: dict[ClaimKey, tuple[Resource, str]],
+    hostnames: Sequence[str],
+) -> ObjectStatus:
+    """The Route's status among the Routes before it (the older keeps what both claim);
+    its claims recorded in `claimed` when it is accepted."""
+    if fragment.paths is None:
+        return fragment.status
+    if not claimed.keys().isdisjoint(fragment.claim_keys):  # (the common case in C)
+        key, path = next(
+            (key, path)
+            for (key, _entry), path in zip(fragment.claims, fragment.claim_paths, strict=True)
+            if key in claimed
+        )
+        host, method, _pattern = key
+        other, other_where = claimed[key]
+        message = (
+            f"{method} {path}{_on_host(host, hostnames)} is already served by Route "
+            f"{other.meta.namespace}/{other.meta.name} ({other_where}), "
+            f"{_precedence(other, route)}"
+        )
+        return _route_status(
+            route, false("Accepted", "Conflict", message), fragment.fields, fragment.refs
+        )
+    if fragment.duplicate is not None:
+        return fragment.duplicate
+    claimed.update(fragment.claims)
+    return fragment.status
+
+
+CHECK_ALONE_SHARE: Final = 4
+"""The fragments new to the config check are checked one by one when they are fewer than a
+quarter of those accepted; else the whole config is checked at once (cheaper per path)."""
+
+
+def _checked_config(
+    document: Mapping[str, Any],
+    paths: list[PathEntry],
+    accepted: Sequence[tuple[ObjectKey, RouteFragment]],
+    cache: RenderCache | None,
+) -> GatewayConfig:
+    """The config, as the gateway's own check (`parse_config`) takes it, or its
+    `ConfigError`.
+
+    That check reads each path against the Gateway-wide part of the config (hostnames,
+    authorizers, servers), and all paths together only for duplicates, which the Routes'
+    claims already exclude. So with a cache, a fragment it passed under the same
+    Gateway-wide part needs no second check: after a change of one Route, the Gateway-wide
+    part and that Route's paths are checked, not 20,000 paths. Anything refused is checked
+    again as a whole, for the same problems in the same words."""
+    base = {key: value for key, value in document.items() if key != "paths"}
+    if cache is not None:
+        base_text = config_text(base)
+        if cache.checked_base != base_text:
+            cache.checked_base = base_text
+            cache.checked = {}
+        unchecked = [(key, f) for key, f in accepted if cache.checked.get(key) is not f]
+        if len(unchecked) * CHECK_ALONE_SHARE < len(accepted):
+            try:
+                wide = parse_config({**base, "paths": []})
+                for _key, fragment in unchecked:
+                    parse_config({**base, "paths": list(fragment.paths or ())})
+            except ConfigError:
+                pass  # checked as a whole below
+            else:
+                cache.checked = dict(accepted)
+                return wide.model_copy(update={"paths": paths})
+    # The paths are validated already: hand over the models, not their documents.
+    config = parse_config({**document, "paths": paths})
+    if cache is not None:
+        cache.checked = dict(accepted)
+    return config
 
 
 ANY_HOST: Final = ""
@@ -841,11 +1091,11 @@ def _hosted_paths(
     route_hostnames: Sequence[str] | None,
     paths: Sequence[PathEntry],
     served: Sequence[str],
-    gateway: Meta,
+    gateway: ObjectKey,
 ) -> _Hosted | str:
     """The paths narrowed to the hostnames the Gateway serves (each path's `hostnames` set
     when the Route or the path names any), or why none is left."""
-    gateway_name = f"Gateway {gateway.namespace}/{gateway.name}"
+    gateway_name = f"Gateway {gateway[0]}/{gateway[1]}"
     its = f"its hostnames: {', '.join(served)}"
     route_level: list[str] | None = None
     ignored: list[str] = []
@@ -885,7 +1135,7 @@ def _hosted_paths(
 
 def _backend_refs(
     paths: Sequence[PathEntry],
-    gateway: Meta,
+    namespace: str,
     spec: GatewaySpec,
     services: Collection[ObjectKey] | None,
 ) -> Cond | None:
@@ -902,10 +1152,10 @@ def _backend_refs(
         server = spec.servers.get(integration.server)
         if server is None or server.service is None or integration.server in missing:
             continue
-        if (gateway.namespace, server.service.name) not in services:
+        if (namespace, server.service.name) not in services:
             missing[integration.server] = (
                 f"spec.paths.{index}.integration.server: server {integration.server!r} is "
-                f"Service {gateway.namespace}/{server.service.name}, which does not exist"
+                f"Service {namespace}/{server.service.name}, which does not exist"
             )
     if missing:
         return false(
@@ -922,9 +1172,10 @@ def _authorizer_of(path: PathEntry, spec: GatewaySpec) -> str | None:
     return path.auth.authorizer or spec.default_authorizer
 
 
-def config_text(document: Mapping[str, Any]) -> str:
+def config_text(document: Mapping[str, Any], path_lines: Sequence[str] | None = None) -> str:
     """The config as JSON text: keys sorted, one line per path and per named entry (readable
-    in `kubectl get configmap -o yaml`, and fast: each line uses the C encoder)."""
+    in `kubectl get configmap -o yaml`, and fast: each line uses the C encoder).
+    `path_lines`: the paths' lines, already dumped (`RouteFragment.lines`)."""
 
     def dump(value: Any) -> str:
         return json.dumps(value, sort_keys=True)
@@ -932,7 +1183,9 @@ def config_text(document: Mapping[str, Any]) -> str:
     parts = []
     for key in sorted(document):
         value = document[key]
-        if isinstance(value, list) and value:
+        if key == "paths" and path_lines:
+            parts.append(f"  {dump(key)}: [\n    " + ",\n    ".join(path_lines) + "\n  ]")
+        elif isinstance(value, list) and value:
             inner = ",\n".join(f"    {dump(v)}" for v in value)
             parts.append(f"  {dump(key)}: [\n{inner}\n  ]")
         elif isinstance(value, dict) and value:

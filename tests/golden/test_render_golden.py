@@ -29,7 +29,7 @@ from wardgate.operator.manifests import (
     build_gateway_objects,
     config_map_text,
 )
-from wardgate.operator.render import ObjectStatus, RenderResult, render
+from wardgate.operator.render import ObjectStatus, RenderCache, RenderResult, render
 
 CASES = Path(__file__).parent / "render"
 DEFAULTS = Defaults(image="ghcr.io/example/wardgate:test", image_pull_policy="IfNotPresent")
@@ -49,7 +49,7 @@ def _condition(c: Cond) -> str:
     return f"{line}: {c.message}" if c.message else line
 
 
-def run_case(case: dict[str, Any]) -> dict[str, Any]:
+def run_case(case: dict[str, Any], cache: RenderCache | None = None) -> dict[str, Any]:
     gateway_body = case.get("gateway")
     gateway = resource_from_body(gateway_body) if gateway_body else None
     if gateway is not None:
@@ -66,6 +66,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         {name: labels or {} for name, labels in (case.get("namespaces") or {}).items()},
         {tuple(s.split("/", 1)) for s in case.get("services") or []},
         {meta_from_body(b).key: config_map_from_body(b) for b in case.get("configMaps", [])},
+        cache=cache,
     )
     out: dict[str, Any] = {
         "configHash": result.config_hash,

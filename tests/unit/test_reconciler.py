@@ -7,12 +7,13 @@ shows (server-side apply, the garbage collector, watches)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 import pytest
 
-from tests.support.fake_kube import FakeKube
+from tests.support.fake_kube import Body, FakeKube
 from wardgate.operator.handlers import (
     REPLACING_DELAY_SECONDS,
     Controller,
@@ -24,7 +25,7 @@ from wardgate.operator.handlers import (
 from wardgate.operator.informer import Watched
 from wardgate.operator.kube import KubeError
 from wardgate.operator.manifests import CONFIG_MAP_LIMIT, Defaults, child_name
-from wardgate.operator.reconciler import ReplacingError
+from wardgate.operator.reconciler import STATUS_CONCURRENCY, ReplacingError
 from wardgate.operator.workqueue import MAX_BACKOFF_SECONDS, backoff_seconds
 
 NAMESPACE = "shop"
@@ -460,3 +461,59 @@ async def test_the_resync_forgets_what_was_deleted_unseen() -> None:
     assert [(o.kind, o.name) for o in gone] == [("Route", "orders")]
     assert world.controller.state.routes_for((NAMESPACE, "api")) == []
     assert GATEWAY in queued
+
+
+class SlowStatusKube(FakeKube):
+    """Status patches that wait for a turn of the event loop, counting those in flight."""
+
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: Body) -> Body:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0)  # a turn of the loop, as an API call in a thread takes
+            return await super().patch_status(kind, namespace, name, status)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_route_statuses_are_patched_concurrently_within_the_bound() -> None:
+    kube = SlowStatusKube()
+    world = World(kube)
+    world.add(_gateway())
+    count = 3 * STATUS_CONCURRENCY + 5
+    for index in range(count):
+        world.add(_route(f"route-{index:03d}", f"/r/{index}"))
+
+    await world.reconcile()
+
+    assert kube.writes.count("status Route") == count
+    assert kube.most_in_flight == STATUS_CONCURRENCY
+    for index in range(count):
+        assert world.condition("Route", f"route-{index:03d}", "Accepted")["status"] == "True"
+
+
+async def test_unchanged_statuses_are_not_patched_and_one_changed_route_is() -> None:
+    kube = SlowStatusKube()
+    world = World(kube)
+    world.add(_gateway())
+    for index in range(40):
+        world.add(_route(f"route-{index:03d}", f"/r/{index}"))
+    await world.reconcile()
+    before = len(kube.writes)
+
+    # Twice: the second time the render outcomes and statuses are those found unchanged.
+    await world.reconcile()
+    await world.reconcile()
+    assert kube.writes[before:] == []
+
+    # One Route now conflicts with an older one: only its status is patched (and its
+    # Event posted, a transition into a failure).
+    world.modify("Route", "route-039", paths=[{"method": "GET", "path": "/r/0", "response": 1}])
+    await world.reconcile()
+    routes = [w for w in kube.writes[before:] if w.endswith(" Route")]
+    assert routes == ["status Route"]
+    assert world.condition("Route", "route-039", "Accepted")["reason"] == "Conflict"
+    assert [e["involvedObject"]["name"] for e in kube.events[-1:]] == ["route-039"]
