@@ -2,12 +2,15 @@
 
     .venv/bin/python -m bench.bench_reload                     # 1,000 and 10,000 Routes
     .venv/bin/python -m bench.bench_reload --routes 10000 --changes 5
+    .venv/bin/python -m bench.bench_reload --change secret    # or route, edit, authorizer
 
 In-process, no cluster: a config of N two-path Routes (`bench.routes.route_paths`, the
 Routes of `bench/bench_scale.py`: 2 N paths, one HMAC authorizer, one server) is loaded and
 served by a `GatewayHolder` as `wardgate gateway --watch-config` serves it; then, `--changes`
-times, one Route is added (a `kubectl apply` of a new Route) and the snapshot is applied
-the way `follow_config` applies it, each stage timed (wall and CPU of this process):
+times, the config changes (`--change`: `route`, a Route added, as by a `kubectl apply` of a
+new Route; `edit`, a Route in the middle edited; `secret`, the authorizer's Secret rotated;
+`authorizer`, the authorizer's spec edited) and the snapshot is applied the way
+`follow_config` applies it, each stage timed (wall and CPU of this process):
 
 - decode: base64 of the ConfigMap's `binaryData`, gunzip, JSON;
 - validate: the models (pydantic) and the `$secret.NAME` references (`load_config`);
@@ -100,25 +103,55 @@ def decode(value: str) -> object:
     return parse_document(base64.b64decode(value), CONFIG_KEY)
 
 
+CHANGES = ("route", "edit", "secret", "authorizer")
+SECRETS = (HS_SECRET, "rotated-" + HS_SECRET)
+
+
+def changed(
+    kind: str, document: dict[str, Any], routes: int, change: int
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The `change`th version of the config for a change of `kind`, and its secrets."""
+    document = copy.copy(document)
+    secret = HS_SECRET
+    if kind == "route":
+        document["paths"] = document["paths"] + route_paths(
+            "/api", routes + change, {"ok": True, "tag": ""}
+        )
+    elif kind == "edit":
+        paths = list(document["paths"])
+        middle = routes // 2
+        paths[2 * middle : 2 * middle + 2] = route_paths(
+            "/api", middle, {"ok": True, "tag": f"edit-{change}"}
+        )
+        document["paths"] = paths
+    elif kind == "secret":
+        secret = SECRETS[change % 2]
+    else:
+        spec = dict(document["authorizers"]["jwt"])
+        spec["leeway"] = 60 + change
+        document["authorizers"] = {"jwt": spec}
+    return document, {"KEY": secret}
+
+
 async def apply_change(
     holder: GatewayHolder,
     context: ProcessContext,
     paths: ValidatedPaths,
     value: str,
+    secrets: dict[str, str],
     timer: Timer,
     config_hash: str,
 ) -> LoadedConfig:
     """One snapshot applied as `follow_config` applies it (`build_snapshot`, then `swap`),
     with the stages of `GatewayHolder.build` timed apart (what did not change taken over
     from the serving config, as there)."""
-    secrets = SecretSource(directory=None, environ={"KEY": HS_SECRET})
     with collection_paused():
         with timer.stage("decode"):
             document = decode(value)
         with timer.stage("validate"):
             loaded = load_config(
                 document,
-                secrets,
+                SecretSource(directory=None, environ=secrets),
                 origin="bench",
                 config_hash=config_hash,
                 paths=paths,
@@ -145,8 +178,8 @@ class Parent:
         self.paths = ValidatedPaths()
         self.checked: Gateway | None = None
 
-    def hand_over(self, value: str, config_hash: str, timer: Timer) -> int:
-        snapshot = Snapshot(config_hash, decode(value), {"KEY": HS_SECRET}, "1", "bench")
+    def hand_over(self, value: str, secrets: dict[str, str], config_hash: str, timer: Timer) -> int:
+        snapshot = Snapshot(config_hash, decode(value), secrets, "1", "bench")
         # The validation itself is the replica's; only the check's build is timed here.
         loaded = load_config(
             snapshot.document,
@@ -166,7 +199,7 @@ class Parent:
         return len(payload)
 
 
-async def run_one(routes: int, changes: int) -> dict[str, Any]:
+async def run_one(routes: int, changes: int, kind: str) -> dict[str, Any]:
     document = route_document(routes)
     context = ProcessContext.create()
     first = Timer()
@@ -190,18 +223,16 @@ async def run_one(routes: int, changes: int) -> dict[str, Any]:
             with first.stage("compile"):
                 gateway = Gateway(loaded, authorizers, upstreams=context.upstreams)
         holder = GatewayHolder(gateway, "h0", context)
-        parent.hand_over(value, "h0", Timer())  # the parent's first check: all new
+        # The parent's first check: everything new.
+        parent.hand_over(value, {"KEY": HS_SECRET}, "h0", Timer())
         timers: list[Timer] = []
         payload_bytes = 0
         for change in range(1, changes + 1):
-            document = copy.copy(document)
-            document["paths"] = document["paths"] + route_paths(
-                "/api", routes + change, {"ok": True, "tag": ""}
-            )
+            document, secrets = changed(kind, document, routes, change)
             value = config_map_value(document)
             timer = Timer()
-            loaded = await apply_change(holder, context, paths, value, timer, f"h{change}")
-            payload_bytes = parent.hand_over(value, f"h{change}", timer)
+            await apply_change(holder, context, paths, value, secrets, timer, f"h{change}")
+            payload_bytes = parent.hand_over(value, secrets, f"h{change}", timer)
             timers.append(timer)
         await holder.close()
     finally:
@@ -212,6 +243,7 @@ async def run_one(routes: int, changes: int) -> dict[str, Any]:
         "first": first,
         "changes": timers,
         "pickle_bytes": payload_bytes,
+        "kind": kind,
     }
 
 
@@ -223,7 +255,7 @@ def print_table(result: dict[str, Any], load_before: str, load_after: str) -> No
     timers: list[Timer] = result["changes"]
     first: Timer = result["first"]
     print(
-        f"\n{result['routes']:,} Routes ({result['paths']:,} paths), one Route added, "
+        f"\n{result['routes']:,} Routes ({result['paths']:,} paths), change: {result['kind']}, "
         f"median of {len(timers)}; load average {load_before} -> {load_after}"
     )
     print("| stage | first load wall ms | change wall ms | change CPU ms |")
@@ -249,11 +281,12 @@ def load_average() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--routes", default="1000,10000", help="comma-separated Route counts")
-    parser.add_argument("--changes", type=int, default=5, help="one-Route changes per count")
+    parser.add_argument("--changes", type=int, default=5, help="changes per count")
+    parser.add_argument("--change", choices=CHANGES, default="route", help="what changes")
     args = parser.parse_args()
     for routes in [int(r) for r in args.routes.split(",")]:
         before = load_average()
-        result = asyncio.run(run_one(routes, args.changes))
+        result = asyncio.run(run_one(routes, args.changes, args.change))
         print_table(result, before, load_average())
 
 
