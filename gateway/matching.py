@@ -395,12 +395,15 @@ def _method_set(methods: frozenset[str]) -> tuple[frozenset[str] | None, str | N
 
 
 class _Route(Generic[T]):
-    __slots__ = ("index", "methods", "param_names", "pattern", "payload", "shape")
+    __slots__ = ("entry", "index", "methods", "param_names", "pattern", "payload", "shape")
 
     def __init__(
         self, index: int, entry: RouteEntry[T], shape: _Pattern, methods: frozenset[str] | None
     ) -> None:
         self.index = index
+        """Its position in the entries it was built from (in a router built from a previous
+        one, the position may have moved: the router's `_routes` order is the truth)."""
+        self.entry = entry
         self.pattern = entry.pattern
         self.payload = entry.payload
         self.methods = methods
@@ -532,8 +535,22 @@ class Router(Generic[T]):
         self._routes: list[_Route[T]] = []
 
     @classmethod
-    def build(cls, entries: Iterable[RouteEntry[T]]) -> Router[T]:
-        """Compile routes; raise `PatternError`, `MethodError` or `DuplicateRouteError`."""
+    def build(
+        cls, entries: Iterable[RouteEntry[T]], previous: Router[T] | None = None
+    ) -> Router[T]:
+        """Compile routes; raise `PatternError`, `MethodError` or `DuplicateRouteError`.
+
+        `previous`: a router built before, from mostly the same `RouteEntry` objects (a
+        config's next version): the routes of a pattern whose entries are the same, in the
+        same order, keep their compiled method table, and the trie is built anew around
+        them in the order a build without `previous` gives; the router is the same. A
+        table that fails is built again without it, so that its error is a full build's."""
+        if previous is not None:
+            entries = list(entries)
+            try:
+                return cls._rebuild(entries, previous)
+            except RouteError:
+                pass  # raised below with the positions a full build reports
         router: Router[T] = cls()
         for index, entry in enumerate(entries):
             try:
@@ -556,6 +573,54 @@ class Router(Generic[T]):
             if static:
                 router._static[canonical] = endpoint
         return router
+
+    @classmethod
+    def _rebuild(cls, entries: list[RouteEntry[T]], previous: Router[T]) -> Router[T]:
+        known = {id(route.entry): route for route in previous._routes}
+        router: Router[T] = cls()
+        by_pattern: dict[str, list[_Route[T]]] = {}
+        for index, entry in enumerate(entries):
+            route = known.get(id(entry))
+            if route is None or route.entry is not entry:
+                shape = _compile_pattern(entry.pattern)
+                route = _Route(index, entry, shape, _compile_methods(entry.methods, entry.pattern))
+            routes = by_pattern.get(route.shape.canonical)
+            if routes is None:
+                by_pattern[route.shape.canonical] = [route]
+            else:
+                routes.append(route)
+            router._routes.append(route)
+        # Patterns in the order they first appear, as `build` inserts them.
+        for canonical, routes in by_pattern.items():
+            endpoint = previous._endpoints.get(canonical)
+            static = routes[0].shape.literal_path is not None
+            if endpoint is None or endpoint.routes != routes:
+                endpoint = _Endpoint()
+                for route in routes:
+                    endpoint.add(route)
+                endpoint.compile(static)
+            router._place(routes[0].shape, endpoint)
+            router._endpoints[canonical] = endpoint
+            if static:
+                router._static[canonical] = endpoint
+        return router
+
+    def _place(self, shape: _Pattern, endpoint: _Endpoint[T]) -> None:
+        node = self._root
+        for segment in shape.segments:
+            if segment.kind == _LITERAL:
+                child = node.literals.get(segment.text)
+                if child is None:
+                    child = node.literals[segment.text] = _Node()
+                node = child
+            elif segment.kind == _PARAM:
+                if node.param is None:
+                    node.param = _Node()
+                node = node.param
+            else:
+                node.wildcard = endpoint
+                return
+        node.endpoint = endpoint
 
     def _insert(self, shape: _Pattern) -> _Endpoint[T]:
         node = self._root
@@ -645,16 +710,16 @@ class Router(Generic[T]):
         result = self.match(method, path)
         matching: list[tuple[tuple[int, ...], int, _Route[T]]] = []
         misses: list[tuple[int, int, Consideration]] = []
-        for route in self._routes:
+        for position, route in enumerate(self._routes):
             outcome = _match_segments(route.shape.segments, segments)
             if isinstance(outcome, list):
-                matching.append((route.shape.rank, route.index, route))
+                matching.append((route.shape.rank, position, route))
             else:
                 verdict, index, detail = outcome
                 considered = Consideration(
                     route.pattern, _shown_methods(route.methods), verdict, index, detail
                 )
-                misses.append((-index, route.index, considered))
+                misses.append((-index, position, considered))
         matching.sort(key=lambda item: (item[0], item[1]))
 
         chosen: _Route[T] | None = None

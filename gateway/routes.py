@@ -9,8 +9,8 @@ Given the table of the config serving before (`previous`), it compiles only the 
 that changed: a path entry whose model is the same object as before (`ValidatedPaths`
 hands unchanged entries over as they were) and whose surroundings are the same (the
 authorizer it uses, its server and that server's CA bundle, the gateway's CORS policy,
-limits and claim headers: `RouteContext`) keeps its compiled route. The matcher is built
-anew from all of them.
+limits and claim headers: `RouteContext`) keeps its compiled route, and the matcher keeps
+the method tables of the patterns whose routes are all unchanged (`Router.build`).
 """
 
 from __future__ import annotations
@@ -219,7 +219,10 @@ def build_routes(
             hosts = HostTable.build(host_entries, config.hostnames)
             # The paths of any host (explain's near misses when no host is known).
             entries = [entry for hostnames, entry in host_entries if not hostnames]
-        router: Router[Route] = Router.build(entries)
+        # The previous matcher lends the method tables of the patterns whose routes are
+        # all unchanged (a host table is built anew).
+        earlier_router = previous.router if previous is not None and reusable else None
+        router: Router[Route] = Router.build(entries, earlier_router)
     except RouteError as exc:
         where = f"paths.{exc.index}.path" if exc.index is not None and hosts is None else "paths"
         raise ConfigError([f"{where}: {exc.reason}"]) from None
