@@ -14,8 +14,9 @@ request costs a dictionary lookup and an increment per metric.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -156,9 +157,9 @@ class GatewayMetrics:
             increment = self._denial_children[key] = _increment_of(child)
         increment(1)
 
-    def upstream_histogram(self, server: str) -> Histogram:
+    def upstream_histogram(self, server: str) -> LatencyObserver:
         """The latency histogram of one server (its labelled child, looked up once)."""
-        return self._upstream.labels(server)
+        return LatencyObserver(self._upstream.labels(server))
 
     def websocket_opened(self) -> None:
         self._websockets_open.inc()
@@ -174,6 +175,38 @@ class GatewayMetrics:
 
     def jwks_fetch(self, authorizer: str, ok: bool) -> None:
         self._jwks.labels(authorizer, "ok" if ok else "error").inc()
+
+
+class LatencyObserver:
+    """Observes into a labelled histogram: the sum and the one bucket an observation
+    counts in (found by bisection), as `Histogram.observe` does after checks that hold for
+    a labelled child and a loop over the buckets up to it."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum", "observe")
+
+    def __init__(self, child: Histogram) -> None:
+        bounds = getattr(child, "_upper_bounds", None)
+        buckets = getattr(child, "_buckets", None)
+        total = getattr(child, "_sum", None)
+        if bounds is None or buckets is None or total is None:
+            self.observe: Callable[[float], None] = child.observe
+            return
+        self._bounds = list(bounds)
+        self._buckets = [_increment_of_value(bucket) for bucket in buckets]
+        self._sum = _increment_of_value(total)
+        self.observe = self._observe
+
+    def _observe(self, amount: float) -> None:
+        self._sum(amount)
+        index = bisect_left(self._bounds, amount)
+        if index < len(self._buckets):
+            self._buckets[index](1)
+
+
+def _increment_of_value(value: object) -> Callable[[float], None]:
+    increment = getattr(value, "inc", None)
+    assert callable(increment)
+    return cast(Callable[[float], None], increment)
 
 
 def _increment_of(child: Counter) -> Callable[[float], None]:

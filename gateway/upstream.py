@@ -78,6 +78,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        """When the wait in progress times out (loop time)."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        """When `_timer` fires: at or before the deadline of the wait in progress, so one
+        timer serves many waits (a wait arms none while it fires in time)."""
         self._writable = True
         self._drain_waiter: asyncio.Future[None] | None = None
         self._upgrade = False
@@ -95,6 +101,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.pool.forget(self)
         if self.tunnel is not None:
             self.tunnel.upstream_lost()
@@ -319,14 +328,32 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamDisconnected("the connection is closed")
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(wait_seconds, self._time_out, waiter)
+        deadline = self._deadline = loop.time() + wait_seconds
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._check_deadline)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
         if self._error is not None:
             raise self._error
+
+    def _check_deadline(self) -> None:
+        """The connection's timer: time out the wait in progress once its deadline is
+        past; else fire again at that deadline (none when nothing waits)."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._timer_at >= self._deadline:
+            # Armed for this wait's deadline (as the loop measures it when it fires).
+            self._time_out(waiter)
+        else:
+            self._timer_at = self._deadline
+            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._check_deadline)
 
     def _wake(self) -> None:
         waiter = self._waiter
