@@ -9,7 +9,7 @@ Routes of `bench/bench_scale.py`: 2 N paths, one HMAC authorizer, one server) is
 served by a `GatewayHolder` as `wardgate gateway --watch-config` serves it; then, `--changes`
 times, the config changes (`--change`: `route`, a Route added, as by a `kubectl apply` of a
 new Route; `edit`, a Route in the middle edited; `secret`, the authorizer's Secret rotated;
-`authorizer`, the authorizer's spec edited) and the snapshot is applied the way
+`authorizer`, the authorizer's audience edited) and the snapshot is applied the way
 `follow_config` applies it, each stage timed (wall and CPU of this process):
 
 - decode: base64 of the ConfigMap's `binaryData`, gunzip, JSON;
@@ -128,7 +128,7 @@ def changed(
         secret = SECRETS[change % 2]
     else:
         spec = dict(document["authorizers"]["jwt"])
-        spec["leeway"] = 60 + change
+        spec["audience"] = f"api-{change}"
         document["authorizers"] = {"jwt": spec}
     return document, {"KEY": secret}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from wardgate.gateway.config import (
     Auth0Authorizer,
@@ -76,6 +77,11 @@ class CompiledEntry:
     route: RouteEntry[Route]
 
 
+ROUTE_AUTHORIZER_FIELDS: Final[set[str]] = {"token_sources", "forward_authorization", "leeway"}
+"""What `_compile_entry` reads of a route's authorizer (its `forwardClaims` are in every
+route's context, with the other authorizers')."""
+
+
 @dataclass(frozen=True, slots=True)
 class RouteContext:
     """What a config's routes are compiled from besides their own entries, as text to
@@ -86,6 +92,8 @@ class RouteContext:
     """The gateway's CORS policy, limits, forwarded-claim headers and default authorizer:
     every route depends on them."""
     authorizers: Mapping[str, str]
+    """Of each authorizer, the fields its routes are compiled from (`ROUTE_AUTHORIZER_FIELDS`):
+    a change of its issuer, audience or keys leaves its routes as they are."""
     servers: Mapping[str, str]
 
     @classmethod
@@ -99,7 +107,8 @@ class RouteContext:
             )
         )
         authorizers = {
-            name: spec.model_dump_json() for name, spec in config.named_authorizers().items()
+            name: spec.model_dump_json(include=ROUTE_AUTHORIZER_FIELDS)
+            for name, spec in config.named_authorizers().items()
         }
         servers: dict[str, str] = {}
         for name, server in config.servers.items():

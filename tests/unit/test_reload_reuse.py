@@ -303,6 +303,15 @@ async def test_a_one_route_change_reuses_the_unchanged_entries_and_routes(
         earlier = after.routes.compiled[id(entry)].route
         uses_team = now.payload.authorizer == "team"
         assert (now is earlier) is not uses_team, entry.path
+    # Only its audience changed: what its routes are compiled from did not.
+    audience = change_authorizer(add_route(document, 12))
+    audience["authorizers"]["team"]["audience"] = "a-third-audience"
+    third = await replica.apply(audience, SECRETS, "h3")
+    assert all(
+        third.routes.compiled[id(e)].route is changed.routes.compiled[id(e)].route
+        for e in third.loaded.config.paths
+    )
+    assert third.authorizers.runtime("team") is not changed.authorizers.runtime("team")
     await holder.close()
 
 
