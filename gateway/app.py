@@ -98,6 +98,7 @@ from wardgate.gateway.proxy import HttpProxy, create_upstream_pools
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry
 from wardgate.gateway.routes import Route, RouteTable, build_routes
+from wardgate.gateway.static import StaticResponse
 from wardgate.gateway.tls import (
     CertificateSet,
     CertificateSpec,
@@ -343,7 +344,11 @@ class Gateway:
                     admission.close = True
                     reply = await self._upgrade(request, route, admission)
                 else:
-                    reply = await route.integration.respond(request, admission)
+                    integration = route.integration
+                    if type(integration) is StaticResponse:
+                        reply = integration.reply(admission)
+                    else:
+                        reply = await integration.respond(request, admission)
         except GatewayError as exc:
             route = admission.route
             if route is not None and route.websocket is not None and _switches(request):

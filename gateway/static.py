@@ -39,6 +39,10 @@ class StaticResponse:
         )
 
     async def respond(self, request: Incoming, exchange: Exchange) -> Reply:
+        return self.reply(exchange)
+
+    def reply(self, exchange: Exchange) -> Reply:
+        """The answer, without a coroutine (the pipeline calls this for static routes)."""
         return Reply(
             self.status,
             exchange.response_headers,

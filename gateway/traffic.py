@@ -622,7 +622,7 @@ class TrafficConnection(asyncio.Protocol):
                             return
                         gateway.in_flight += 1
                         try:
-                            close = await self._answer(item)
+                            close = await self._answer(item, gateway)
                         finally:
                             gateway.in_flight -= 1
                         queue.popleft()
@@ -644,9 +644,9 @@ class TrafficConnection(asyncio.Protocol):
             self.task = None
             self.busy = False
 
-    async def _answer(self, request: TrafficRequest) -> bool:
-        """Answer one request; whether the connection must close after it."""
-        gateway = self.server.gateway
+    async def _answer(self, request: TrafficRequest, gateway: Gateway) -> bool:
+        """Answer one request with `gateway` (the serving config's); whether the
+        connection must close after it."""
         if gateway.https_redirect_port is not None and not self.secure:
             reply, admission = gateway.redirect_to_https(request)
         else:
@@ -667,7 +667,10 @@ class TrafficConnection(asyncio.Protocol):
             # until it is, so the connection closes after this reply.
             close = True
         try:
-            close = await self._send(reply, request, close=close) or close
+            if reply.stream is None and reply.head:
+                self._write_whole(reply, request, close)
+            else:
+                close = await self._send(reply, request, close=close) or close
         finally:
             gateway.finish(admission, reply.status, self.peer)
         held = self._held
@@ -720,26 +723,7 @@ class TrafficConnection(asyncio.Protocol):
         headers = reply.headers
         stream = reply.stream
         if stream is None and reply.head and request is not None:
-            # A whole body after a prepared head (a static answer, an error): the
-            # per-request headers, the length unless the head has it, the connection's.
-            lines = [reply.head]
-            for name, value in headers.items():
-                lines.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
-            if (
-                not reply.head_has_length
-                and status not in _NO_BODY_STATUSES
-                and "Content-Length" not in headers
-            ):
-                lines.append(b"Content-Length: %d\r\n" % len(reply.body))
-            if close:
-                lines.append(b"Connection: close\r\n\r\n")
-            elif request.version < _HTTP11:
-                lines.append(b"Connection: keep-alive\r\n\r\n")
-            else:
-                lines.append(b"\r\n")
-            if request.method != "HEAD":
-                lines.append(reply.body)
-            self.write(b"".join(lines))
+            self._write_whole(reply, request, close)
             return close
         head_only = request is not None and request.method == "HEAD"
         lines = [reply.head or status_line(status)]
@@ -781,6 +765,29 @@ class TrafficConnection(asyncio.Protocol):
             await _close_stream(stream)
             return close
         return await self._send_stream(b"".join(lines), stream, chunked=chunked) or close
+
+    def _write_whole(self, reply: Reply, request: TrafficRequest, close: bool) -> None:
+        """Write a whole body after a prepared head (a static answer, an error): the
+        per-request headers, the length unless the head has it, the connection's."""
+        headers = reply.headers
+        lines = [reply.head]
+        for name, value in headers.items():
+            lines.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
+        if (
+            not reply.head_has_length
+            and reply.status not in _NO_BODY_STATUSES
+            and "Content-Length" not in headers
+        ):
+            lines.append(b"Content-Length: %d\r\n" % len(reply.body))
+        if close:
+            lines.append(b"Connection: close\r\n\r\n")
+        elif request.version < _HTTP11:
+            lines.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            lines.append(b"\r\n")
+        if request.method != "HEAD":
+            lines.append(reply.body)
+        self.write(b"".join(lines))
 
     async def _send_stream(
         self, head: bytes, stream: AsyncIterator[bytes], *, chunked: bool
