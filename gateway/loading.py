@@ -10,12 +10,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import marshal
 import os
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import yaml
 from pydantic import SecretStr, TypeAdapter, ValidationError
@@ -29,6 +30,8 @@ from wardgate.gateway.config import (
 )
 
 PATH_ENTRY_ADAPTER: Final = TypeAdapter(PathEntry)
+MARSHAL_VERSION: Final = 2
+"""Without references between objects: equal entries are written the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +112,9 @@ def parse_document(data: bytes, name: str) -> object:
 
 class ValidatedPaths:
     """The validated path entries of the last config loaded, by the text of each (the
-    `repr` of the decoded entry): the next load validates only the entries whose text is
-    new, and takes the others' models as they are (the same objects, so that the route
-    table can tell them unchanged too).
+    decoded entry written by `marshal`): the next load validates only the entries whose
+    text is new, and takes the others' models as they are (the same objects, so that the
+    route table can tell them unchanged too).
 
     Why this gives what a full load gives: an entry's model depends on its own text only
     (no validator of `PathEntry` reads anything else), and every check across entries or
@@ -123,7 +126,7 @@ class ValidatedPaths:
     of changes."""
 
     def __init__(self) -> None:
-        self._by_text: dict[str, PathEntry] = {}
+        self._by_text: dict[bytes, PathEntry] = {}
 
     def __len__(self) -> int:
         return len(self._by_text)
@@ -133,15 +136,16 @@ class ValidatedPaths:
         `ConfigError` as `parse_config` does)."""
         if not isinstance(data, dict) or not isinstance(data.get("paths"), list):
             return parse_config(data)
-        paths: list[object] = data["paths"]
+        paths: list[Any] = data["paths"]
         known = self._by_text
-        entries: dict[str, PathEntry] = {}
+        entries: dict[bytes, PathEntry] = {}
         models: list[PathEntry] = []
         try:
             for raw in paths:
-                # `repr` tells apart every value a JSON or YAML document decodes to
-                # (`1`, `1.0`, `True`, `"1"`; string and integer keys), and is quick.
-                text = repr(raw)
+                # Tells apart every value a JSON document decodes to (`1`, `1.0`, `True`,
+                # `"1"`; string and integer keys), and is quick; what marshal cannot write
+                # (a YAML date) is a ValueError: loaded whole below.
+                text = marshal.dumps(raw, MARSHAL_VERSION)
                 entry = known.get(text)
                 if entry is None:
                     entry = entries.get(text)

@@ -4,6 +4,7 @@ routes, authorizers with their caches) and serves exactly what a fresh full load
 from __future__ import annotations
 
 import copy
+import datetime
 import pickle
 from collections.abc import AsyncIterator
 from typing import Any
@@ -382,6 +383,14 @@ def test_validated_paths_give_the_models_a_full_validation_gives() -> None:
     response = paths.parse(typed).paths[1].response
     assert isinstance(response, dict)
     assert response["ok"] is False
+    # What a YAML document may hold and JSON cannot (a date) is validated whole, as before.
+    dated = copy.deepcopy(typed)
+    dated["paths"][1]["response"] = {"when": datetime.date(2026, 1, 1)}
+    with pytest.raises(ConfigError) as refused_date:
+        paths.parse(dated)
+    with pytest.raises(ConfigError) as full_date:
+        parse_config(dated)
+    assert refused_date.value.problems == full_date.value.problems
     with pytest.raises(ConfigError) as refused:
         paths.parse(break_it(changed))
     with pytest.raises(ConfigError) as full:
