@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE: Final = 500
 WATCH_SECONDS: Final = 300
-READ_TIMEOUT_SECONDS: Final = WATCH_SECONDS + 30
+READ_MARGIN_SECONDS: Final = 30
+"""How long past its timeout a watch may stay silent before its connection counts as lost."""
 RETRY_SECONDS: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 K = TypeVar("K", bound=Hashable)
@@ -150,14 +151,26 @@ class Informer:
         namespace: str,
         loop: asyncio.AbstractEventLoop,
         stop: threading.Event,
+        *,
+        watch_seconds: int = WATCH_SECONDS,
     ) -> None:
         self.api = api
         self.watched = watched
         self.namespace = namespace
         self.loop = loop
         self.stop = stop
+        self.watch_seconds = watch_seconds
         self.synced = asyncio.Event()
         self.listed = 0
+        """Objects in the latest listing."""
+        self.listings = 0
+        """Listings so far: one at start, then one per `410 Gone` (a watch too far behind)."""
+        self.bookmarks = 0
+        """BOOKMARK events received: each moves the version a resumed watch starts from."""
+        self.resource_version = ""
+        """The version the next watch starts from (the latest listing's, event's or bookmark's)."""
+        self.watching_from = ""
+        """The version the current (or last) watch started from."""
         self._thread = threading.Thread(
             target=self._run, name=f"informer-{watched.kind}-{namespace or 'all'}", daemon=True
         )
@@ -206,15 +219,16 @@ class Informer:
 
     def _watch(self, version: str) -> str:
         """Follow changes from `version` until the watch ends; the last version seen."""
+        self.watching_from = version
         query = [
             ("watch", "true"),
             ("resourceVersion", version),
             ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", str(WATCH_SECONDS)),
+            ("timeoutSeconds", str(self.watch_seconds)),
         ]
         if self.watched.label_selector:
             query.append(("labelSelector", self.watched.label_selector))
-        response = self._request(query, (10.0, READ_TIMEOUT_SECONDS))
+        response = self._request(query, (10.0, self.watch_seconds + READ_MARGIN_SECONDS))
         if response.status != 200:
             raise ApiException(status=response.status, reason=response.reason)
         try:
@@ -228,8 +242,15 @@ class Informer:
                     raise ApiException(
                         status=int(body.get("code") or 0), reason=body.get("message")
                     )
+                # A BOOKMARK carries only a resourceVersion: the watch is current up to it,
+                # even when nothing it selects changed. Resuming from it (rather than from
+                # the last object seen) keeps a quiet namespace's watch inside the API
+                # server's history window, so it is not answered `410 Gone` and listed again.
                 version = str((body.get("metadata") or {}).get("resourceVersion") or version)
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self.resource_version = version
+                if kind == "BOOKMARK":
+                    self.bookmarks += 1
+                elif kind in ("ADDED", "MODIFIED", "DELETED"):
                     self.loop.call_soon_threadsafe(self.watched.apply, kind, body)
         finally:
             response.response.release_conn()
@@ -243,6 +264,8 @@ class Informer:
                 if not version:
                     items, version = self._list()
                     self.listed = len(items)
+                    self.listings += 1
+                    self.resource_version = version
                     self.loop.call_soon_threadsafe(self._replace, items)
                 version = self._watch(version)
                 failures = 0
