@@ -534,7 +534,10 @@ class Gateway:
                 credential = admission.credential = self._find_credential(
                     credentials, route, method, headers, query, recorder
                 )
-            principal = await self.authorizers.authorize(route_auth, credential, recorder)
+            # A token the caches know is decided without a coroutine; one to verify waits.
+            principal = self.authorizers.authorize_now(route_auth, credential, recorder)
+            if principal is None:
+                principal = await self.authorizers.authorize(route_auth, credential, recorder)
         except GatewayError as exc:
             if self.metrics is not None:
                 self.metrics.denial(exc.error.code, route.authorizer or "")

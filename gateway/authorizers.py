@@ -856,6 +856,42 @@ class Authorizers:
             recorder.refusal(detail)
             raise
 
+    def authorize_now(
+        self,
+        route_auth: RouteAuth,
+        authorization: str | Credential | None,
+        recorder: Recorder = NO_RECORDER,
+    ) -> Principal | None:
+        """What `authorize` decides without waiting, without its coroutine: the principal
+        of a token the verified-token cache holds, or the refusal (raised, as `authorize`
+        raises it) of a malformed header or of a token refused before; None when the token
+        must be verified, and then `authorize` decides (and records its checks)."""
+        name = route_auth.authorizer or self._default
+        runtime = self._by_name.get(name) if name is not None else None
+        if runtime is None:
+            raise refusal(INTERNAL_ERROR, "authorizer", f"no authorizer named {name!r}")
+        try:
+            if isinstance(authorization, Credential):
+                token = authorization.token
+            else:
+                token = bearer_token(authorization, self._max_token_bytes)
+            result = runtime.cached(token)
+            if result is None:
+                return None
+            if (
+                result.api_key_role is None
+                and not route_auth.scopes
+                and not route_auth.any_scopes
+                and not route_auth.claims
+            ):
+                return result.principal
+            return check_route(result, route_auth, recorder)
+        except GatewayError as exc:
+            detail = exc.detail
+            detail.setdefault("authorizer", runtime.name)
+            recorder.refusal(detail)
+            raise
+
     def refuse_without_token(
         self, route_auth: RouteAuth, recorder: Recorder = NO_RECORDER
     ) -> GatewayError:

@@ -805,3 +805,50 @@ async def test_refusal_cache_is_bounded_and_forgotten_with_the_keys() -> None:
     assert len(runtime.refused) == 5
     runtime.forget_verdicts()
     assert len(runtime.refused) == 0
+
+
+async def test_authorize_now_decides_what_authorize_decides_without_verifying() -> None:
+    """The pipeline's synchronous step: a token seen before is answered as `authorize`
+    answers it (its principal, its route refusal, its lasting refusal), a token never seen
+    is left to `authorize` (None), and a missing or malformed header is refused at once."""
+    clock = Clock(NOW)
+    auth = build(hs_authorizer(), clock=clock)
+    valid = hs_token(good(scope="read:orders"))
+    expired = hs_token(good(exp=int(NOW) - 3600))
+    assert auth.authorize_now(RouteAuth(), f"Bearer {valid}") is None
+    principal = await auth.authorize(RouteAuth(), f"Bearer {valid}")
+    assert auth.authorize_now(RouteAuth(), f"Bearer {valid}") == principal
+    with pytest.raises(GatewayError) as scoped:
+        auth.authorize_now(RouteAuth(scopes=["write:orders"]), f"Bearer {valid}")
+    assert scoped.value.error.code == "insufficient_scope"
+    assert scoped.value.detail["authorizer"] == "default"
+    assert auth.authorize_now(RouteAuth(), f"Bearer {expired}") is None
+    assert await code(auth, expired) == "token_expired"
+    clock.advance(10)
+    with pytest.raises(GatewayError) as again:
+        auth.authorize_now(RouteAuth(), f"Bearer {expired}")
+    assert again.value.error.code == "token_expired"
+    assert again.value.detail["now"] == round(NOW + 10, 3)
+    assert again.value.detail["authorizer"] == "default"
+    for header, expected in ((None, "missing_token"), ("Basic abc", "invalid_auth_scheme")):
+        with pytest.raises(GatewayError) as refused:
+            auth.authorize_now(RouteAuth(), header)
+        assert refused.value.error.code == expected
+        assert refused.value.error.code == await code(auth, header, raw=True)
+
+
+async def test_refuse_without_token_is_the_refusal_authorize_raises() -> None:
+    """`refuse_without_token` is the refusal `authorize` raises for no header: same code,
+    message, detail and recorded step."""
+    auth = build(hs_authorizer())
+    expected_trace, trace = Trace(), Trace()
+    with pytest.raises(GatewayError) as raised:
+        await auth.authorize(RouteAuth(), None, expected_trace)
+    built = auth.refuse_without_token(RouteAuth(), trace)
+    assert (built.error, built.message, built.detail) == (
+        raised.value.error,
+        raised.value.message,
+        raised.value.detail,
+    )
+    assert trace.checks
+    assert trace.checks == expected_trace.checks
