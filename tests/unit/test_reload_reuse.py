@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.certificates import new_authority
 from tests.support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 from wardgate.gateway.app import Gateway, GatewayHolder
 from wardgate.gateway.authorizers import Authorizers
@@ -137,6 +138,7 @@ TOKENS = {
 
 def request_corpus() -> list[tuple[str, str]]:
     requests = [("GET", "/public/x/y"), ("DELETE", "/public"), ("GET", "/cookie/me")]
+    requests.append(("GET", "/secure"))
     for index in range(16):
         for method in ("GET", "POST", "HEAD", "PUT", "OPTIONS"):
             requests.append((method, f"/api/service-{index}/items/42"))
@@ -435,3 +437,29 @@ async def test_workers_load_the_sent_document_reusing_what_they_validated_before
             assert len(kept) >= len(gateway.loaded.config.paths) - 2
         previous_entries = {id(e): e for e in gateway.loaded.config.paths}
     await worker.holder.close()
+
+
+async def test_a_rotated_ca_bundle_compiles_again_the_routes_of_its_server_only(
+    context: ProcessContext,
+) -> None:
+    first_ca, second_ca = new_authority("first CA"), new_authority("second CA")
+    document = base_document()
+    document["servers"]["secure"] = {"url": "https://127.0.0.1:11", "caBundle": "$secret.CA"}
+    document["paths"].append(
+        {
+            "method": "GET",
+            "path": "/secure",
+            "integration": {"type": "http_proxy", "server": "secure"},
+        }
+    )
+    secrets = {**SECRETS, "CA": first_ca.pem}
+    replica = Replica(context, base_document())
+    before = await replica.apply(document, secrets, "h1")
+    rotated = {**secrets, "CA": second_ca.pem}
+    after = await replica.apply(document, rotated, "h2")
+    for entry in after.loaded.config.paths:
+        now = after.routes.compiled[id(entry)].route
+        earlier = before.routes.compiled[id(entry)].route
+        assert (now is earlier) is (entry.path != "/secure"), entry.path
+    assert await decisions(after) == await decisions(fresh(context, document, rotated))
+    await replica.holder.close()
