@@ -121,9 +121,9 @@ class ValidatedPaths:
     against the rest of the config (`GatewayConfig.check_references`: names, duplicates,
     hostnames) runs on the whole config each time. A config that fails anywhere is
     validated again whole, from the document, so that its problems are exactly a full
-    load's. Holds the entries of one config only (each load replaces them; a config
-    refused leaves them as they were), so memory follows the config's size, not the number
-    of changes."""
+    load's. Holds the entries of one config only (each config that validates replaces
+    them; one that does not leaves them as they were), so memory follows the config's
+    size, not the number of changes."""
 
     def __init__(self) -> None:
         self._by_text: dict[bytes, PathEntry] = {}
