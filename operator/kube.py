@@ -172,9 +172,12 @@ class KubeApi:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Body | None:
         """Any call, for scripts and tests (blocks; not counted as a write)."""
-        return self._call(verb, path, body=body, query=query, content_type=content_type)
+        return self._call(
+            verb, path, body=body, query=query, content_type=content_type, accept=accept
+        )
 
     async def get(self, kind: str, namespace: str, name: str) -> Body | None:
         """The object, or None when it does not exist."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar, cast
 
 from wardgate.gateway.memory import collection_paused
 from wardgate.operator.conditions import DERIVED, Cond, eventful
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 STATUS_CONCURRENCY: Final = 16
 """Status patches in flight at once (the API client's thread pool has as many threads)."""
+
+T = TypeVar("T")
 
 WorkKey = tuple[str, str, str]
 """(kind, namespace, name): kind is `Gateway` or `Authorizer`."""
@@ -263,7 +265,7 @@ class Reconciler:
         """Apply what differs; return the applied objects (kind → the first object of that
         kind, as the cluster has it)."""
         applied: dict[str, Body] = {}
-        # Read concurrently (one reconcile reads up to ten objects), write in order.
+        # Read concurrently (one reconcile reads up to ten objects).
         wanted_names = [(m["kind"], m["metadata"]["name"]) for m in objects.apply]
         found = await asyncio.gather(
             *(
@@ -271,26 +273,49 @@ class Reconciler:
                 for kind, name in (*wanted_names, *objects.absent)
             )
         )
-        for manifest, current in zip(objects.apply, found, strict=False):
+        # Written in four waves, the objects of each at once: the config (alone: a write
+        # the API refuses, into a namespace being deleted say, is the only one tried), what
+        # else the pods need (the records ConfigMap, the ServiceAccount and its Role), the
+        # Deployment, then what refers to it (Service, PodDisruptionBudget, autoscaler).
+        # One after another, a new Gateway's seven objects were seven round trips.
+        waves: tuple[list[tuple[Body, Body | None]], ...] = ([], [], [], [])
+        conflict: ObjectConflictError | None = None
+        for index, (manifest, current) in enumerate(zip(objects.apply, found, strict=False)):
             kind = manifest["kind"]
-            name = manifest["metadata"]["name"]
             if current is not None and not _controlled_by(current, meta.uid):
-                raise ObjectConflictError(
+                name = manifest["metadata"]["name"]
+                conflict = ObjectConflictError(
                     f"{kind} {meta.namespace}/{name} exists and is not owned by this Gateway"
                 )
-            if current is not None and kind == "Deployment":
-                await self._replace_if_immutable_changed(current, manifest)
-            wanted = manifest["metadata"]["annotations"][APPLIED_HASH]
-            if current is None or _annotation(current, APPLIED_HASH) != wanted:
-                log.info("applying %s %s/%s", kind, meta.namespace, name)
-                current = await self.kube.apply(manifest)
-            # The first of a kind: the config's ConfigMap comes before the replicas' one.
-            applied.setdefault(kind, current)
+                break  # what comes before it is applied still
+            if kind == "Deployment":
+                waves[2].append((manifest, current))
+            else:
+                waves[0 if index == 0 else 3 if waves[2] else 1].append((manifest, current))
+        for written in waves:
+            results = await _all(self._apply_one(meta, m, c) for m, c in written)
+            for (manifest, _current), result in zip(written, results, strict=True):
+                # The first of a kind: the config's ConfigMap comes before the replicas' one.
+                applied.setdefault(manifest["kind"], result)
+        if conflict is not None:
+            raise conflict
         for (kind, name), current in zip(objects.absent, found[len(objects.apply) :], strict=True):
             if current is not None and _controlled_by(current, meta.uid):
                 log.info("deleting %s %s/%s", kind, meta.namespace, name)
                 await self.kube.delete(kind, meta.namespace, name)
         return applied
+
+    async def _apply_one(self, meta: Meta, manifest: Body, current: Body | None) -> Body:
+        """Apply the manifest unless the cluster's object has its applied hash; the object
+        as the cluster has it."""
+        kind = manifest["kind"]
+        if current is not None and kind == "Deployment":
+            await self._replace_if_immutable_changed(current, manifest)
+        wanted = manifest["metadata"]["annotations"][APPLIED_HASH]
+        if current is None or _annotation(current, APPLIED_HASH) != wanted:
+            log.info("applying %s %s/%s", kind, meta.namespace, manifest["metadata"]["name"])
+            return await self.kube.apply(manifest)
+        return current
 
     async def _replace_if_immutable_changed(self, current: Body, manifest: Body) -> None:
         """A Deployment's selector cannot change (it did once, from `instance` to
@@ -340,9 +365,7 @@ class Reconciler:
             for meta, change in pending:
                 await self._patch_status(kind, meta, *change)
 
-        await asyncio.gather(
-            *(patch_pending() for _ in range(min(STATUS_CONCURRENCY, len(changes))))
-        )
+        await _all(patch_pending() for _ in range(min(STATUS_CONCURRENCY, len(changes))))
 
     def _status_change(
         self,
@@ -414,6 +437,16 @@ class _Unchanged:
             and other.fields is self.fields
             and other.meta == self.meta
         )
+
+
+async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Run the calls at once and wait for every one (none left running); the first
+    failure, in call order, is raised."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[T], results)
 
 
 def _annotation(body: Mapping[str, Any], name: str) -> str | None:

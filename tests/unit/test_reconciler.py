@@ -8,6 +8,7 @@ shows (server-side apply, the garbage collector, watches)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -517,3 +518,45 @@ async def test_unchanged_statuses_are_not_patched_and_one_changed_route_is() -> 
     assert routes == ["status Route"]
     assert world.condition("Route", "route-039", "Accepted")["reason"] == "Conflict"
     assert [e["involvedObject"]["name"] for e in kube.events[-1:]] == ["route-039"]
+
+
+@dataclass
+class ConcurrentApplyKube(FakeKube):
+    """Applies that wait for a turn of the event loop, recording which were in flight
+    together."""
+
+    in_flight: set[str] = field(default_factory=set)
+    waves: list[list[str]] = field(default_factory=list)
+
+    async def apply(self, manifest: Body) -> Body:
+        name = f"{manifest['kind']} {manifest['metadata']['name']}"
+        if not self.in_flight:
+            self.waves.append([])
+        self.in_flight.add(name)
+        self.waves[-1].append(name)
+        try:
+            await asyncio.sleep(0)
+            return await super().apply(manifest)
+        finally:
+            self.in_flight.discard(name)
+
+
+async def test_a_new_gateway_is_written_in_four_waves() -> None:
+    kube = ConcurrentApplyKube()
+    world = World(kube)
+    world.add(_gateway(replicas=2))
+
+    await world.reconcile()
+
+    name = child_name("api")
+    assert kube.waves == [
+        [f"ConfigMap {child_name('api', '-config')}"],
+        [
+            f"ConfigMap {child_name('api', '-served')}",
+            f"ServiceAccount {name}",
+            f"Role {name}",
+            f"RoleBinding {name}",
+        ],
+        [f"Deployment {name}"],
+        [f"Service {name}", f"PodDisruptionBudget {name}"],
+    ]

@@ -25,8 +25,15 @@ from wardgate.gateway.kubesource import (
     SourceError,
     load_client_configuration,
 )
-from wardgate.operator.kube import KubeApi, KubeError
-from wardgate.operator.manifests import GATEWAY_LABEL, MANAGED_BY, child_name, served_report_name
+from wardgate.operator.kube import METADATA_LIST, KubeApi, KubeError
+from wardgate.operator.manifests import (
+    GATEWAY_LABEL,
+    MANAGED_BY,
+    REPORT_LABEL,
+    REPORT_SERVED,
+    child_name,
+    served_report_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,40 +68,60 @@ class KwokReplicas:
             except (KubeError, SourceError) as exc:  # the next round tries again
                 log.debug("kwok replicas: %s", exc)
 
-    def record(self) -> None:
-        """One round: each ready pod on a fake node whose record differs gets it written."""
-        listing = self._api.request_blocking(
-            "GET",
-            "/api/v1/pods",
-            query=[("labelSelector", f"app.kubernetes.io/managed-by={MANAGED_BY}")],
+    def _list(
+        self, plural: str, selector: str, accept: str = "application/json"
+    ) -> list[dict[str, Any]]:
+        """Every object of a core kind with these labels, in every namespace."""
+        found = self._api.request_blocking(
+            "GET", f"/api/v1/{plural}", query=[("labelSelector", selector)], accept=accept
         )
-        records: dict[tuple[str, str], dict[str, Any]] = {}
-        for pod in (listing or {}).get("items") or []:
+        items: list[dict[str, Any]] = (found or {}).get("items") or []
+        return items
+
+    def record(self) -> None:
+        """One round: each ready pod on a fake node whose record differs gets it written.
+        Three listings a round (the pods, the config ConfigMaps' metadata, the records), not
+        two reads per pod: with 200 Gateways, 400 reads every 0.2 s slowed the cluster the
+        benchmarks measure."""
+        managed = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+        pods = self._list("pods", managed)
+        hashes = {
+            key: ((item.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
+            for key, item in _by_name(self._list("configmaps", managed, METADATA_LIST)).items()
+        }
+        records = {
+            key: item.get("data") or {}
+            for key, item in _by_name(
+                self._list("configmaps", f"{REPORT_LABEL}={REPORT_SERVED}")
+            ).items()
+        }
+        for pod in pods:
             metadata = pod.get("metadata") or {}
             gateway = (metadata.get("labels") or {}).get(GATEWAY_LABEL)
             if not gateway or metadata.get("deletionTimestamp") or not _fake_and_ready(pod):
                 continue
             namespace = str(metadata["namespace"])
-            config_map = self._api.get_blocking(
-                "ConfigMap", namespace, child_name(gateway, "-config")
-            )
-            served = ((config_map or {}).get("metadata") or {}).get("annotations") or {}
-            config_hash = served.get(CONFIG_HASH_ANNOTATION)
-            if not config_hash:
+            config_hash = hashes.get((namespace, child_name(gateway, "-config")))
+            served = records.get((namespace, served_report_name(gateway)))
+            if not config_hash or served is None:
                 continue
-            key = (namespace, str(gateway))
-            if key not in records:
-                report = self._api.get_blocking("ConfigMap", namespace, served_report_name(gateway))
-                if report is None:
-                    continue
-                records[key] = report.get("data") or {}
             name = str(metadata["name"])
-            if records[key].get(name) != config_hash:
+            if served.get(name) != config_hash:
+                key = (namespace, str(gateway))
                 source = self._sources.get(key)
                 if source is None:
                     target = ConfigObject(namespace, child_name(gateway, "-config"))
                     source = self._sources[key] = ConfigMapSource(target, self._configuration)
                 source.report_served(ServedReport(served_report_name(gateway), name), config_hash)
+
+
+def _by_name(items: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(namespace, name) → the object."""
+    return {
+        (str(meta.get("namespace")), str(meta.get("name"))): item
+        for item in items
+        if (meta := item.get("metadata") or {})
+    }
 
 
 def _fake_and_ready(pod: dict[str, Any]) -> bool:
