@@ -88,6 +88,8 @@ STREAM_CHUNK: Final = 64 * 1024
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # Methods sent without `Content-Length: 0` when the request has no body.
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+# Statuses whose responses have no body (RFC 9110 sections 15.3.5 and 15.4.5).
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
 CONNECTION_LIMIT: Final = 1024
 CONNECTION_LIMIT_PER_HOST: Final = 512
 # Below the idle timeout of common upstream servers (Node.js: 5 s), so that the pool rarely
@@ -330,7 +332,7 @@ class HttpProxy:
         target = self.upstream_path(exchange.path)
         if exchange.query:
             target = f"{target}?{exchange.query}"
-        body = await self._request_body(request)
+        body = await self._request_body(request) if request.has_body else None
         head = self.request_head(request, exchange, target, body)
         whole = body if isinstance(body, bytes) else None
         stream = None if body is None or isinstance(body, bytes) else body
@@ -347,12 +349,15 @@ class HttpProxy:
         retry = body is None and method in IDEMPOTENT_METHODS
         fresh = False
         while True:
-            try:
-                conn = await pool.acquire(self._connect_timeout, fresh=fresh)
-            except TimeoutError as exc:
-                raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
-            except (OSError, UpstreamError) as exc:
-                raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
+            # A pooled connection is taken without the coroutine that may wait for one.
+            conn = None if fresh else pool.idle_connection()
+            if conn is None:
+                try:
+                    conn = await pool.acquire(self._connect_timeout, fresh=fresh)
+                except TimeoutError as exc:
+                    raise GatewayError(UPSTREAM_TIMEOUT, self._failure(exc)) from None
+                except (OSError, UpstreamError) as exc:
+                    raise GatewayError(UPSTREAM_UNREACHABLE, self._failure(exc)) from None
             try:
                 conn.send(head, whole, head_request=method == "HEAD")
                 if stream is not None:
@@ -384,7 +389,13 @@ class HttpProxy:
         if self._latency is not None:
             self._latency.observe(time.perf_counter() - started)
         try:
-            reply = await self._relay(exchange, conn)
+            if conn.complete and method != "HEAD" and conn.status not in _NO_BODY_STATUSES:
+                # The whole answer is here: relayed as `_relay` would, without its coroutine.
+                reply = Reply(
+                    conn.status, self._relayed_headers(exchange, conn)[0], conn.take_body()
+                )
+            else:
+                reply = await self._relay(exchange, conn)
         except BaseException:
             pool.release(conn)
             raise
@@ -461,12 +472,21 @@ class HttpProxy:
         headers.setdefault("Server", SERVER_HEADER)
         return WebSocketReply(headers, session, conn)
 
-    async def _relay(self, exchange: Exchange, conn: UpstreamConnection) -> Reply:
+    @staticmethod
+    def _relayed_headers(
+        exchange: Exchange, conn: UpstreamConnection
+    ) -> tuple[CIMultiDict[str], int | None]:
+        """The upstream's headers as relayed (hop-by-hop ones dropped, the request's own
+        added, `Server` unless the upstream sent one), and its `Content-Length`."""
         headers, length = response_headers(conn.headers)
         headers.update(exchange.response_headers)
         headers.setdefault("Server", SERVER_HEADER)
+        return headers, length
+
+    async def _relay(self, exchange: Exchange, conn: UpstreamConnection) -> Reply:
+        headers, length = self._relayed_headers(exchange, conn)
         status = conn.status
-        if exchange.method == "HEAD" or status in (204, 304):
+        if exchange.method == "HEAD" or status in _NO_BODY_STATUSES:
             if length is not None:
                 headers["Content-Length"] = str(length)
             return Reply(status, headers)

@@ -408,18 +408,28 @@ class UpstreamPool:
         """Open connections, idle and busy."""
         return self._count
 
-    async def acquire(self, connect_seconds: float, *, fresh: bool = False) -> UpstreamConnection:
-        """A pooled connection, or a new one (`fresh`: always a new one)."""
-        loop = asyncio.get_running_loop()
+    def idle_connection(self) -> UpstreamConnection | None:
+        """A pooled connection still open and within its keep-alive (the most recently
+        used), or None; idle ones past it are closed on the way."""
         idle = self._idle
-        if not fresh:
-            now = loop.time()
+        if idle:
+            now = asyncio.get_running_loop().time()
             while idle:
                 conn = idle.pop()
                 if conn.open and conn.expires > now:
                     conn.reused = True
                     return conn
                 conn.close()
+        return None
+
+    async def acquire(self, connect_seconds: float, *, fresh: bool = False) -> UpstreamConnection:
+        """A pooled connection, or a new one (`fresh`: always a new one)."""
+        loop = asyncio.get_running_loop()
+        idle = self._idle
+        if not fresh:
+            pooled = self.idle_connection()
+            if pooled is not None:
+                return pooled
         if self._closed:
             raise UpstreamError("the gateway is shutting down")
         if self._count >= self._limit:
