@@ -389,12 +389,23 @@ def render(
     admitted: list[tuple[ObjectKey, RouteFragment]] = []
     used_authorizers: set[str] = {default_name} if default_ready and default_name else set()
     route_statuses: list[ObjectStatus] = []
+    taken = claimed.keys()
     for route, fragment in zip(ordered, fragments, strict=True):
-        status = _claim(route, fragment, claimed, spec.hostnames)
+        if (
+            fragment.paths is not None
+            and fragment.duplicate is None
+            and taken.isdisjoint(fragment.claim_keys)
+        ):
+            # Accepted: nothing it claims is taken (the common case, without a call).
+            claimed.update(fragment.claims)
+            status = fragment.status
+        else:
+            status = _claim(route, fragment, claimed, spec.hostnames)
         route_statuses.append(status)
         if status is fragment.status and fragment.paths is not None:
             admitted.append((route.meta.key, fragment))
-            used_authorizers.update(fragment.authorizers)
+            if fragment.authorizers:
+                used_authorizers.update(fragment.authorizers)
     accepted_routes = len(admitted)
     accepted_paths = [path for _key, f in admitted for path in f.paths or ()]
     steps.step("conflicts")
@@ -834,9 +845,10 @@ def route_fragments(
         cached = previous.get(meta.key)
         if (
             cached is not None
-            and cached.meta == meta
-            and cached.spec == route.spec
-            and cached.labels == labels
+            # The same objects (an index keeps them between events) are compared first.
+            and (cached.meta is meta or cached.meta == meta)
+            and (cached.spec is route.spec or cached.spec == route.spec)
+            and (cached.labels is labels or cached.labels == labels)
         ):
             reused += 1
             fragment = cached.fragment
