@@ -349,8 +349,7 @@ class RuntimeAuthorizer:
         if result is not None:
             self.keys.revalidate(now)
             return result
-        if self.refused:
-            self.refuse_again(token, now)
+        self.refuse_again(token, now)
         return None
 
     def refuse_again(self, token: str, now: float) -> None:
@@ -558,6 +557,7 @@ class RuntimeAuthorizer:
     def _expired(self, claims: Mapping[str, Any], exp: float, now: float) -> GatewayError:
         """The refusal of a token whose `exp` (with the leeway) is past at `now`."""
         late = now - exp
+        shown_now = round(now, 3)
         return refusal(
             TOKEN_EXPIRED,
             "exp",
@@ -565,8 +565,8 @@ class RuntimeAuthorizer:
             if late < CLOCK_SKEW_HINT_SECONDS
             else None,
             expected=claims.get("exp"),
-            actual=round(now, 3),
-            now=round(now, 3),
+            actual=shown_now,
+            now=shown_now,
             leeway=self.leeway,
             deltaSeconds=round(late, 3),
         )
