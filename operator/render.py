@@ -1,7 +1,11 @@
 """Render: (Gateway, Routes, Authorizers, secret metadata) → gateway config + statuses.
 
 Pure and deterministic: no I/O, no clock, inputs sorted before use. Every problem of one
-object is returned as that object's status; it never raises for bad input.
+object is returned as that object's status; it never raises for bad input. Each Route is
+rendered against its Gateway alone into a `RouteFragment`, then the fragments' claims are
+decided in order and the config assembled; a `RenderCache` passed in lends a render the
+fragments of the previous render of the same Gateway that nothing they depend on has
+changed since (a memo of pure results: the result is the same without it).
 
 Policy (see docs/operator.md):
 - A Route with any problem is left out whole, with `Accepted=False` and the reason; the
