@@ -412,6 +412,11 @@ async def follow_supervisor(
             try:
                 payload = supervisor.recv_bytes()
             except (EOFError, OSError):  # the parent is gone, or this process stops
+                # A worker outliving its parent would keep the traffic port (shared with
+                # SO_REUSEPORT) and serve its last config beside a restarted parent's
+                # workers, unsupervised: it drains and exits as on SIGTERM instead.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(os.getpid(), signal.SIGTERM)
                 return
             try:
                 loop.call_soon_threadsafe(offer, payload)

@@ -151,8 +151,11 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    for reader in readers:
-        await reader
+    # A reader ends when every process holding the gateway's stderr has exited (its
+    # workers too): bounded, so that a process left behind fails the test, not hangs it.
+    async with asyncio.timeout(60):
+        for reader in readers:
+            await reader
 
 
 @pytest.fixture
@@ -324,6 +327,49 @@ async def test_two_workers(
     assert total == 20
     gateway.process.send_signal(signal.SIGTERM)
     assert await gateway.wait() == 0
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` has exited (gone, or a zombie its new parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def test_workers_stop_when_their_parent_is_killed(
+    launch: Launch, upstream: Upstream, config_files: tuple[Path, Path]
+) -> None:
+    """A parent killed with SIGKILL (no drain, no signal forwarded) leaves no worker behind
+    on the traffic port: each sees its pipe to the parent close and drains and exits."""
+    config, secrets = config_files
+    gateway = await launch(
+        "--config",
+        str(config),
+        "--secrets-dir",
+        str(secrets),
+        "--server",
+        f"orders={upstream.url}",
+        "--workers",
+        "2",
+    )
+    async with aiohttp.ClientSession() as session:
+        await _ready(session, gateway.admin)
+        async with session.get(gateway.admin + "/config") as effective:
+            workers = (await effective.json())["workerProcesses"]
+        pids = [int(worker["pid"]) for worker in workers]
+        assert len(pids) == 2
+        async with session.get(gateway.url + "/health") as health:
+            assert health.status == 200
+        gateway.process.kill()
+        assert await gateway.wait() == -signal.SIGKILL
+        # Nothing signals a process's end to a non-parent: poll its state.
+        async with asyncio.timeout(30):
+            while not all(_exited(pid) for pid in pids):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await session.get(gateway.url + "/health")
 
 
 async def test_log_level(launch: Launch, upstream: Upstream, tmp_path: Path) -> None:
