@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,29 @@ def probe(contender: Contender) -> None:
         raise RuntimeError(
             f"{contender.name}: {contender.url} answered {status}, not {contender.expect_status}"
         )
+
+
+def pace(
+    contender: Contender,
+    rate: float,
+    seconds: float,
+    cpu: str | None,
+    tries: int = 3,
+    run: Callable[[Contender, float, str | None], Sample] | None = None,
+) -> float:
+    """Set a paced contender's connection count so that it is offered about `rate`
+    requests per second: each paced connection sends one request per (delay + latency),
+    so a contender that answers more slowly needs more connections for the same rate, and
+    two contenders compared at one count are not compared at one rate. Adjusts from short
+    runs until the rate is within 10 % (at most `tries` runs); returns the last rate.
+    `run`: how one short run is made (`run_wrk`)."""
+    achieved = 0.0
+    for _ in range(tries):
+        achieved = (run or run_wrk)(contender, seconds, cpu).requests_per_second
+        if achieved <= 0 or abs(achieved - rate) <= 0.1 * rate:
+            break
+        contender.connections = max(1, round(contender.connections * rate / achieved))
+    return achieved
 
 
 def measure(case: Case, rounds: int, duration: float, warmup: float, load_cpu: str | None) -> None:

@@ -15,7 +15,8 @@ Cases, each against the same fast upstream (nginx answering a small JSON body,
    upstream client with no framework, no auth and no logging, the floor of any Python
    server here;
    2L: p99 latency that Wardgate adds at half its peak load (wrk paced with a Lua delay),
-   against the upstream answering directly at the same rate;
+   against the upstream answering directly at the same rate (each contender's number of
+   paced connections is set first, from short runs, so that both are offered that rate);
 3. RS256 with the key from a JWKS URL: Wardgate vs HAProxy `jwt_verify` with the key file;
 4. rejections on the same route, expired token (4a) and no token (4b): Wardgate vs HAProxy;
 5. Wardgate with 1 and with 2 workers on the HS256 route (2 workers use both cores, which
@@ -65,7 +66,7 @@ from bench.cases_proxy import (
 )
 from bench.cases_tls import case_tls
 from bench.contenders import Setup, make_keys, start_all
-from bench.harness import CONNECTIONS, HERE, WARDGATE, Case, Processes, measure
+from bench.harness import CONNECTIONS, HERE, WARDGATE, Case, Processes, measure, pace, probe
 from bench.table import machine, print_table, ratio
 from tests.support.ports import free_port
 
@@ -126,6 +127,20 @@ def main() -> int:
                     measure(probe_case, 1, args.duration, args.warmup, load_cpu)
                     peak = probe_case.contenders[0].samples[0].requests_per_second
                 latency = case_latency(setup, peak, args.smoke)
+                # Both contenders offered the same rate: each paced to half the peak first.
+                for contender in latency.contenders:
+                    probe(contender)
+                    pace(
+                        contender,
+                        peak / 2,
+                        1 if args.smoke else 2,
+                        load_cpu,
+                        1 if args.smoke else 3,
+                    )
+                latency.title = f"p99 at half load (~{peak / 2:.0f} req/s offered to each; " + (
+                    ", ".join(f"{c.name} {c.connections}" for c in latency.contenders)
+                    + " paced connections)"
+                )
                 measure(latency, *measured)
                 gateway, direct = latency.contenders
                 latency.extra["p99_added_ms"] = statistics.median(
