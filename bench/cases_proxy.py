@@ -67,8 +67,18 @@ def case_rejections(setup: Setup) -> list[Case]:
 
 
 def paced_script(workdir: Path) -> str:
+    """wrk's pacing: each connection waits a random time between requests, exponential
+    with a mean of PACED_DELAY_MS, so that the connections send independently, as many
+    separate clients do. With one fixed delay they send in step (wrk's timers tick in
+    whole milliseconds), and the p99 measured is then the time to answer a whole bunch
+    of requests that arrived at once, whatever the load."""
     path = workdir / "paced.lua"
-    path.write_text(f"function delay()\n  return {PACED_DELAY_MS}\nend\n")
+    path.write_text(
+        "math.randomseed(os.time())\n"
+        "function delay()\n"
+        f"  return math.floor(-math.log(1 - math.random()) * {PACED_DELAY_MS} + 0.5)\n"
+        "end\n"
+    )
     return str(path)
 
 

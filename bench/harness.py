@@ -24,7 +24,8 @@ ANCHORS = HERE / "anchors"
 UPSTREAM_BODY = '{"orders":[{"id":"ord_1001","quantity":1}]}'
 WARDGATE = str(Path(sys.executable).with_name("wardgate"))
 CONNECTIONS = 64
-# Half-load pacing: each wrk connection waits this long between requests.
+# Half-load pacing: each wrk connection waits this long between requests, on average
+# (exponentially distributed waits: `cases_proxy.paced_script`).
 PACED_DELAY_MS = 2
 
 

@@ -14,7 +14,8 @@ Cases, each against the same fast upstream (nginx answering a small JSON body,
    cases 1 and 2 also run `bench/python_floor.py`: uvloop, httptools and the proxy's
    upstream client with no framework, no auth and no logging, the floor of any Python
    server here;
-   2L: p99 latency that Wardgate adds at half its peak load (wrk paced with a Lua delay),
+   2L: p99 latency that Wardgate adds at half its peak load (wrk paced with random
+   exponential delays, as independent clients send),
    against the upstream answering directly at the same rate (each contender's number of
    paced connections is set first, from short runs, so that both are offered that rate);
 3. RS256 with the key from a JWKS URL: Wardgate vs HAProxy `jwt_verify` with the key file;
