@@ -91,7 +91,9 @@ class Reply:
     `fixed` are headers known before the request (a static response's, an error's
     `Content-Type`); `head` is the status line and those headers already encoded, and
     `head_has_length` says whether it ends with the body's `Content-Length`: the traffic
-    server writes `head` as is and adds `headers`, the per-request ones."""
+    server writes `head` as is and adds `headers`, the per-request ones. A relayed
+    upstream answer has a `head` and no `fixed`: its fields are decoded only when another
+    server needs them (`all_headers`)."""
 
     __slots__ = (
         "body",
@@ -127,7 +129,10 @@ class Reply:
 
     def all_headers(self) -> CIMultiDict[str]:
         """The fixed and the per-request headers together."""
-        headers: CIMultiDict[str] = CIMultiDict(self.fixed)
+        fixed = self.fixed
+        if not fixed and self.head:
+            fixed = head_fields(self.head)
+        headers: CIMultiDict[str] = CIMultiDict(fixed)
         headers.extend(self.headers)
         return headers
 
@@ -179,6 +184,16 @@ def encode_head(status: int, fields: Iterable[tuple[str, str]]) -> bytes:
     for name, value in fields:
         lines.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
     return b"".join(lines)
+
+
+def head_fields(head: bytes) -> tuple[tuple[str, str], ...]:
+    """The header fields of an encoded head (`encode_head`'s inverse)."""
+    fields = []
+    for line in head.split(b"\r\n")[1:]:
+        if line:
+            name, _, value = line.partition(b": ")
+            fields.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+    return tuple(fields)
 
 
 def status_line(status: int) -> bytes:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -48,7 +48,14 @@ from wardgate.gateway.errors import (
     UPSTREAM_UNREACHABLE,
     GatewayError,
 )
-from wardgate.gateway.exchange import SERVER_HEADER, Exchange, Incoming, Reply, StreamBroken
+from wardgate.gateway.exchange import (
+    SERVER_HEADER,
+    Exchange,
+    Incoming,
+    Reply,
+    StreamBroken,
+    status_line,
+)
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.upstream import (
     UpstreamConnection,
@@ -82,6 +89,9 @@ GATEWAY_SET_HEADERS: Final = frozenset(
 )
 REQUEST_DROPPED_HEADERS: Final = HOP_BY_HOP_HEADERS | METHOD_OVERRIDE_HEADERS | GATEWAY_SET_HEADERS
 RESPONSE_DROPPED_HEADERS: Final = HOP_BY_HOP_HEADERS | {"content-length"}
+_RESPONSE_DROPPED_BYTES: Final = frozenset(n.encode() for n in RESPONSE_DROPPED_HEADERS)
+_PLAIN_CONNECTION_BYTES: Final = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+_SERVER_FIELD: Final = f"Server: {SERVER_HEADER}\r\n".encode()
 
 SMALL_BODY: Final = 64 * 1024
 STREAM_CHUNK: Final = 64 * 1024
@@ -155,6 +165,36 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> tuple[CIMultiDict[str], 
         if lowered not in dropped:
             out.add(name, value)
     return out, length
+
+
+def relayed_head(
+    status: int, raw: list[tuple[bytes, bytes]], own: Mapping[str, str]
+) -> bytes | None:
+    """The status line and an upstream response's fields as relayed, still encoded: what
+    `response_headers` keeps, minus the fields the gateway sets itself (`own`, written
+    after this head), plus `Server` unless the upstream sent one. None when a `Connection`
+    field names other fields to drop: then `response_headers` decodes them all.
+
+    The bytes pass as received, as decoding and encoding them again would give (values
+    are decoded with `surrogateescape`)."""
+    dropped = _RESPONSE_DROPPED_BYTES
+    if own:
+        dropped = dropped | {name.lower().encode("latin-1") for name in own}
+    lines = [status_line(status)]
+    extend = lines.extend
+    server = False
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in dropped:
+            if lowered == b"connection" and value not in _PLAIN_CONNECTION_BYTES:
+                return None
+            continue
+        if lowered == b"server":
+            server = True
+        extend((name, b": ", value, b"\r\n"))
+    if not server:
+        lines.append(_SERVER_FIELD)
+    return b"".join(lines)
 
 
 @functools.lru_cache(maxsize=64)
@@ -390,10 +430,16 @@ class HttpProxy:
             self._latency.observe(time.perf_counter() - started)
         try:
             if conn.complete and method != "HEAD" and conn.status not in _NO_BODY_STATUSES:
-                # The whole answer is here: relayed as `_relay` would, without its coroutine.
-                reply = Reply(
-                    conn.status, self._relayed_headers(exchange, conn)[0], conn.take_body()
-                )
+                # The whole answer is here: relayed as `_relay` would, without its coroutine,
+                # and its fields without decoding them.
+                status = conn.status
+                own = exchange.response_headers
+                relayed = relayed_head(status, conn.headers, own)
+                if relayed is not None:
+                    reply = Reply(status, own, conn.take_body(), head=relayed)
+                else:
+                    headers = self._relayed_headers(exchange, conn)[0]
+                    reply = Reply(status, headers, conn.take_body())
             else:
                 reply = await self._relay(exchange, conn)
         except BaseException:
