@@ -225,14 +225,33 @@ def _one(values: list[str], where: str) -> str | None:
     return first
 
 
+_NOT_TOKEN_CHARACTERS: Final = re.compile(r"[^!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def cookie_name_reading(key: str) -> str:
+    """The name a lenient cookie parser may read in `key`: without the characters a cookie
+    name cannot hold (any whitespace, controls, non-ASCII), case folded.
+
+    Upstream frameworks disagree on what they trim (aiohttp strips any Unicode whitespace,
+    so `\u00a0tok` is its `tok`) and some fold case; a pair that any of them could read as
+    the token cookie counts as that cookie here, so two values are `ambiguous_token`
+    rather than one verified and another forwarded."""
+    return _NOT_TOKEN_CHARACTERS.sub("", key).lower()
+
+
 def cookie_values(fields: Sequence[str], name: str) -> list[str]:
     """The non-empty values of the cookies named `name` in `Cookie` fields (RFC 6265
-    section 5.4: `;`-separated `name=value` pairs; a value in double quotes is unquoted)."""
+    section 5.4: `;`-separated `name=value` pairs; a value in double quotes is unquoted),
+    names compared as `cookie_name_reading` reads them."""
     values: list[str] = []
+    wanted = cookie_name_reading(name)
     for field in fields:
         for pair in field.split(";"):
             key, sep, value = pair.partition("=")
-            if not sep or key.strip(" \t") != name:
+            if not sep:
+                continue
+            key = key.strip(" \t")
+            if key != name and cookie_name_reading(key) != wanted:
                 continue
             value = value.strip(" \t")
             if len(value) >= 2 and value[0] == value[-1] == '"':

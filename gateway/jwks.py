@@ -203,6 +203,13 @@ class JwksCache:
             for problem in problems:
                 logger.warning("jwks key skipped: authorizer=%s %s", self.authorizer, problem)
             if not key_set.keys and problems:
+                if not key_set.unreadable:
+                    # Keys the provider published and this authorizer cannot use (another
+                    # algorithm, `use: enc`): the keys it no longer lists are withdrawn, not
+                    # kept as after a failed fetch, and tokens are an outage until a usable
+                    # set appears. A set with unreadable entries is a broken publication:
+                    # the previous keys stay (stale-if-error).
+                    self._withdraw_keys()
                 raise ValueError(f"none of the {len(problems)} keys is usable")
         except asyncio.CancelledError:
             raise
@@ -239,13 +246,29 @@ class JwksCache:
             if self.on_keys_removed is not None:
                 self.on_keys_removed()
 
+    def _withdraw_keys(self) -> None:
+        previous, self.key_set = self.key_set, None
+        if previous is not None and previous.keys:
+            logger.info(
+                "jwks keys withdrawn: authorizer=%s kids=%s", self.authorizer, previous.kids()
+            )
+            if self.on_keys_removed is not None:
+                self.on_keys_removed()
+
     async def _download(self) -> tuple[object, str | None]:
         if self.session is None:
             raise ValueError("built without a client session: fetches nothing")
         timeout = aiohttp.ClientTimeout(total=self.timeout)
+        # Redirects are not followed: keys served from another URL than the configured one
+        # are not the provider's keys (a redirect to another host would choose the keys).
         async with self.session.get(
-            self.url, timeout=timeout, headers={"Accept": "application/json"}
+            self.url, timeout=timeout, headers={"Accept": "application/json"}, allow_redirects=False
         ) as response:
+            if 300 <= response.status < 400:
+                raise ValueError(
+                    f"HTTP {response.status} from the JWKS URL: redirects are not followed; "
+                    "set jwksUri to the final URL"
+                )
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status} from the JWKS URL")
             if (response.content_length or 0) > MAX_JWKS_BYTES:

@@ -37,6 +37,9 @@ class KeySet:
     """Keys by `kid`; tokens without `kid` are tried against every key fit for their alg."""
 
     keys: tuple[VerificationKey, ...] = ()
+    unreadable: int = 0
+    """Entries that could not be read as keys at all (a broken publication), as opposed to
+    keys read and not usable by this authorizer (another algorithm, `use: enc`)."""
 
     def candidates(self, kid: str | None, alg: str) -> list[Any]:
         """Prepared keys that may verify a token with this `kid` and `alg`."""
@@ -64,21 +67,30 @@ def parse_key_set(
         raise ValueError('not a JSON Web Key Set: expected an object with a "keys" array')
     keys: list[VerificationKey] = []
     problems: list[str] = []
+    unreadable = 0
     for index, jwk in enumerate(document["keys"]):
         key, problem = _parse_key(jwk, algorithms)
         if key is not None:
             keys.append(key)
         else:
             problems.append(f"{source} keys[{index}]: {problem}")
-    return KeySet(tuple(keys)), problems
+            unreadable += problem in _UNREADABLE or problem.startswith(_NOT_LOADED)
+    return KeySet(tuple(keys), unreadable), problems
+
+
+_NOT_AN_OBJECT: Final = "not a JSON object"
+_KID_NOT_STRING: Final = "`kid` is not a string"
+_ALG_NOT_STRING: Final = "`alg` is not a string"
+_NOT_LOADED: Final = "cannot be loaded: "
+_UNREADABLE: Final = frozenset({_NOT_AN_OBJECT, _KID_NOT_STRING, _ALG_NOT_STRING})
 
 
 def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey | None, str]:
     if not isinstance(jwk, dict):
-        return None, "not a JSON object"
+        return None, _NOT_AN_OBJECT
     kid = jwk.get("kid")
     if kid is not None and not isinstance(kid, str):
-        return None, "`kid` is not a string"
+        return None, _KID_NOT_STRING
     kty = jwk.get("kty")
     if kty not in ("RSA", "EC", "OKP"):
         # `oct` keys are secrets: a published key set must never hold one.
@@ -92,11 +104,11 @@ def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey 
         return None, "key_ops does not include `verify`"
     pinned = jwk.get("alg")
     if pinned is not None and not isinstance(pinned, str):
-        return None, "`alg` is not a string"
+        return None, _ALG_NOT_STRING
     try:
         parsed = PyJWK(jwk)
     except (PyJWTError, ValueError, TypeError, KeyError) as exc:
-        return None, f"cannot be loaded: {exc.__class__.__name__}"
+        return None, f"{_NOT_LOADED}{exc.__class__.__name__}"
     prepared: dict[str, Any] = {}
     too_weak: str | None = None
     for alg in algorithms:

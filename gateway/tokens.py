@@ -94,6 +94,20 @@ def no_authorization() -> GatewayError:
     return missing
 
 
+_SCHEME_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,31}")
+NOT_SHOWN: Final = "(not shown: no scheme name before a space)"
+
+
+def shown_scheme(scheme: str, separator: str) -> str:
+    """What a refusal may echo of a non-Bearer Authorization value: its scheme name only.
+
+    Without a space after a short token-character name the value is not a scheme and a
+    credential (an API key, `Basic<TAB>...`, `Token:ghp_...`): nothing of it is shown."""
+    if separator and _SCHEME_NAME.fullmatch(scheme):
+        return scheme
+    return NOT_SHOWN
+
+
 def bearer_token(authorization: str | None, max_bytes: int) -> str:
     """The token of an `Authorization: Bearer <token>` header value.
 
@@ -101,17 +115,16 @@ def bearer_token(authorization: str | None, max_bytes: int) -> str:
     """
     if authorization is None:
         raise no_authorization()
-    scheme, _, token = authorization.partition(" ")
+    scheme, separator, token = authorization.partition(" ")
     if scheme.lower() != "bearer":
         if not authorization.strip():
             raise _fail(MISSING_TOKEN, "authorization", "the Authorization header is empty")
-        # Only the scheme name is echoed: what follows it may be a password (Basic).
         raise _fail(
             INVALID_AUTH_SCHEME,
             "authorization",
             "the Authorization header must use the Bearer scheme",
             expected="Bearer",
-            actual=clip(scheme),
+            actual=shown_scheme(scheme, separator),
         )
     if not token:
         raise _fail(

@@ -342,6 +342,64 @@ async def test_garbage_keeps_the_previous_keys(
     assert auth.health()["default"]["jwks"]["lastError"]
 
 
+async def test_a_published_set_without_usable_keys_withdraws_the_keys_it_dropped(
+    server: JwksServer, factory: Any, clock: Clock
+) -> None:
+    """The provider replaces the old key by one this authorizer cannot use (pinned to an
+    algorithm it does not accept, or `use: enc`): the old key is no longer trusted, cached
+    tokens included; tokens are refused as an outage until a usable set is published."""
+    old = rsa_key("old")
+    server.document = jwks(old)
+    auth = factory(jwt_authorizer(server))
+    for round_, replacement in enumerate(
+        (jwks(rsa_key("next", alg="RS512")), {"keys": [{**rsa_key("next").jwk(), "use": "enc"}]})
+    ):
+        server.document = jwks(old)
+        clock.advance(10)
+        cached = old.sign(good(iat=clock.now, exp=clock.now + 3600, round=round_))
+        await ok(auth, cached)
+        server.document = replacement
+        clock.advance(400)  # past the TTL: the next request revalidates
+        await wait_for_code(auth, cached, "idp_unavailable")
+        fresh = old.sign(good(iat=clock.now, exp=clock.now + 60, n=2))
+        assert await code(auth, fresh) == "idp_unavailable"
+        health = auth.health()["default"]
+        assert health["jwks"]["kids"] == []
+        assert health["jwks"]["lastError"] == "none of the 1 keys is usable"
+    server.document = jwks(old)
+    clock.advance(10)
+    await ok(auth, old.sign(good(iat=clock.now, exp=clock.now + 60, n=3)))
+
+
+async def wait_for_code(auth: Authorizers, token: str, expected: str) -> None:
+    """Send `token` until it is refused with `expected` (a background fetch decides)."""
+    for _ in range(1000):
+        try:
+            await auth.authorize(RouteAuth(), f"Bearer {token}")
+        except GatewayError as error:
+            if error.error.code == expected:
+                return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{expected} not reached within 5 s")
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_redirects_are_not_followed(
+    server: JwksServer, factory: Any, clock: Clock, status: int
+) -> None:
+    """A redirect to another URL would let whoever serves that URL choose the keys."""
+    attacker = rsa_key("attacker")
+    elsewhere = await JwksServer(jwks(attacker)).start()
+    try:
+        server.status, server.location = status, elsewhere.url
+        auth = factory(jwt_authorizer(server))
+        assert await code(auth, attacker.sign(good())) == "idp_unavailable"
+        assert elsewhere.fetches == 0
+        assert "redirects are not followed" in auth.health()["default"]["jwks"]["lastError"]
+    finally:
+        await elsewhere.stop()
+
+
 async def test_bad_keys_are_skipped_one_by_one(server: JwksServer, factory: Any) -> None:
     key = ec_key("usable")
     server.document = {

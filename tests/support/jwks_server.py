@@ -21,6 +21,8 @@ class JwksServer:
         self.document: dict[str, Any] | bytes = document if document is not None else {"keys": []}
         self.status = 200
         self.cache_control: str | None = None
+        self.location: str | None = None
+        """Sent as `Location` (with a 3xx `status`: a redirect)."""
         self.gate: asyncio.Event | None = None
         self.fetches = 0
         self._runner: web.AppRunner | None = None
@@ -46,6 +48,8 @@ class JwksServer:
         headers = {"Content-Type": "application/json"}
         if self.cache_control is not None:
             headers["Cache-Control"] = self.cache_control
+        if self.location is not None:
+            headers["Location"] = self.location
         return web.Response(status=self.status, body=body, headers=headers)
 
     async def start(self) -> JwksServer:

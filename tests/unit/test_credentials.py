@@ -19,7 +19,7 @@ from tests.support.tokens import AUDIENCE, HS_SECRET, ISSUER, claims, hs_token
 from wardgate.commands.explain import render_text
 from wardgate.gateway.app import Admission, Gateway
 from wardgate.gateway.authorizers import Authorizers
-from wardgate.gateway.config import ConfigError, QuerySource, parse_config
+from wardgate.gateway.config import ConfigError, CookieSource, QuerySource, parse_config
 from wardgate.gateway.credentials import (
     CredentialSources,
     cookie_values,
@@ -115,7 +115,34 @@ def test_cookie_values() -> None:
     assert cookie_values(["a=1; sb=tok; c=3"], "sb") == ["tok"]
     assert cookie_values(["a=1", 'sb="tok"'], "sb") == ["tok"]
     assert cookie_values(["sb=; other=sb=x"], "sb") == []
-    assert cookie_values(["SB=tok"], "sb") == []
+    assert cookie_values(["SB=tok"], "sb") == ["tok"]  # some frameworks fold case
+    assert cookie_values(["sbx=tok; xsb=t"], "sb") == []
+
+
+# Spellings of the cookie name `tok` that an upstream's cookie parser may read as `tok`
+# (aiohttp strips any Unicode whitespace around names; others fold case or decode the
+# header as Latin-1): each is that cookie to the gateway too.
+LOOK_ALIKES = [
+    "\u00a0tok",
+    "tok\u00a0",
+    "\u2003tok",
+    "\u3000tok\u205f",
+    "\x85tok",
+    "\u00c2\u00a0tok",  # UTF-8 NBSP read as Latin-1
+    "\x0btok",
+    "\x1ftok",
+    "TOK",
+    "Tok",
+]
+
+
+@pytest.mark.parametrize("spelling", LOOK_ALIKES)
+def test_a_look_alike_cookie_name_with_another_value_is_ambiguous(spelling: str) -> None:
+    sources = CredentialSources([CookieSource(type="cookie", name="tok")], None, 8192)
+    assert cookie_values([f"tok=A; {spelling}=B"], "tok") == ["A", "B"]
+    with pytest.raises(GatewayError) as info:
+        sources.find("GET", CIMultiDict({"Cookie": f"tok=A; {spelling}=B"}), "")
+    assert info.value.error.code == "ambiguous_token"
 
 
 def test_query_values_and_removal() -> None:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.support.tokens import b64url, hs_token, json_bytes, raw_token
 from wardgate.gateway.errors import GatewayError
-from wardgate.gateway.tokens import bearer_token, parse_token
+from wardgate.gateway.tokens import NOT_SHOWN, bearer_token, parse_token
 
 HEADER = json_bytes({"alg": "HS256", "typ": "JWT"})
 PAYLOAD = json_bytes({"sub": "u"})
@@ -51,6 +51,31 @@ def test_scheme_error_never_echoes_credentials() -> None:
         bearer_token("Basic c2VjcmV0LXBhc3N3b3Jk", 8192)
     assert "c2VjcmV0" not in repr(info.value.detail)
     assert info.value.detail["actual"] == "Basic"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sk_live_51Hsupersecretkeyvalue",
+        "Basic\tdXNlcjpwYXNzd29yZA==",
+        "Token:ghp_0123456789abcdefghijklmnopqrstuvwxyz",
+        "dXNlcjpwYXNzd29yZA==",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln",
+        "ApiKey=s3cr3t-value rest",
+        "Secret:x y",
+        "a" * 40 + " tail",
+    ],
+)
+def test_a_value_without_a_scheme_name_is_never_echoed(value: str) -> None:
+    """Only a short scheme name followed by a space is shown; anything else may be the
+    credential itself (an API key, Basic with a tab, a bare token)."""
+    with pytest.raises(GatewayError) as info:
+        bearer_token(value, 8192)
+    assert info.value.error.code == "invalid_auth_scheme"
+    shown = repr(info.value.detail) + info.value.error.message
+    for part in value.replace("\t", " ").replace(":", " ").replace("=", " ").split():
+        assert len(part) < 6 or part not in shown, part
+    assert info.value.detail["actual"] == NOT_SHOWN
 
 
 def test_token_size_limit_is_inclusive() -> None:
