@@ -28,6 +28,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from wardgate.gateway.framing import (
+    FRAMING_HEADERS,
+    GATEWAY_SET_HEADERS,
+    METHOD_OVERRIDE_HEADERS,
+)
 from wardgate.gateway.hosts import check_hostname, check_unique_hostnames, hostname_covers
 from wardgate.gateway.keysets import asymmetric, parse_key_set
 from wardgate.gateway.matching import PatternError, validate_pattern
@@ -129,13 +134,26 @@ StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
 """A list of strings that may also be written as one string."""
 
 
+def _check_method(value: str) -> str:
+    if value != ANY_METHOD and not _METHOD_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an upper-case HTTP method or `*`")
+    return value
+
+
+Method = Annotated[str, AfterValidator(_check_method)]
+
+
 class ClaimHeader(Model):
     """A claim forwarded to the upstream as a request header."""
 
     claim: str = Field(min_length=1)
     """Claim name; a dotted path (`app_metadata.tenant`) reaches into objects."""
-    header: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")
-    """Header name the upstream receives. Incoming headers with this name are removed."""
+    header: Annotated[str, AfterValidator(_check_forwarded_field_name)] = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9-]+$"
+    )
+    """Header name the upstream receives. Incoming headers with this name are removed. Not
+    one that frames the request (`Content-Length`, `Transfer-Encoding`, hop-by-hop fields)
+    nor one the gateway sets (`Host`, `X-Forwarded-*`, `X-Request-Id`)."""
 
 
 # RFC 9110 section 5.6.2 `token` (WebSocket subprotocols are tokens).
@@ -143,6 +161,56 @@ _HTTP_TOKEN: Final = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 # Cookie and query parameter names: unreserved characters only (RFC 3986 section 2.3, and
 # valid cookie names), so that a name has one spelling and needs no percent-decoding.
 _SOURCE_NAME: Final = r"^[A-Za-z0-9._~-]+$"
+_FIELD_NAME_RE: Final = re.compile(_HTTP_TOKEN)
+# RFC 9110 section 5.5: a field value holds no control character but HTAB. CR and LF would
+# end the line (a header or a response of the config's choosing); NUL is refused by peers.
+_FIELD_VALUE_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_field_name(value: str) -> str:
+    if not _FIELD_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a header name: letters, digits and !#$%&'*+-.^_`|~ only "
+            "(RFC 9110 token; no spaces, colons, CR or LF)"
+        )
+    return value
+
+
+def _check_field_value(value: str) -> str:
+    if _FIELD_VALUE_CONTROL.search(value):
+        raise ValueError(
+            "a header value cannot hold a control character (CR, LF, NUL, ...): "
+            "it would end the header line"
+        )
+    return value
+
+
+def _check_written_field_name(value: str) -> str:
+    _check_field_name(value)
+    if value.lower() in FRAMING_HEADERS:
+        raise ValueError(
+            f"{value!r} frames the message or its connection: the gateway writes it, a config "
+            "cannot"
+        )
+    return value
+
+
+def _check_forwarded_field_name(value: str) -> str:
+    _check_written_field_name(value)
+    if value.lower() in GATEWAY_SET_HEADERS | METHOD_OVERRIDE_HEADERS:
+        raise ValueError(
+            f"{value!r} is set or removed by the gateway on every proxied request: a claim "
+            "cannot be forwarded in it"
+        )
+    return value
+
+
+def _check_cors_field_name(value: str) -> str:
+    return value if value == "*" else _check_field_name(value)
+
+
+FieldValue = Annotated[str, AfterValidator(_check_field_value)]
+CorsFieldName = Annotated[str, AfterValidator(_check_cors_field_name)]
 
 
 class AuthorizationHeaderSource(Model):
@@ -511,10 +579,26 @@ class StaticIntegration(Model):
     """Answer with a fixed response."""
 
     type: Literal["static"]
-    status: int = Field(default=200, ge=100, le=599)
-    headers: dict[str, str] = Field(default_factory=dict)
+    status: int = Field(default=200, ge=200, le=599)
+    """A final status: 1xx answers are interim and carry no content of their own."""
+    headers: dict[str, FieldValue] = Field(default_factory=dict)
+    """Response fields; the gateway writes the framing (`Content-Length`, `Connection`)."""
     body: JsonValue = None
     """A string is sent as text/plain; anything else as JSON."""
+
+    @model_validator(mode="after")
+    def _check_answer(self) -> StaticIntegration:
+        for name in self.headers:
+            try:
+                _check_written_field_name(name)
+            except ValueError as exc:
+                raise ValueError(f"headers: {exc}") from None
+        if self.status in _NO_CONTENT_STATUSES and self.body is not None:
+            raise ValueError(f"a {self.status} response has no body: remove `body`")
+        return self
+
+
+_NO_CONTENT_STATUSES: Final = frozenset({204, 304})
 
 
 Integration = Annotated[HttpProxyIntegration | StaticIntegration, Field(discriminator="type")]
@@ -525,10 +609,12 @@ class CorsPolicy(Model):
 
     allow_origins: list[str] = Field(min_length=1)
     """Origins allowed (`https://app.example.com`), or `*`."""
-    allow_methods: list[str] = Field(default_factory=list)
+    allow_methods: list[Method] = Field(default_factory=list)
     """Methods allowed; the route's own methods when empty."""
-    allow_headers: list[str] = Field(default_factory=lambda: ["authorization", "content-type"])
-    expose_headers: list[str] = Field(default_factory=list)
+    allow_headers: list[CorsFieldName] = Field(
+        default_factory=lambda: ["authorization", "content-type"]
+    )
+    expose_headers: list[CorsFieldName] = Field(default_factory=list)
     allow_credentials: bool = False
     max_age: int | None = Field(default=600, ge=0, le=86400)
 
@@ -536,16 +622,11 @@ class CorsPolicy(Model):
     def _check_credentials(self) -> CorsPolicy:
         if self.allow_credentials and "*" in self.allow_origins:
             raise ValueError("`allowCredentials` cannot be used with the `*` origin")
+        if self.allow_credentials and "null" in self.allow_origins:
+            # Sandboxed iframes, data: URLs and local files all send `Origin: null`: any
+            # page could read credentialed answers (the CSRF check refuses `null` too).
+            raise ValueError("`allowCredentials` cannot be used with the `null` origin")
         return self
-
-
-def _check_method(value: str) -> str:
-    if value != ANY_METHOD and not _METHOD_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not an upper-case HTTP method or `*`")
-    return value
-
-
-Method = Annotated[str, AfterValidator(_check_method)]
 
 
 def _check_pattern(value: str) -> str:

@@ -31,6 +31,30 @@ from wardgate.gateway.errors import (
 
 TUNNEL_METHODS: Final = frozenset({"CONNECT"})
 
+# RFC 9110 section 7.6.1, plus `Proxy-Connection` (non-standard, still sent by some clients).
+HOP_BY_HOP_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+METHOD_OVERRIDE_HEADERS: Final = frozenset(
+    {"x-http-method-override", "x-method-override", "x-http-method"}
+)
+# Replaced by the gateway's own values.
+GATEWAY_SET_HEADERS: Final = frozenset(
+    {"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+)
+FRAMING_HEADERS: Final = HOP_BY_HOP_HEADERS | {"content-length"}
+"""Fields that frame a message or its connection: the gateway writes them, never a config."""
+
 # Refusals after which the rest of the connection's bytes cannot be trusted to start a
 # request (or are a body nobody wants): the connection is closed after the answer.
 CLOSING_ERRORS: Final[frozenset[ErrorCode]] = frozenset(

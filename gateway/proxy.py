@@ -56,6 +56,12 @@ from wardgate.gateway.exchange import (
     StreamBroken,
     status_line,
 )
+from wardgate.gateway.framing import (
+    FRAMING_HEADERS,
+    GATEWAY_SET_HEADERS,
+    HOP_BY_HOP_HEADERS,
+    METHOD_OVERRIDE_HEADERS,
+)
 from wardgate.gateway.metrics import GatewayMetrics
 from wardgate.gateway.upstream import (
     UpstreamConnection,
@@ -66,29 +72,8 @@ from wardgate.gateway.upstream import (
 )
 from wardgate.gateway.websockets import WebSocketReply, WebSocketSession, check_upstream_answer
 
-# RFC 9110 section 7.6.1, plus `Proxy-Connection` (non-standard, still sent by some clients).
-HOP_BY_HOP_HEADERS: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-METHOD_OVERRIDE_HEADERS: Final = frozenset(
-    {"x-http-method-override", "x-method-override", "x-http-method"}
-)
-# Replaced by the gateway's own values.
-GATEWAY_SET_HEADERS: Final = frozenset(
-    {"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
-)
 REQUEST_DROPPED_HEADERS: Final = HOP_BY_HOP_HEADERS | METHOD_OVERRIDE_HEADERS | GATEWAY_SET_HEADERS
-RESPONSE_DROPPED_HEADERS: Final = HOP_BY_HOP_HEADERS | {"content-length"}
+RESPONSE_DROPPED_HEADERS: Final = FRAMING_HEADERS
 _RESPONSE_DROPPED_BYTES: Final = frozenset(n.encode() for n in RESPONSE_DROPPED_HEADERS)
 _PLAIN_CONNECTION_BYTES: Final = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 _SERVER_FIELD: Final = f"Server: {SERVER_HEADER}\r\n".encode()

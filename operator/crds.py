@@ -112,6 +112,9 @@ MODEL_VALIDATOR_RULES: Final[Mapping[str, list[dict[str, Any]]]] = {
     # Scanning `allowOrigins` in every path of a Route exceeds the API server's CEL cost
     # budget (the lists are unbounded): the operator checks it.
     "CorsPolicy._check_credentials": [],
+    # `body` is free JSON (null and absent are one to the API server) and a schema cannot
+    # constrain map keys: the operator checks both.
+    "StaticIntegration._check_answer": [],
     "GatewayServer._check_target": [
         _rule("has(self.service) != has(self.url)", "give exactly one of `service` or `url`")
     ],
@@ -150,6 +153,7 @@ _HOSTNAME_PATTERN: Final = (
 )
 _URL_PATTERN: Final = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
 _METHOD_PATTERN: Final = r"^([A-Z]+|\*)$"
+_FIELD_NAME_PATTERN: Final = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 
 
 # A field that takes several JSON types (a string or a list, `true` or an object) has no
@@ -214,6 +218,12 @@ AFTER_VALIDATORS: Final[Mapping[Callable[..., Any], Schema]] = {
     # Duplicates are refused by the API server itself (a list of type `set`).
     hosts.check_unique_hostnames: {"x-kubernetes-list-type": "set"},
     gateway_config._check_method: {"pattern": _METHOD_PATTERN},
+    # Header names and values a config writes: the reserved names (framing, the gateway's
+    # own) are refused by the operator, which names them.
+    gateway_config._check_field_name: {"pattern": _FIELD_NAME_PATTERN},
+    gateway_config._check_forwarded_field_name: {"pattern": _FIELD_NAME_PATTERN},
+    gateway_config._check_cors_field_name: {"pattern": r"^(\*|[!#$%&'*+\-.^_`|~0-9A-Za-z]+)$"},
+    gateway_config._check_field_value: {"pattern": r"^[^\x00-\x08\x0a-\x1f\x7f]*$"},
     gateway_config._check_scope_token: {"pattern": r"^[\x21\x23-\x5b\x5d-\x7e]+$"},
     # The matcher's full rules (dot segments, parameter names, wildcard placement) are checked
     # by the operator, which reports them as `Accepted=False, reason=Invalid`.

@@ -251,3 +251,78 @@ def test_an_unknown_name_lists_the_names_that_exist() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(document)
     assert info.value.problems == ["defaultAuthorizer: no authorizer named 'zzz' (authorizers: a0)"]
+
+
+def static(**integration: Any) -> dict[str, Any]:
+    return {
+        "paths": [{"method": "GET", "path": "/a", "integration": {"type": "static", **integration}}]
+    }
+
+
+def cors(**policy: Any) -> dict[str, Any]:
+    document = static()
+    document["cors"] = {"allowOrigins": ["https://app.example.com"], **policy}
+    return document
+
+
+def forwarded(header: str) -> dict[str, Any]:
+    return {
+        **static(),
+        "authorizer": {
+            "type": "jwt",
+            "secret": "$secret.S",
+            "forwardClaims": [{"claim": "c", "header": header}],
+        },
+    }
+
+
+# Every way a config could write a header line of its choosing, or reframe a message: a
+# control character in a value (CR/LF split the response, NUL and others are refused by
+# peers), a name that is not a token, a framing or hop-by-hop field, a claim forwarded in a
+# field the gateway sets, an interim status or a body where none may be.
+@pytest.mark.parametrize(
+    ("document", "where", "reason"),
+    [
+        *(
+            (static(headers={"X-A": f"1{c}Set-Cookie: s=evil"}), "headers.X-A", "control")
+            for c in ("\r\n", "\n", "\r", "\x00", "\x0b", "\x7f")
+        ),
+        *(
+            (static(headers={name: "1"}), "integration: headers", "not a header name")
+            for name in ("X A", "X-A:", "X\r\nSet-Cookie", "", "Ä")
+        ),
+        *(
+            (static(headers={name: "x"}), "integration: headers", "frames the message")
+            for name in ("Content-Length", "transfer-encoding", "Connection", "Upgrade", "TE")
+        ),
+        (static(status=101), "integration.status", "greater than or equal to 200"),
+        (static(status=100), "integration.status", "greater than or equal to 200"),
+        (static(status=204, body="x"), "integration", "has no body"),
+        (static(status=304, body={"a": 1}), "integration", "has no body"),
+        (cors(allowMethods=["GET\r\nX: y"]), "cors.allowMethods.0", "method"),
+        (cors(allowHeaders=["a b"]), "cors.allowHeaders.0", "not a header name"),
+        (cors(exposeHeaders=["X\r\nSet-Cookie: a=b"]), "cors.exposeHeaders.0", "header name"),
+        (cors(allowOrigins=["null"], allowCredentials=True), "cors", "`null` origin"),
+        *(
+            (forwarded(name), "forwardClaims.0.header", "frames the message")
+            for name in ("Transfer-Encoding", "Content-Length", "Connection", "Keep-Alive")
+        ),
+        *(
+            (forwarded(name), "forwardClaims.0.header", "set or removed by the gateway")
+            for name in ("Host", "X-Forwarded-For", "X-Request-Id", "X-HTTP-Method-Override")
+        ),
+    ],
+)
+def test_a_config_cannot_write_a_header_line_of_its_choosing(
+    document: dict[str, Any], where: str, reason: str
+) -> None:
+    found = problems(document)
+    assert any(where in problem and reason in problem for problem in found), found
+
+
+def test_ordinary_written_headers_are_accepted() -> None:
+    parse_config(
+        static(status=204, headers={"Cache-Control": "no-store", "X-Tab": "a\tb", "ETag": '"1"'})
+    )
+    parse_config(cors(allowHeaders=["*", "x-api-key"], exposeHeaders=["ETag"]))
+    parse_config(forwarded("X-Tenant-Id"))
