@@ -154,6 +154,7 @@ class Admission(Exchange):
         self.response_headers = response_headers
         self.claim_headers = NO_HEADERS
         self.code = None
+        self.authority = None
         self.target = target
         """The request target as received (origin or absolute form)."""
         self.trusted_path = False
@@ -472,13 +473,21 @@ class Gateway:
         admission.path = path
         admission.trusted_path = True
         recorder.step_from(_path_step, path, raw_path)
+        authority = _absolute_form_host(admission.target) or headers.get("Host")
+        if authority and not _AUTHORITY_RE.fullmatch(authority):
+            # Upstreams parse a `Host` like `a.example:80@b.example` or `a.example/x` their
+            # own way (URL parsers read `b.example`): what was routed on must be one host.
+            recorder.step("host", False, "host[:port]", clip(authority), "not a host")
+            raise GatewayError(
+                MALFORMED_REQUEST,
+                {"reason": "the Host is not host[:port]", "host": clip(authority)},
+            )
+        admission.authority = authority
         tls = admission.tls
         if tls is not None:
             self._check_tls(tls, admission, headers, recorder)
         if self.hosts is not None:
-            host = admission.host = request_host(
-                _absolute_form_host(admission.target) or headers.get("Host")
-            )
+            host = admission.host = request_host(authority)
             if not self.hosts.serves(host):
                 recorder.step("host", False, self.hosts.hostnames(), host, "not served")
                 raise GatewayError(UNKNOWN_HOST, {"host": clip(host)})
@@ -558,7 +567,7 @@ class Gateway:
         if tls.server_name is None:
             recorder.step_from(_tls_step, tls, None, True)
             return
-        host = request_host(_absolute_form_host(admission.target) or headers.get("Host"))
+        host = request_host(admission.authority)
         if tls.host_allowed(host):
             recorder.step_from(_tls_step, tls, host, True)
             return
@@ -776,6 +785,13 @@ def reason_token(text: str) -> str:
     return re.sub(r"\W+", "_", text.lower()).strip("_")[:64] or "unknown"
 
 
+# RFC 3986 section 3.2.2 and 3.2.3: an IP literal or a reg-name, then an optional port. No
+# userinfo (RFC 9110 section 4.2.4), path, space or quote.
+_AUTHORITY_RE: Final = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?"
+)
+
+
 def _absolute_form_host(target: str) -> str | None:
     """The authority of an absolute-form target, which replaces `Host` (RFC 9112 section
     3.2.2); None for an origin-form target."""
@@ -790,7 +806,7 @@ def _absolute_form_host(target: str) -> str | None:
         found = target.find(mark, start, end)
         if found >= 0:
             end = found
-    return target[start:end].rpartition("@")[2]
+    return target[start:end]
 
 
 def _absolute_form_path(target: str) -> str:

@@ -34,7 +34,8 @@ MALFORMED_REQUEST: Final = ErrorCode(
     400,
     "The request is not valid HTTP/1.1.",
     "The request line or a header could not be parsed (a folded or unterminated header, a "
-    "bad character, conflicting `Content-Length`/`Transfer-Encoding`). Check the client or "
+    "bad character, conflicting `Content-Length`/`Transfer-Encoding`, a `Host` that is not "
+    "`host[:port]`: no user info, path or quote). Check the client or "
     "the proxy in front of the gateway. The connection is closed.",
 )
 HEADER_TOO_LARGE: Final = ErrorCode(

@@ -141,6 +141,7 @@ class Exchange:
     """The state of one request after routing and auth."""
 
     __slots__ = (
+        "authority",
         "claim_headers",
         "code",
         "method",
@@ -168,6 +169,9 @@ class Exchange:
         self.claim_headers: Mapping[str, str] = NO_HEADERS
         """Verified claims to forward upstream as headers."""
         self.code: str | None = None
+        self.authority: str | None = None
+        """The `host[:port]` the request was routed by, as sent: the absolute-form
+        target's authority, else `Host` (what `X-Forwarded-Host` tells the upstream)."""
 
 
 class Integration(Protocol):

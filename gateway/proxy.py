@@ -266,9 +266,10 @@ class HttpProxy:
         upgrade's `Connection` and `Upgrade`)."""
         incoming = request.headers
         dropped = self._dropped
-        connection = incoming.get("Connection")
-        if connection and connection not in _PLAIN_CONNECTION:
-            dropped = dropped | _connection_tokens(connection)
+        for connection in incoming.getall("Connection", ()):
+            if connection not in _PLAIN_CONNECTION:
+                # Every Connection field counts (RFC 9110 section 7.6.1: a list may be split).
+                dropped = dropped | _connection_tokens(connection)
         method = exchange.method
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
         append = lines.append
@@ -287,12 +288,14 @@ class HttpProxy:
         for name, value in exchange.claim_headers.items():
             append(f"{name}: {value}\r\n")
         remote = request.remote or ""
-        prior = incoming.get("X-Forwarded-For")
+        prior = incoming.getall("X-Forwarded-For", ())
         append(
-            f"X-Forwarded-For: {prior}, {remote}\r\n" if prior else f"X-Forwarded-For: {remote}\r\n"
+            f"X-Forwarded-For: {', '.join(prior)}, {remote}\r\n"
+            if prior
+            else f"X-Forwarded-For: {remote}\r\n"
         )
         append(f"X-Forwarded-Proto: {request.scheme}\r\n")
-        host = incoming.get("Host")
+        host = exchange.authority
         if host:
             append(f"X-Forwarded-Host: {host}\r\n")
         append(f"X-Request-Id: {exchange.request_id}\r\n")

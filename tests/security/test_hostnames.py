@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.gateway import CountingUpstream, StartGateway
+from tests.support.gateway import CountingUpstream, StartGateway, raw_exchange, status_of
 from wardgate.gateway.config import ConfigError, parse_config
 from wardgate.gateway.hosts import HostTable, hostname_covers, request_host
 from wardgate.gateway.matching import Match, MethodNotAllowed, NoRoute, RouteEntry
@@ -78,6 +78,76 @@ async def test_unknown_host_is_a_catalogued_404(
         answer = await gateway.request("GET", "/items", {"Host": host})
         assert (answer.status, answer.code) == (404, "unknown_host"), host
     assert upstream.seen == []
+
+
+# `Host` values (and absolute-form authorities) that are not one `host[:port]`: URL parsers
+# upstream read another host in some (`a:80@b` is `b`), others carry a path or quotes into
+# the links an upstream builds from `X-Forwarded-Host`.
+MALFORMED_AUTHORITIES = [
+    "api.example.com:80@evil.example.com",
+    "user@api.example.com",
+    "api.example.com/reset?x=",
+    "api.example.com:notaport",
+    "api.example.com:80:80",
+    "a b",
+    'a"<script>',
+    "api.example.com\\evil",
+    "[::1",
+]
+
+
+@pytest.mark.parametrize("host", MALFORMED_AUTHORITIES)
+async def test_a_host_that_is_not_host_and_port_is_refused(
+    upstream: CountingUpstream, gateway_factory: StartGateway, host: str
+) -> None:
+    gateway = await gateway_factory(document(upstream), secrets={})
+    request = f"GET /only-any HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    response = await raw_exchange(gateway.port, request.encode())
+    assert status_of(response) == 400, response[:200]
+    assert b'"malformed_request"' in response
+    absolute = (
+        f"GET http://{host}/only-any HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n"
+    )
+    if not any(mark in host for mark in "/?# "):  # else the authority ends earlier
+        assert status_of(await raw_exchange(gateway.port, absolute.encode())) == 400
+    assert upstream.seen == []
+
+
+async def test_the_upstream_is_told_the_host_that_was_routed_on(
+    upstream: CountingUpstream, gateway_factory: StartGateway
+) -> None:
+    """An absolute-form target's authority replaces `Host` (RFC 9112 section 3.2.2): it is
+    the one routed on and the one `X-Forwarded-Host` names, never the ignored `Host`."""
+    gateway = await gateway_factory(document(upstream), secrets={})
+    request = (
+        "GET http://api.example.com/items HTTP/1.1\r\nHost: evil.example.net\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    assert status_of(await raw_exchange(gateway.port, request.encode())) == 200
+    seen = upstream.seen[-1]
+    assert seen.path == "/exact/items"
+    assert seen.headers["X-Forwarded-Host"] == "api.example.com"
+    ordinary = await gateway.request("GET", "/items", {"Host": "API.example.com:8443"})
+    assert ordinary.status == 200
+    assert upstream.seen[-1].headers["X-Forwarded-Host"] == "API.example.com:8443"
+
+
+async def test_every_connection_field_and_forwarded_for_field_counts(
+    upstream: CountingUpstream, gateway_factory: StartGateway
+) -> None:
+    """A `Connection` list split over two fields names hop-by-hop fields in both (RFC 9110
+    section 5.3: one list); two `X-Forwarded-For` fields are one list too."""
+    gateway = await gateway_factory(document(upstream), secrets={})
+    request = (
+        "GET /items HTTP/1.1\r\nHost: api.example.com\r\nConnection: keep-alive\r\n"
+        "Connection: X-Secret, Keep-Alive\r\nX-Secret: must-be-removed\r\n"
+        "X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    assert status_of(await raw_exchange(gateway.port, request.encode())) == 200
+    headers = upstream.seen[-1].headers
+    assert "X-Secret" not in headers
+    assert headers["X-Forwarded-For"] == "1.1.1.1, 2.2.2.2, 127.0.0.1"
 
 
 async def test_explain_agrees_on_hosts(upstream: CountingUpstream) -> None:

@@ -113,7 +113,7 @@ ABSOLUTE_FORM: dict[str, set[int]] = {
     "https://127.0.0.1/public/../private/orders": DENIED,
     "http://127.0.0.1/public/%2e%2e/private/orders": DENIED,
     "http://127.0.0.1//private/orders": DENIED,
-    "http://user:pass@127.0.0.1/private/orders": DENIED,
+    "http://user:pass@127.0.0.1/private/orders": REFUSED,  # userinfo: not host[:port]
     "http://127.0.0.1/public/..;/private/orders": REFUSED,
     "http://127.0.0.1?/private/orders": UNKNOWN,  # path `/`
     "http://127.0.0.1": UNKNOWN,
