@@ -15,7 +15,8 @@ What it owns, per connection:
   the pipeline asks for the body, and never to an HTTP/1.0 client;
 - limits: `maxHeaderBytes` per line, `maxHeaders` fields, `maxHeadBytes` for the whole
   head (431 `header_too_large`); `headerTimeoutSeconds` from a head's first byte to its end
-  (408 `request_timeout`, then close); idle keep-alive connections close after
+  (408 `request_timeout`, then close), `bodyTimeoutSeconds` between two reads of a body
+  (the same 408, the upstream request aborted); idle keep-alive connections close after
   `keepAliveTimeoutSeconds` (75 s by default);
 - versions: HTTP/1.x only (1.2 and above are read as 1.1); HTTP/0.9 and other majors are
   refused at once; bare LF line ends are accepted (RFC 9112 section 2.2); an `Upgrade` is
@@ -219,13 +220,27 @@ class TrafficRequest:
 
     async def _wait(self) -> None:
         self._raise_failure()
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        connection = self._connection
+        loop = connection.loop
+        waiter = self._waiter = loop.create_future()
+        # Between two reads of the body, at most `bodyTimeoutSeconds` (a stalled body
+        # would hold the connection, and an upstream connection, for ever).
+        seconds = connection.server.body_timeout
+        timer = loop.call_later(seconds, self._timed_out, seconds)
         try:
             await waiter
         finally:
+            timer.cancel()
             self._waiter = None
         if not self._chunks:
             self._raise_failure()
+
+    def _timed_out(self, seconds: float) -> None:
+        if self.complete or self._error is not None:
+            return
+        logger.debug("request body stalled for %ss: closing", seconds)
+        self.fail(GatewayError(REQUEST_TIMEOUT, {"seconds": seconds}))
+        self._connection.body_timed_out(self)
 
     def _raise_failure(self) -> None:
         if self._error is not None:
@@ -555,6 +570,13 @@ class TrafficConnection(asyncio.Protocol):
         self.queue.append(_Refusal(error, method, target))
         if not self.busy:
             self._schedule()
+
+    def body_timed_out(self, request: TrafficRequest) -> None:
+        """`request`'s body stalled: nothing more is read; the connection closes once the
+        request is answered (its body is not complete)."""
+        self.stopped = True
+        if self.parsing is request:
+            self.parsing = None
 
     def _check_head(self) -> None:
         self._head_timer = None
@@ -933,6 +955,10 @@ class TrafficServer(web.Server):
     @property
     def keep_alive_timeout(self) -> float:
         return self.holder.current.keep_alive_timeout
+
+    @property
+    def body_timeout(self) -> float:
+        return self.holder.current.body_timeout
 
     def __call__(self) -> TrafficConnection:  # type: ignore[override]
         return TrafficConnection(self)

@@ -159,3 +159,117 @@ async def _health_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         assert match is not None
         await reader.readexactly(int(match[1]))
     return int(head.split(b" ", 2)[1])
+
+
+class _SilentUpstream:
+    """A raw upstream that reads what it is sent and never answers: records, per
+    connection, the bytes received and when the gateway closes it."""
+
+    def __init__(self) -> None:
+        self.received: list[bytearray] = []
+        self.closed: list[asyncio.Event] = []
+        self.connected = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received = bytearray()
+        closed = asyncio.Event()
+        self.received.append(received)
+        self.closed.append(closed)
+        self.connected.set()
+        try:
+            while data := await reader.read(65536):
+                received += data
+        except ConnectionError:
+            pass
+        finally:
+            closed.set()
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "upstream_contacted"),
+    [
+        pytest.param(
+            b"POST /public/m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n",
+            True,
+            id="chunked, one chunk",
+        ),
+        pytest.param(
+            b"POST /public/m HTTP/1.1\r\nHost: a\r\nContent-Length: 90000\r\n\r\n0123456789",
+            True,
+            id="streamed Content-Length, 10 bytes",
+        ),
+        pytest.param(
+            b"POST /public/m HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789",
+            False,
+            id="small Content-Length, 10 bytes",
+        ),
+    ],
+)
+async def test_a_stalled_request_body_is_answered_408_and_its_upstream_request_aborted(
+    gateway_factory: StartGateway, sent: bytes, upstream_contacted: bool
+) -> None:
+    """`limits.bodyTimeoutSeconds` (60 s by default; shortened here): a body that stops
+    arriving gets 408 `request_timeout`, its connection is closed, and the upstream
+    connection the body was streamed to is closed rather than pooled."""
+    timeout = 0.3
+    silent = _SilentUpstream()
+    url = await silent.start()
+    try:
+        gateway = await gateway_factory(seed_document(url, limits={"bodyTimeoutSeconds": timeout}))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        received = await raw_exchange(gateway.port, sent, seconds=5)  # to the gateway's close
+        elapsed = loop.time() - started
+        responses = parse_responses(received, head=False)
+        assert [r.status for r in responses] == [408]
+        assert re.search(rb'"code":"request_timeout"', responses[0].body)
+        assert re.search(rb"(?i)\r\nconnection: close\r\n", received)
+        assert timeout * 0.9 <= elapsed < timeout + 2.0, elapsed
+        if upstream_contacted:
+            assert len(silent.received) == 1
+            assert silent.received[0].startswith(b"POST /public/m ")
+            async with asyncio.timeout(5):
+                await silent.closed[0].wait()  # aborted, not returned to the pool
+        else:
+            assert silent.received == []
+    finally:
+        await silent.stop()
+    results.record(SUITE, "stalled request bodies timed out")
+
+
+async def test_a_slow_body_that_keeps_arriving_is_not_cut_by_the_body_timeout(
+    upstream: CountingUpstream, gateway_factory: StartGateway
+) -> None:
+    """The body timeout bounds the time between two reads, not the whole body."""
+    timeout = 0.4
+    gateway = await _gateway(upstream, gateway_factory, limits={"bodyTimeoutSeconds": timeout})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(
+            b"POST /public/slow-body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        for _ in range(8):  # three timeouts in all, a chunk every fifth of one
+            writer.write(b"5\r\nhello\r\n")
+            await writer.drain()
+            await asyncio.sleep(timeout / 5)
+        writer.write(b"0\r\n\r\n")
+        async with asyncio.timeout(10):
+            received = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert [r.status for r in parse_responses(received, head=False)] == [200]
