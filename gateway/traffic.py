@@ -17,7 +17,8 @@ What it owns, per connection:
   head (431 `header_too_large`); `headerTimeoutSeconds` from a head's first byte to its end
   (408 `request_timeout`, then close), `bodyTimeoutSeconds` between two reads of a body
   (the same 408, the upstream request aborted); idle keep-alive connections close after
-  `keepAliveTimeoutSeconds` (75 s by default);
+  `keepAliveTimeoutSeconds` (75 s by default); a client that reads nothing of its answer
+  for `sendTimeoutSeconds` is cut (and the upstream connection the answer streams from);
 - versions: HTTP/1.x only (1.2 and above are read as 1.1); HTTP/0.9 and other majors are
   refused at once; bare LF line ends are accepted (RFC 9112 section 2.2); an `Upgrade` is
   not performed (the request is answered as a plain one, the next bytes are the next
@@ -648,6 +649,14 @@ class TrafficConnection(asyncio.Protocol):
                         finally:
                             gateway.in_flight -= 1
                         queue.popleft()
+                        if not self._writable:
+                            # The answer is not sent yet: the next one waits for it (a
+                            # client that never reads is cut after the send timeout).
+                            try:
+                                await self._drain()
+                            except ConnectionError:
+                                self._close()
+                                return
                         if self._reading_paused and len(queue) <= PIPELINE_DEPTH:
                             self._resume_reading()
                         if close:
@@ -844,10 +853,24 @@ class TrafficConnection(asyncio.Protocol):
         if self.transport is None:
             raise ConnectionResetError("the client closed the connection")
         waiter = self._drain_waiter = self.loop.create_future()
+        # A client that reads nothing for `sendTimeoutSeconds` is cut (it would hold the
+        # connection, and the upstream connection its answer streams from, for ever).
+        seconds = self.server.send_timeout
+        timer = self.loop.call_later(seconds, self._send_timed_out, waiter, seconds)
         try:
             await waiter
         finally:
+            timer.cancel()
             self._drain_waiter = None
+
+    def _send_timed_out(self, waiter: asyncio.Future[None], seconds: float) -> None:
+        if waiter.done():
+            return
+        logger.debug("the client read nothing for %ss: closing", seconds)
+        waiter.set_exception(ConnectionResetError(f"the client read nothing for {seconds}s"))
+        self.stopped = True
+        if self.transport is not None:
+            self.transport.abort()  # `close` would wait for the unread bytes to be sent
 
     def _close(self) -> None:
         self.stopped = True
@@ -959,6 +982,10 @@ class TrafficServer(web.Server):
     @property
     def body_timeout(self) -> float:
         return self.holder.current.body_timeout
+
+    @property
+    def send_timeout(self) -> float:
+        return self.holder.current.send_timeout
 
     def __call__(self) -> TrafficConnection:  # type: ignore[override]
         return TrafficConnection(self)

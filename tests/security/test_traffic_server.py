@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 
 import pytest
 
@@ -273,3 +274,98 @@ async def test_a_slow_body_that_keeps_arriving_is_not_cut_by_the_body_timeout(
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
     assert [r.status for r in parse_responses(received, head=False)] == [200]
+
+
+class _FloodingUpstream:
+    """A raw upstream that answers every connection with a 64 MB body, written as fast as
+    the gateway takes it; `closed` is set when the gateway closes the connection."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.closed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
+            ended = asyncio.ensure_future(reader.read())  # b"" once the gateway closes
+            block = b"z" * 65536
+            while not ended.done():
+                writer.write(block)
+                await writer.drain()
+            await ended
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.closed.set()
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_a_client_that_never_reads_its_answer_is_cut_after_the_send_timeout(
+    gateway_factory: StartGateway,
+) -> None:
+    """`limits.sendTimeoutSeconds` (60 s by default; shortened here): a client that asks
+    for a large answer and reads none of it loses its connection, and the upstream
+    connection the answer streams from is closed rather than held."""
+    timeout = 0.3
+    flooding = _FloodingUpstream()
+    url = await flooding.start()
+    client = socket.socket()
+    try:
+        gateway = await gateway_factory(seed_document(url, limits={"sendTimeoutSeconds": timeout}))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(client, ("127.0.0.1", gateway.port))
+        await loop.sock_sendall(client, b"GET /public/big HTTP/1.1\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(10):
+            await flooding.closed.wait()  # the gateway let go of the upstream connection
+        # The client connection is gone too: what was buffered, then the end (or a reset).
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionError):
+                while await loop.sock_recv(client, 1 << 20):
+                    pass
+    finally:
+        client.close()
+        await flooding.stop()
+    assert flooding.connections == 1
+    results.record(SUITE, "clients that never read cut")
+
+
+async def test_pipelined_answers_wait_for_a_client_that_reads_nothing(
+    gateway_factory: StartGateway, upstream: CountingUpstream
+) -> None:
+    """A client that pipelines requests for large answers and reads none is cut after the
+    send timeout: the answers do not pile up in the gateway's memory meanwhile."""
+    timeout = 0.3
+    gateway = await _gateway(upstream, gateway_factory, limits={"sendTimeoutSeconds": timeout})
+    loop = asyncio.get_running_loop()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, ("127.0.0.1", gateway.port))
+        # Each answer is small, the requests many: the write buffer fills with answers.
+        request = b"GET /public/" + b"p" * 8000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+        with contextlib.suppress(ConnectionError):
+            for _ in range(400):
+                await loop.sock_sendall(client, request)
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionError):
+                while await loop.sock_recv(client, 1 << 20):
+                    pass
+    finally:
+        client.close()
+    # Cut before all were answered (each answer echoes its 8 KB path).
+    assert len(upstream.seen) < 400
