@@ -292,6 +292,7 @@ class _FloodingUpstream:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        ended: asyncio.Future[bytes] | None = None
         try:
             await reader.readuntil(b"\r\n\r\n")
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
@@ -300,10 +301,13 @@ class _FloodingUpstream:
             while not ended.done():
                 writer.write(block)
                 await writer.drain()
-            await ended
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            if ended is not None:
+                ended.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await ended
             self.closed.set()
             writer.close()
 
