@@ -17,8 +17,9 @@ What it owns, per connection:
   head (431 `header_too_large`); `headerTimeoutSeconds` from a head's first byte to its end
   (408 `request_timeout`, then close), `bodyTimeoutSeconds` between two reads of a body
   (the same 408, the upstream request aborted); idle keep-alive connections close after
-  `keepAliveTimeoutSeconds` (75 s by default); a client that reads nothing of its answer
-  for `sendTimeoutSeconds` is cut (and the upstream connection the answer streams from);
+  `keepAliveTimeoutSeconds` (75 s by default; empty lines between requests are no
+  activity); a client that reads nothing of its answer for `sendTimeoutSeconds` is cut
+  (and the upstream connection the answer streams from);
 - versions: HTTP/1.x only (1.2 and above are read as 1.1); HTTP/0.9 and other majors are
   refused at once; bare LF line ends are accepted (RFC 9112 section 2.2); an `Upgrade` is
   not performed (the request is answered as a plain one, the next bytes are the next
@@ -376,12 +377,20 @@ class TrafficConnection(asyncio.Protocol):
             return
         if self.stopped:
             return
-        self._last_active = self.loop.time()
         if not self._head_started and self.parsing is None:
             # A request line at the start of `data` (the usual case) is found with one
             # `find`; leading empty lines take the general scan.
             first = data[:1]
-            end = data.find(b"\n") if first != b"\r" and first != b"\n" else _request_line_end(data)
+            if first != b"\r" and first != b"\n":
+                self._last_active = self.loop.time()
+                end = data.find(b"\n")
+            else:
+                # Empty lines between requests (llhttp skips them without beginning a
+                # message, so no head timer runs) are no activity: a client sending only
+                # CRLFs is idle, and closed after the keep-alive timeout.
+                if data.strip(b"\r\n"):
+                    self._last_active = self.loop.time()
+                end = _request_line_end(data)
             if end >= 0:
                 if data.find(b" HTTP/", 0, end) < 0:
                     # HTTP/0.9 (`GET /path`, no version) or not HTTP: llhttp would wait.
@@ -393,6 +402,8 @@ class TrafficConnection(asyncio.Protocol):
                     # A request line ended by a bare LF (RFC 9112 section 2.2 lets a
                     # recipient accept it; llhttp accepts it in fields only).
                     data = data[:end] + b"\r" + data[end:]
+        else:
+            self._last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:

@@ -373,3 +373,39 @@ async def test_pipelined_answers_wait_for_a_client_that_reads_nothing(
         client.close()
     # Cut before all were answered (each answer echoes its 8 KB path).
     assert len(upstream.seen) < 400
+
+
+@pytest.mark.parametrize("answered_first", [False, True], ids=["fresh", "after a request"])
+async def test_empty_lines_between_requests_do_not_keep_a_connection_open(
+    upstream: CountingUpstream, gateway_factory: StartGateway, answered_first: bool
+) -> None:
+    """llhttp skips empty lines before a request line without beginning a message, so no
+    head timer runs for them: a client that sends only CRLFs is idle, and is closed after
+    `limits.keepAliveTimeoutSeconds` like one that sends nothing."""
+    timeout = 0.5
+    gateway = await _gateway(
+        upstream,
+        gateway_factory,
+        limits={"keepAliveTimeoutSeconds": timeout, "headerTimeoutSeconds": timeout},
+    )
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        if answered_first:
+            assert await _health_on(reader, writer) == 200
+        started = loop.time()
+        closed = asyncio.ensure_future(reader.read())
+        async with asyncio.timeout(timeout * 10):
+            while not closed.done():  # an empty line every fifth of the timeout
+                with contextlib.suppress(ConnectionError):
+                    writer.write(b"\r\n")
+                    await writer.drain()
+                await asyncio.wait([closed], timeout=timeout / 5)
+        assert closed.result() == b""  # closed by the gateway, nothing sent
+        elapsed = loop.time() - started
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert timeout * 0.9 <= elapsed < timeout + 1.0, elapsed
+    results.record(SUITE, "empty lines are no keep-alive activity")
