@@ -252,6 +252,8 @@ class Gateway:
         self.max_headers = limits.max_headers
         self.header_timeout = limits.header_timeout_seconds
         self.keep_alive_timeout = limits.keep_alive_timeout_seconds
+        self.body_timeout = limits.body_timeout_seconds
+        self.send_timeout = limits.send_timeout_seconds
         self.certificates: CertificateSet | None = None
         """The TLS listener's certificates; None when the config has no `tls`."""
         self.https_redirect_port: int | None = None

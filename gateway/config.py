@@ -797,6 +797,14 @@ class Limits(Model):
     """How long an idle keep-alive connection stays open. Above the idle timeout of the
     load balancer in front (60 s for most; raise it for one that keeps connections
     longer), so that the load balancer never sends on a connection the gateway closes."""
+    body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """Time allowed between two reads of a request body (nginx's `client_body_timeout`):
+    a body that stalls longer is answered 408, its upstream request is aborted and the
+    connection is closed."""
+    send_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """Time allowed for a client that reads nothing of its answer while the gateway has
+    bytes to send it (nginx's `send_timeout`): then the client connection is closed, and
+    the upstream connection the answer comes from too."""
 
     @model_validator(mode="after")
     def _check_reachable(self) -> Limits:

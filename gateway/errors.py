@@ -231,7 +231,8 @@ REQUEST_TIMEOUT: Final = ErrorCode(
     408,
     "The request head or body did not arrive in time.",
     "`limits.headerTimeoutSeconds` bounds the time from the first byte of a head to its "
-    "end. The connection is closed after this answer.",
+    "end, `limits.bodyTimeoutSeconds` the time between two reads of a body. The connection "
+    "is closed after this answer.",
 )
 INVALID_PATH: Final = ErrorCode(
     "invalid_path",

@@ -15,8 +15,11 @@ What it owns, per connection:
   the pipeline asks for the body, and never to an HTTP/1.0 client;
 - limits: `maxHeaderBytes` per line, `maxHeaders` fields, `maxHeadBytes` for the whole
   head (431 `header_too_large`); `headerTimeoutSeconds` from a head's first byte to its end
-  (408 `request_timeout`, then close); idle keep-alive connections close after
-  `keepAliveTimeoutSeconds` (75 s by default);
+  (408 `request_timeout`, then close), `bodyTimeoutSeconds` between two reads of a body
+  (the same 408, the upstream request aborted); idle keep-alive connections close after
+  `keepAliveTimeoutSeconds` (75 s by default; empty lines between requests are no
+  activity); a client that reads nothing of its answer for `sendTimeoutSeconds` is cut
+  (and the upstream connection the answer streams from);
 - versions: HTTP/1.x only (1.2 and above are read as 1.1); HTTP/0.9 and other majors are
   refused at once; bare LF line ends are accepted (RFC 9112 section 2.2); an `Upgrade` is
   not performed (the request is answered as a plain one, the next bytes are the next
@@ -219,13 +222,27 @@ class TrafficRequest:
 
     async def _wait(self) -> None:
         self._raise_failure()
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        connection = self._connection
+        loop = connection.loop
+        waiter = self._waiter = loop.create_future()
+        # Between two reads of the body, at most `bodyTimeoutSeconds` (a stalled body
+        # would hold the connection, and an upstream connection, for ever).
+        seconds = connection.server.body_timeout
+        timer = loop.call_later(seconds, self._timed_out, seconds)
         try:
             await waiter
         finally:
+            timer.cancel()
             self._waiter = None
         if not self._chunks:
             self._raise_failure()
+
+    def _timed_out(self, seconds: float) -> None:
+        if self.complete or self._error is not None:
+            return
+        logger.debug("request body stalled for %ss: closing", seconds)
+        self.fail(GatewayError(REQUEST_TIMEOUT, {"seconds": seconds}))
+        self._connection.body_timed_out(self)
 
     def _raise_failure(self) -> None:
         if self._error is not None:
@@ -360,12 +377,20 @@ class TrafficConnection(asyncio.Protocol):
             return
         if self.stopped:
             return
-        self._last_active = self.loop.time()
         if not self._head_started and self.parsing is None:
             # A request line at the start of `data` (the usual case) is found with one
             # `find`; leading empty lines take the general scan.
             first = data[:1]
-            end = data.find(b"\n") if first != b"\r" and first != b"\n" else _request_line_end(data)
+            if first != b"\r" and first != b"\n":
+                self._last_active = self.loop.time()
+                end = data.find(b"\n")
+            else:
+                # Empty lines between requests (llhttp skips them without beginning a
+                # message, so no head timer runs) are no activity: a client sending only
+                # CRLFs is idle, and closed after the keep-alive timeout.
+                if data.strip(b"\r\n"):
+                    self._last_active = self.loop.time()
+                end = _request_line_end(data)
             if end >= 0:
                 if data.find(b" HTTP/", 0, end) < 0:
                     # HTTP/0.9 (`GET /path`, no version) or not HTTP: llhttp would wait.
@@ -377,6 +402,8 @@ class TrafficConnection(asyncio.Protocol):
                     # A request line ended by a bare LF (RFC 9112 section 2.2 lets a
                     # recipient accept it; llhttp accepts it in fields only).
                     data = data[:end] + b"\r" + data[end:]
+        else:
+            self._last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -556,6 +583,13 @@ class TrafficConnection(asyncio.Protocol):
         if not self.busy:
             self._schedule()
 
+    def body_timed_out(self, request: TrafficRequest) -> None:
+        """`request`'s body stalled: nothing more is read; the connection closes once the
+        request is answered (its body is not complete)."""
+        self.stopped = True
+        if self.parsing is request:
+            self.parsing = None
+
     def _check_head(self) -> None:
         self._head_timer = None
         started = self._head_started
@@ -626,6 +660,14 @@ class TrafficConnection(asyncio.Protocol):
                         finally:
                             gateway.in_flight -= 1
                         queue.popleft()
+                        if not self._writable:
+                            # The answer is not sent yet: the next one waits for it (a
+                            # client that never reads is cut after the send timeout).
+                            try:
+                                await self._drain()
+                            except ConnectionError:
+                                self._close()
+                                return
                         if self._reading_paused and len(queue) <= PIPELINE_DEPTH:
                             self._resume_reading()
                         if close:
@@ -822,10 +864,24 @@ class TrafficConnection(asyncio.Protocol):
         if self.transport is None:
             raise ConnectionResetError("the client closed the connection")
         waiter = self._drain_waiter = self.loop.create_future()
+        # A client that reads nothing for `sendTimeoutSeconds` is cut (it would hold the
+        # connection, and the upstream connection its answer streams from, for ever).
+        seconds = self.server.send_timeout
+        timer = self.loop.call_later(seconds, self._send_timed_out, waiter, seconds)
         try:
             await waiter
         finally:
+            timer.cancel()
             self._drain_waiter = None
+
+    def _send_timed_out(self, waiter: asyncio.Future[None], seconds: float) -> None:
+        if waiter.done():
+            return
+        logger.debug("the client read nothing for %ss: closing", seconds)
+        waiter.set_exception(ConnectionResetError(f"the client read nothing for {seconds}s"))
+        self.stopped = True
+        if self.transport is not None:
+            self.transport.abort()  # `close` would wait for the unread bytes to be sent
 
     def _close(self) -> None:
         self.stopped = True
@@ -933,6 +989,14 @@ class TrafficServer(web.Server):
     @property
     def keep_alive_timeout(self) -> float:
         return self.holder.current.keep_alive_timeout
+
+    @property
+    def body_timeout(self) -> float:
+        return self.holder.current.body_timeout
+
+    @property
+    def send_timeout(self) -> float:
+        return self.holder.current.send_timeout
 
     def __call__(self) -> TrafficConnection:  # type: ignore[override]
         return TrafficConnection(self)

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 
 import pytest
 
@@ -159,3 +160,252 @@ async def _health_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         assert match is not None
         await reader.readexactly(int(match[1]))
     return int(head.split(b" ", 2)[1])
+
+
+class _SilentUpstream:
+    """A raw upstream that reads what it is sent and never answers: records, per
+    connection, the bytes received and when the gateway closes it."""
+
+    def __init__(self) -> None:
+        self.received: list[bytearray] = []
+        self.closed: list[asyncio.Event] = []
+        self.connected = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received = bytearray()
+        closed = asyncio.Event()
+        self.received.append(received)
+        self.closed.append(closed)
+        self.connected.set()
+        try:
+            while data := await reader.read(65536):
+                received += data
+        except ConnectionError:
+            pass
+        finally:
+            closed.set()
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "upstream_contacted"),
+    [
+        pytest.param(
+            b"POST /public/m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n",
+            True,
+            id="chunked, one chunk",
+        ),
+        pytest.param(
+            b"POST /public/m HTTP/1.1\r\nHost: a\r\nContent-Length: 90000\r\n\r\n0123456789",
+            True,
+            id="streamed Content-Length, 10 bytes",
+        ),
+        pytest.param(
+            b"POST /public/m HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789",
+            False,
+            id="small Content-Length, 10 bytes",
+        ),
+    ],
+)
+async def test_a_stalled_request_body_is_answered_408_and_its_upstream_request_aborted(
+    gateway_factory: StartGateway, sent: bytes, upstream_contacted: bool
+) -> None:
+    """`limits.bodyTimeoutSeconds` (60 s by default; shortened here): a body that stops
+    arriving gets 408 `request_timeout`, its connection is closed, and the upstream
+    connection the body was streamed to is closed rather than pooled."""
+    timeout = 0.3
+    silent = _SilentUpstream()
+    url = await silent.start()
+    try:
+        gateway = await gateway_factory(seed_document(url, limits={"bodyTimeoutSeconds": timeout}))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        received = await raw_exchange(gateway.port, sent, seconds=5)  # to the gateway's close
+        elapsed = loop.time() - started
+        responses = parse_responses(received, head=False)
+        assert [r.status for r in responses] == [408]
+        assert re.search(rb'"code":"request_timeout"', responses[0].body)
+        assert re.search(rb"(?i)\r\nconnection: close\r\n", received)
+        assert timeout * 0.9 <= elapsed < timeout + 2.0, elapsed
+        if upstream_contacted:
+            assert len(silent.received) == 1
+            assert silent.received[0].startswith(b"POST /public/m ")
+            async with asyncio.timeout(5):
+                await silent.closed[0].wait()  # aborted, not returned to the pool
+        else:
+            assert silent.received == []
+    finally:
+        await silent.stop()
+    results.record(SUITE, "stalled request bodies timed out")
+
+
+async def test_a_slow_body_that_keeps_arriving_is_not_cut_by_the_body_timeout(
+    upstream: CountingUpstream, gateway_factory: StartGateway
+) -> None:
+    """The body timeout bounds the time between two reads, not the whole body."""
+    timeout = 0.4
+    gateway = await _gateway(upstream, gateway_factory, limits={"bodyTimeoutSeconds": timeout})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(
+            b"POST /public/slow-body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        for _ in range(8):  # three timeouts in all, a chunk every fifth of one
+            writer.write(b"5\r\nhello\r\n")
+            await writer.drain()
+            await asyncio.sleep(timeout / 5)
+        writer.write(b"0\r\n\r\n")
+        async with asyncio.timeout(10):
+            received = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert [r.status for r in parse_responses(received, head=False)] == [200]
+
+
+class _FloodingUpstream:
+    """A raw upstream that answers every connection with a 64 MB body, written as fast as
+    the gateway takes it; `closed` is set when the gateway closes the connection."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.closed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        ended: asyncio.Future[bytes] | None = None
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
+            ended = asyncio.ensure_future(reader.read())  # b"" once the gateway closes
+            block = b"z" * 65536
+            while not ended.done():
+                writer.write(block)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if ended is not None:
+                ended.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await ended
+            self.closed.set()
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_a_client_that_never_reads_its_answer_is_cut_after_the_send_timeout(
+    gateway_factory: StartGateway,
+) -> None:
+    """`limits.sendTimeoutSeconds` (60 s by default; shortened here): a client that asks
+    for a large answer and reads none of it loses its connection, and the upstream
+    connection the answer streams from is closed rather than held."""
+    timeout = 0.3
+    flooding = _FloodingUpstream()
+    url = await flooding.start()
+    client = socket.socket()
+    try:
+        gateway = await gateway_factory(seed_document(url, limits={"sendTimeoutSeconds": timeout}))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(client, ("127.0.0.1", gateway.port))
+        await loop.sock_sendall(client, b"GET /public/big HTTP/1.1\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(10):
+            await flooding.closed.wait()  # the gateway let go of the upstream connection
+        # The client connection is gone too: what was buffered, then the end (or a reset).
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionError):
+                while await loop.sock_recv(client, 1 << 20):
+                    pass
+    finally:
+        client.close()
+        await flooding.stop()
+    assert flooding.connections == 1
+    results.record(SUITE, "clients that never read cut")
+
+
+async def test_pipelined_answers_wait_for_a_client_that_reads_nothing(
+    gateway_factory: StartGateway, upstream: CountingUpstream
+) -> None:
+    """A client that pipelines requests for large answers and reads none is cut after the
+    send timeout: the answers do not pile up in the gateway's memory meanwhile."""
+    timeout = 0.3
+    gateway = await _gateway(upstream, gateway_factory, limits={"sendTimeoutSeconds": timeout})
+    loop = asyncio.get_running_loop()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, ("127.0.0.1", gateway.port))
+        # Each answer is small, the requests many: the write buffer fills with answers.
+        request = b"GET /public/" + b"p" * 8000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+        with contextlib.suppress(ConnectionError):
+            for _ in range(400):
+                await loop.sock_sendall(client, request)
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionError):
+                while await loop.sock_recv(client, 1 << 20):
+                    pass
+    finally:
+        client.close()
+    # Cut before all were answered (each answer echoes its 8 KB path).
+    assert len(upstream.seen) < 400
+
+
+@pytest.mark.parametrize("answered_first", [False, True], ids=["fresh", "after a request"])
+async def test_empty_lines_between_requests_do_not_keep_a_connection_open(
+    upstream: CountingUpstream, gateway_factory: StartGateway, answered_first: bool
+) -> None:
+    """llhttp skips empty lines before a request line without beginning a message, so no
+    head timer runs for them: a client that sends only CRLFs is idle, and is closed after
+    `limits.keepAliveTimeoutSeconds` like one that sends nothing."""
+    timeout = 0.5
+    gateway = await _gateway(
+        upstream,
+        gateway_factory,
+        limits={"keepAliveTimeoutSeconds": timeout, "headerTimeoutSeconds": timeout},
+    )
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        if answered_first:
+            assert await _health_on(reader, writer) == 200
+        started = loop.time()
+        closed = asyncio.ensure_future(reader.read())
+        async with asyncio.timeout(timeout * 10):
+            while not closed.done():  # an empty line every fifth of the timeout
+                with contextlib.suppress(ConnectionError):
+                    writer.write(b"\r\n")
+                    await writer.drain()
+                await asyncio.wait([closed], timeout=timeout / 5)
+        assert closed.result() == b""  # closed by the gateway, nothing sent
+        elapsed = loop.time() - started
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert timeout * 0.9 <= elapsed < timeout + 1.0, elapsed
+    results.record(SUITE, "empty lines are no keep-alive activity")
