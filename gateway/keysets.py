@@ -38,8 +38,9 @@ class KeySet:
 
     keys: tuple[VerificationKey, ...] = ()
     unreadable: int = 0
-    """Entries that could not be read as keys at all (a broken publication), as opposed to
-    keys read and not usable by this authorizer (another algorithm, `use: enc`)."""
+    """Entries that are not public keys at all (not a JWK, a secret or private key, one that
+    does not load): a broken or mistaken publication, as opposed to public keys this
+    authorizer does not use (another algorithm, `use: enc`)."""
 
     def candidates(self, kid: str | None, alg: str) -> list[Any]:
         """Prepared keys that may verify a token with this `kid` and `alg`."""
@@ -74,7 +75,7 @@ def parse_key_set(
             keys.append(key)
         else:
             problems.append(f"{source} keys[{index}]: {problem}")
-            unreadable += problem in _UNREADABLE or problem.startswith(_NOT_LOADED)
+            unreadable += problem in _UNREADABLE or problem.startswith((_NOT_LOADED, _NOT_PUBLIC))
     return KeySet(tuple(keys), unreadable), problems
 
 
@@ -82,7 +83,9 @@ _NOT_AN_OBJECT: Final = "not a JSON object"
 _KID_NOT_STRING: Final = "`kid` is not a string"
 _ALG_NOT_STRING: Final = "`alg` is not a string"
 _NOT_LOADED: Final = "cannot be loaded: "
-_UNREADABLE: Final = frozenset({_NOT_AN_OBJECT, _KID_NOT_STRING, _ALG_NOT_STRING})
+_NOT_PUBLIC: Final = "kty "
+_PRIVATE: Final = "holds private key material (`d`): refused"
+_UNREADABLE: Final = frozenset({_NOT_AN_OBJECT, _KID_NOT_STRING, _ALG_NOT_STRING, _PRIVATE})
 
 
 def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey | None, str]:
@@ -96,7 +99,7 @@ def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey 
         # `oct` keys are secrets: a published key set must never hold one.
         return None, f"kty {kty!r} is not a public key type (RSA, EC, OKP)"
     if "d" in jwk:
-        return None, "holds private key material (`d`): refused"
+        return None, _PRIVATE
     if jwk.get("use", "sig") != "sig":
         return None, f"use {jwk.get('use')!r} is not `sig`"
     key_ops = jwk.get("key_ops")

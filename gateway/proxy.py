@@ -521,9 +521,11 @@ class HttpProxy:
         headers, length = self._relayed_headers(exchange, conn)
         status = conn.status
         if exchange.method == "HEAD" or status in _NO_BODY_STATUSES:
-            if length is not None:
+            if length is not None and status != 204:  # never on a 204 (RFC 9110 8.6)
                 headers["Content-Length"] = str(length)
-            return Reply(status, headers)
+            # Without the upstream's length the answer names none: `Content-Length: 0` would
+            # say the GET's body is empty (`head_has_length` keeps the server from adding it).
+            return Reply(status, headers, head_has_length="Content-Length" not in headers)
         if conn.complete or (length is not None and length <= SMALL_BODY):
             # Small, or already all here: one write to the client.
             try:

@@ -39,6 +39,13 @@ import httptools
 from wardgate.gateway.tls import upstream_tls_context
 
 HIGH_WATER: Final = 256 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024
+"""An upstream's response head (fields of interim and final responses) is at most this
+large: a larger one is a broken upstream (502), as nginx's "upstream sent too big header"."""
+
+
+class _StopParsing(Exception):
+    """Raised in a parser callback: the rest of the bytes are not parsed."""
 
 
 class UpstreamError(Exception):
@@ -73,6 +80,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._framed = False
         self._interim = False
         self._received = False
+        self._head_bytes = 0
+        self._coded = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._reading_paused = False
@@ -148,8 +157,15 @@ class UpstreamConnection(asyncio.Protocol):
                 self.close()
             self._wake()
         except httptools.HttpParserError as exc:
-            self._error = UpstreamError(f"invalid response: {exc}")
-            self.close()
+            if self.complete and self._error is None:
+                # Bytes after the complete response: it is relayed, the connection is not
+                # reused (they would be read as the next request's answer).
+                self.keep_alive = False
+                self.close()
+            else:
+                if self._error is None:
+                    self._error = UpstreamError(f"invalid response: {exc}")
+                self.close()
             self._wake()
 
     def eof_received(self) -> bool:
@@ -170,7 +186,24 @@ class UpstreamConnection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def _refuse(self, reason: str) -> None:
+        """End the exchange as a broken upstream (502) from a parser callback."""
+        self._error = UpstreamError(reason)
+        raise _StopParsing(reason)
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second response in the bytes of the first: nothing was asked for it.
+            raise _StopParsing("bytes after the response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            return  # a trailer field: never merged into the head already relayed
+        self._head_bytes += len(name) + len(value) + 4
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            self._coded = True
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(f"the response head is larger than {MAX_HEAD_BYTES} bytes")
         self.headers.append((name, value))
         if not self._framed:
             lowered = name.lower()
@@ -197,11 +230,22 @@ class UpstreamConnection(asyncio.Protocol):
             self._wake()
             return
         if 100 <= status < 200:
-            # An interim response (103 Early Hints): the real one follows.
+            # An interim response (103 Early Hints): the real one follows. It has no content
+            # (RFC 9110 section 15.2): framing fields on it are a broken upstream.
+            if self._framed:
+                self._refuse(
+                    f"an interim {status} response with Content-Length or Transfer-Encoding"
+                )
             self.headers = []
             self._framed = False
+            self._coded = False
             self._interim = True
             return
+        coding = _transfer_coding(self.headers) if self._coded else None
+        if coding is not None and coding != b"chunked":
+            # Only chunked is decoded here; relaying `gzip, chunked` de-chunked would pass on
+            # compressed bytes nothing labels, and `identity` is obsolete (RFC 9112 6.1).
+            self._refuse(f"unsupported Transfer-Encoding {coding[:64]!r} in the response")
         self.status = status
         self.head_done = True
         self.keep_alive = self._parser.should_keep_alive()
@@ -248,6 +292,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._framed = False
         self._interim = False
         self._received = False
+        self._head_bytes = 0
+        self._coded = False
         self._error = None
         assert self.transport is not None
         if body:
@@ -542,3 +588,13 @@ class UpstreamPools:
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
+
+
+def _transfer_coding(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The response's `Transfer-Encoding` codings, lower case and joined; None without."""
+    codings = [
+        value.strip().lower() for name, value in headers if name.lower() == b"transfer-encoding"
+    ]
+    if not codings:
+        return None
+    return b", ".join(b", ".join(c.strip() for c in v.split(b",")) for v in codings)

@@ -362,3 +362,110 @@ async def test_gateway_maps_an_invalid_response_to_502(
             assert (await response.json())["error"]["code"] == "upstream_unreachable"
     finally:
         await runner.cleanup()
+
+
+async def _through_gateway(upstream: Scripted, request: bytes) -> bytes:
+    """Send raw `request` to a gateway in front of `upstream`; every byte it answers."""
+    runner, url = await _gateway(upstream)
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), WAIT)
+        writer.close()
+        return answer
+    finally:
+        await runner.cleanup()
+
+
+def _get(path: str = "/open/a", method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode()
+
+
+def _head_of(answer: bytes) -> bytes:
+    return answer.partition(b"\r\n\r\n")[0].lower()
+
+
+# What an upstream sends that a relayed answer must never carry: each is refused (502) or
+# relayed without the part that would change what the client reads.
+BROKEN_UPSTREAM_ANSWERS = {
+    "head over the limit": b"HTTP/1.1 200 OK\r\n"
+    + b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(100))
+    + b"Content-Length: 2\r\n\r\nok",
+    "interim response with a body": b"HTTP/1.1 150 Weird\r\nContent-Length: 5\r\n\r\nEVIL!" + OK,
+    "interim response chunked": b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nEVIL!\r\n0\r\n\r\n" + OK,
+    "gzip then chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    b"2\r\nok\r\n0\r\n\r\n",
+    "identity": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nok",
+    "chunked twice": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_UPSTREAM_ANSWERS))
+async def test_a_broken_upstream_answer_is_a_502(
+    scripted: Callable[..., Awaitable[Scripted]], case: str
+) -> None:
+    upstream = await scripted(lambda c, n: BROKEN_UPSTREAM_ANSWERS[case])
+    answer = await _through_gateway(upstream, _get())
+    assert answer.startswith(b"HTTP/1.1 502 "), answer[:300]
+    assert b'"upstream_unreachable"' in answer
+    assert b"EVIL" not in answer
+    assert b"filler" not in answer.lower()
+
+
+async def test_trailers_are_never_merged_into_the_head(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    upstream = await scripted(
+        lambda c, n: (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+            b"0\r\nSet-Cookie: session=evil\r\nLocation: http://evil.example/\r\n\r\n"
+        )
+    )
+    answer = await _through_gateway(upstream, _get())
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"set-cookie" not in _head_of(answer)
+    assert b"location" not in _head_of(answer)
+    assert b"hello" in answer.partition(b"\r\n\r\n")[2]
+
+
+async def test_bytes_after_a_complete_answer_are_not_a_second_answer(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    second = b"HTTP/1.1 201 Created\r\nX-Second: yes\r\nContent-Length: 5\r\n\r\nevil!"
+    upstream = await scripted(lambda c, n: OK + second)
+    runner, url = await _gateway(upstream)
+    try:
+        async with aiohttp.ClientSession() as client:
+            for _ in range(2):
+                async with client.get(url + "/open/a") as response:
+                    assert response.status == 200
+                    assert "X-Second" not in response.headers
+                    assert await response.read() == b"ok"
+        # The connection that carried the extra bytes was not reused.
+        assert upstream.connections == 2
+    finally:
+        await runner.cleanup()
+
+
+async def test_no_content_answers_carry_no_false_length(
+    scripted: Callable[..., Awaitable[Scripted]],
+) -> None:
+    """A 204 never carries `Content-Length` (RFC 9110 section 8.6); the answer to HEAD of a
+    chunked resource names no length rather than `0`."""
+    no_content = await scripted(
+        lambda c, n: b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"
+    )
+    answer = await _through_gateway(no_content, _get())
+    assert answer.startswith(b"HTTP/1.1 204 ")
+    assert b"content-length" not in _head_of(answer)
+    chunked = await scripted(lambda c, n: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    answer = await _through_gateway(chunked, _get(method="HEAD"))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"content-length: 0" not in _head_of(answer)
+    sized = await scripted(lambda c, n: b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")
+    answer = await _through_gateway(sized, _get(method="HEAD"))
+    assert b"content-length: 42" in _head_of(answer)
