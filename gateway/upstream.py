@@ -82,6 +82,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._received = False
         self._head_bytes = 0
         self._coded = False
+        self._extra_bytes = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._reading_paused = False
@@ -157,7 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.close()
             self._wake()
         except httptools.HttpParserError as exc:
-            if self.complete and self._error is None:
+            if self._extra_bytes:
                 # Bytes after the complete response: it is relayed, the connection is not
                 # reused (they would be read as the next request's answer).
                 self.keep_alive = False
@@ -194,6 +195,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.complete:
             # A second response in the bytes of the first: nothing was asked for it.
+            self._extra_bytes = True
             raise _StopParsing("bytes after the response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -294,6 +296,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._received = False
         self._head_bytes = 0
         self._coded = False
+        self._extra_bytes = False
         self._error = None
         assert self.transport is not None
         if body:
