@@ -120,6 +120,18 @@ def _check_http_url(value: str) -> str:
         raise ValueError("must be an absolute http:// or https:// URL")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
+    if "@" in parts.netloc:
+        # Never sent (upstream credentials are not a URL's), and a URL is no place for a
+        # password: it would show in the rendered config and `/config`.
+        raise ValueError("must not hold user info (`user:password@`)")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    if parts.port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must not hold spaces or control characters (percent-encode them)")
     return value
 
 

@@ -108,6 +108,8 @@ def parse_document(data: bytes, name: str) -> object:
         return json.loads(text)
     except (ValueError, yaml.YAMLError, OSError, EOFError, zlib.error) as exc:
         raise ConfigError([f"(document): cannot parse {name}: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"(document): cannot parse {name}: nested too deeply"]) from None
 
 
 class ValidatedPaths:

@@ -300,6 +300,9 @@ def patterns_overlap(first: str, second: str) -> bool:
     return True
 
 
+MAX_PATTERN_SEGMENTS: Final = 128
+
+
 @functools.lru_cache(maxsize=65_536)
 def _compile_pattern(pattern: str) -> _Pattern:
     # Cached: a config is validated, then compiled into a router, and compiled again on each
@@ -323,6 +326,9 @@ def _compile_pattern(pattern: str) -> _Pattern:
         raise fail(f"character {bad!r} is not allowed in a pattern")
 
     texts = pattern[1:].split("/")
+    if len(texts) > MAX_PATTERN_SEGMENTS:
+        # The matcher walks one trie level per segment (recursively): bounded here.
+        raise fail(f"{len(texts)} segments: at most {MAX_PATTERN_SEGMENTS}")
     segments: list[_Segment] = []
     names: set[str] = set()
     for position, text in enumerate(texts):

@@ -326,3 +326,31 @@ def test_ordinary_written_headers_are_accepted() -> None:
     )
     parse_config(cors(allowHeaders=["*", "x-api-key"], exposeHeaders=["ETag"]))
     parse_config(forwarded("X-Tenant-Id"))
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://orders:abc", "port must be a number"),
+        ("http://orders:99999", "port must be a number"),
+        ("http://orders:0", "port must be a number"),
+        ("http://svc:S3cr3tPassw0rd@orders", "user info"),
+        ("http://user@orders", "user info"),
+        ("http://orders/a b", "spaces or control characters"),
+        ("http://orders/a\tb", "spaces or control characters"),
+    ],
+)
+def test_a_server_url_that_cannot_be_used_as_written_is_refused(url: str, reason: str) -> None:
+    found = problems({"servers": {"orders": url}, "paths": []})
+    assert any(p.startswith("servers.orders") and reason in p for p in found), found
+    assert all("S3cr3t" not in p for p in found)
+
+
+def test_deep_patterns_and_documents_are_refused_not_crashed(tmp_path: Path) -> None:
+    deep = "/a" * 129
+    found = problems({"paths": [{"method": "GET", "path": deep, "response": 1}]})
+    assert found == ["paths.0.path: 129 segments: at most 128"]
+    parse_config({"paths": [{"method": "GET", "path": "/a" * 128, "response": 1}]})
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["validate", str(nested)]) == 1
