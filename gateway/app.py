@@ -93,7 +93,7 @@ from wardgate.gateway.matching import (
 )
 from wardgate.gateway.memory import collection_paused
 from wardgate.gateway.metrics import GatewayMetrics
-from wardgate.gateway.paths import PathEncodingError, normalise_path
+from wardgate.gateway.paths import PathEncodingError, lenient_readings, normalise_path
 from wardgate.gateway.proxy import HttpProxy, create_upstream_pools
 from wardgate.gateway.recording import NO_RECORDER, Check, Recorder
 from wardgate.gateway.requestlog import RateLimit, RequestLog, format_entry
@@ -518,6 +518,8 @@ class Gateway:
             # A route with `method: "*"` does not echo requests back: `TRACE` must be listed.
             recorder.step("route", False, "TRACE listed", "*", "TRACE not listed")
             raise GatewayError(UNSUPPORTED_METHOD, {"method": method})
+        if len(path) > 1 and (";" in path or path[-1] == "/" or path != path.lower()):
+            self._refuse_lenient_readings(method, path, admission.host, result, recorder)
         if route.cors is not self.cors:
             _apply_cors(route.cors, headers, admission.response_headers)
         route_auth = route.auth
@@ -634,6 +636,34 @@ class Gateway:
         if self.hosts is None or host is None:
             return self.router.match(method, path)
         return self.hosts.match(method, host, path)[0]
+
+    def _refuse_lenient_readings(
+        self, method: str, path: str, host: str | None, chosen: Match[Route], recorder: Recorder
+    ) -> None:
+        """Refuse a path that upstream servers may read as another route's, protected
+        otherwise (`/public/secret;x` beside a public `/public/*` and a protected
+        `/public/secret`): the gateway would admit one path and the upstream serve another."""
+        route = chosen.payload
+        for reading in lenient_readings(path):
+            other = self._match(method, reading, host)
+            if (
+                isinstance(other, Match)
+                and other.payload is not route
+                and other.payload.auth is not None
+                and other.payload.auth != route.auth
+            ):
+                note = (
+                    f"servers that ignore case, `;` parameters or a trailing slash read {reading}"
+                )
+                recorder.step("path", False, chosen.pattern, path, f"{note} ({other.pattern})")
+                raise GatewayError(
+                    INVALID_PATH,
+                    {
+                        "reason": f"ambiguous: {note}, which another route protects otherwise",
+                        "readAs": reading,
+                        "route": other.pattern,
+                    },
+                )
 
     def _any_route(self, path: str, host: str | None = None) -> Route | None:
         if self.hosts is None or host is None:

@@ -239,7 +239,10 @@ INVALID_PATH: Final = ErrorCode(
     400,
     "The request path is not valid.",
     "Encoded slashes (`%2F`, `%5C`), encoded control characters and malformed "
-    "percent-escapes are rejected. Send the path segments unencoded.",
+    "percent-escapes are rejected. Send the path segments unencoded. A path that servers "
+    "ignoring case, `;` parameters or a trailing slash read as another route's, protected "
+    "otherwise, is ambiguous (`readAs` names that reading): send the path as the route "
+    "writes it.",
 )
 UNKNOWN_HOST: Final = ErrorCode(
     "unknown_host",

@@ -159,3 +159,24 @@ def _remove_dot_segments(path: str) -> str:
     if kept and segments[-1] in ("", ".", ".."):
         result += "/"
     return result
+
+
+def lenient_readings(path: str) -> list[str]:
+    """Other paths common upstream servers read in a normalised `path`: without `;`
+    parameters (Tomcat, Jetty, Spring), case folded and without a trailing slash (Express's
+    defaults), and all of these at once; empty when there is none.
+
+    The gateway matches the path as sent; a reading that another route would protect
+    differently makes the request ambiguous (`Gateway.admit` refuses it)."""
+    readings: list[str] = []
+    if ";" in path:
+        readings.append("/".join(segment.partition(";")[0] for segment in path.split("/")))
+    lowered = path.lower()
+    if lowered != path:
+        readings.append(lowered)
+    if len(path) > 1 and path[-1] == "/":
+        readings.append(path.rstrip("/") or "/")
+    if len(readings) > 1:
+        combined = "/".join(segment.partition(";")[0] for segment in lowered.split("/"))
+        readings.append(combined.rstrip("/") or "/" if len(combined) > 1 else combined)
+    return [reading for reading in dict.fromkeys(readings) if reading != path]

@@ -14,6 +14,7 @@ these cases through the app are in `tests/integration/test_gateway_app.py`.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -27,6 +28,7 @@ from tests.support.gateway import (
     seed_document,
     status_of,
 )
+from tests.support.tokens import AUDIENCE, ISSUER, claims, hs_token
 
 SUITE = "path and method confusion"
 
@@ -290,3 +292,64 @@ async def test_pipelined_requests_are_each_authorised(
     assert statuses == [200, 401, 401]
     assert [s.path for s in upstream.seen] == ["/public/x"]
     results.record(SUITE, "method confusions answered as expected")
+
+
+def nested_document(upstream_url: str) -> dict[str, Any]:
+    """Protected routes inside a public wildcard and beside a public parameter route."""
+    proxied = {"type": "http_proxy", "server": "orders"}
+    return {
+        "authorizer": {
+            "type": "jwt",
+            "secret": "$secret.JWT_SECRET",
+            "issuer": ISSUER,
+            "audience": AUDIENCE,
+        },
+        "servers": {"orders": upstream_url},
+        "paths": [
+            {"method": "*", "path": "/public/*", "integration": proxied},
+            {"method": "GET", "path": "/public/secret", "auth": True, "integration": proxied},
+            {"method": "GET", "path": "/items/{id}", "integration": proxied},
+            {"method": "GET", "path": "/items/admin", "auth": True, "integration": proxied},
+        ],
+    }
+
+
+# Spellings of a protected path that the gateway matches to a public route while upstream
+# servers read the protected one: `;` parameters (Tomcat, Jetty, Spring), case and a
+# trailing slash (Express's defaults).
+LENIENT_SPELLINGS = [
+    "/public/secret;jsessionid=x",
+    "/public/secret;",
+    "/public/Secret",
+    "/public/SECRET",
+    "/public/secret/",
+    "/public/SECRET;a=b/",
+    "/items/admin;x",
+    "/items/ADMIN",
+    "/items/Admin;v=1",
+]
+
+
+@pytest.mark.parametrize("spelling", LENIENT_SPELLINGS)
+async def test_a_protected_route_is_not_reached_through_a_lenient_spelling(
+    upstream: CountingUpstream, gateway_factory: StartGateway, spelling: str
+) -> None:
+    gateway = await gateway_factory(nested_document(upstream.url))
+    answer = await gateway.request("GET", spelling)
+    assert (answer.status, answer.code) == (400, "invalid_path"), spelling
+    assert upstream.seen == []
+    # With a token the protected route itself is reachable as written.
+    token = hs_token(claims(iss=ISSUER, aud=AUDIENCE))
+    protected = spelling.split(";")[0].rstrip("/").lower()
+    allowed = await gateway.request("GET", protected, {"Authorization": f"Bearer {token}"})
+    assert allowed.status == 200
+
+
+async def test_public_paths_that_read_as_no_protected_route_still_pass(
+    upstream: CountingUpstream, gateway_factory: StartGateway
+) -> None:
+    gateway = await gateway_factory(nested_document(upstream.url))
+    for path in ["/public/Other", "/public/a;b", "/public/x/", "/items/ABC123", "/items/x;y"]:
+        answer = await gateway.request("GET", path)
+        assert answer.status == 200, path
+    assert len(upstream.seen) == 5
