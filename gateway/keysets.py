@@ -71,47 +71,46 @@ def parse_key_set(
     unreadable = 0
     for index, jwk in enumerate(document["keys"]):
         key, problem = _parse_key(jwk, algorithms)
-        if key is not None:
+        if isinstance(key, VerificationKey):
             keys.append(key)
         else:
             problems.append(f"{source} keys[{index}]: {problem}")
-            unreadable += problem in _UNREADABLE or problem.startswith((_NOT_LOADED, _NOT_PUBLIC))
+            unreadable += key == _BROKEN
     return KeySet(tuple(keys), unreadable), problems
 
 
-_NOT_AN_OBJECT: Final = "not a JSON object"
-_KID_NOT_STRING: Final = "`kid` is not a string"
-_ALG_NOT_STRING: Final = "`alg` is not a string"
-_NOT_LOADED: Final = "cannot be loaded: "
-_NOT_PUBLIC: Final = "kty "
-_PRIVATE: Final = "holds private key material (`d`): refused"
-_UNREADABLE: Final = frozenset({_NOT_AN_OBJECT, _KID_NOT_STRING, _ALG_NOT_STRING, _PRIVATE})
+_BROKEN: Final = "broken"
+"""Not a public key at all (a broken or mistaken publication)."""
+_UNUSED: Final = "unused"
+"""A public key this authorizer does not use."""
+_Parsed = tuple[VerificationKey | str, str]
 
 
-def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey | None, str]:
+def _parse_key(jwk: object, algorithms: Sequence[str]) -> _Parsed:
+    """The key, or `_BROKEN` / `_UNUSED` with the reason it is skipped."""
     if not isinstance(jwk, dict):
-        return None, _NOT_AN_OBJECT
+        return _BROKEN, "not a JSON object"
     kid = jwk.get("kid")
     if kid is not None and not isinstance(kid, str):
-        return None, _KID_NOT_STRING
+        return _BROKEN, "`kid` is not a string"
     kty = jwk.get("kty")
     if kty not in ("RSA", "EC", "OKP"):
         # `oct` keys are secrets: a published key set must never hold one.
-        return None, f"kty {kty!r} is not a public key type (RSA, EC, OKP)"
+        return _BROKEN, f"kty {kty!r} is not a public key type (RSA, EC, OKP)"
     if "d" in jwk:
-        return None, _PRIVATE
+        return _BROKEN, "holds private key material (`d`): refused"
     if jwk.get("use", "sig") != "sig":
-        return None, f"use {jwk.get('use')!r} is not `sig`"
+        return _UNUSED, f"use {jwk.get('use')!r} is not `sig`"
     key_ops = jwk.get("key_ops")
     if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
-        return None, "key_ops does not include `verify`"
+        return _UNUSED, "key_ops does not include `verify`"
     pinned = jwk.get("alg")
     if pinned is not None and not isinstance(pinned, str):
-        return None, _ALG_NOT_STRING
+        return _BROKEN, "`alg` is not a string"
     try:
         parsed = PyJWK(jwk)
     except (PyJWTError, ValueError, TypeError, KeyError) as exc:
-        return None, f"{_NOT_LOADED}{exc.__class__.__name__}"
+        return _BROKEN, f"cannot be loaded: {exc.__class__.__name__}"
     prepared: dict[str, Any] = {}
     too_weak: str | None = None
     for alg in algorithms:
@@ -130,8 +129,8 @@ def _parse_key(jwk: object, algorithms: Sequence[str]) -> tuple[VerificationKey 
             prepared[alg] = key
     if not prepared:
         if too_weak is not None:
-            return None, f"refused: {too_weak}"
-        return None, f"fits none of the accepted algorithms {list(algorithms)}"
+            return _UNUSED, f"refused: {too_weak}"
+        return _UNUSED, f"fits none of the accepted algorithms {list(algorithms)}"
     identity = json.dumps(jwk, sort_keys=True, separators=(",", ":"), default=str)
     return VerificationKey(kid=kid, kty=kty, prepared=prepared, identity=identity), ""
 

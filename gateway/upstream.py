@@ -243,11 +243,12 @@ class UpstreamConnection(asyncio.Protocol):
             self._coded = False
             self._interim = True
             return
-        coding = _transfer_coding(self.headers) if self._coded else None
-        if coding is not None and coding != b"chunked":
+        codings = _transfer_codings(self.headers) if self._coded else [b"chunked"]
+        if codings != [b"chunked"]:
             # Only chunked is decoded here; relaying `gzip, chunked` de-chunked would pass on
             # compressed bytes nothing labels, and `identity` is obsolete (RFC 9112 6.1).
-            self._refuse(f"unsupported Transfer-Encoding {coding[:64]!r} in the response")
+            shown = b", ".join(codings)[:64]
+            self._refuse(f"unsupported Transfer-Encoding {shown!r} in the response")
         self.status = status
         self.head_done = True
         self.keep_alive = self._parser.should_keep_alive()
@@ -593,11 +594,11 @@ class UpstreamPools:
             pool.close()
 
 
-def _transfer_coding(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The response's `Transfer-Encoding` codings, lower case and joined; None without."""
-    codings = [
-        value.strip().lower() for name, value in headers if name.lower() == b"transfer-encoding"
+def _transfer_codings(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The codings of every `Transfer-Encoding` field of a response, lower case, in order."""
+    return [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == b"transfer-encoding"
+        for coding in value.split(b",")
     ]
-    if not codings:
-        return None
-    return b", ".join(b", ".join(c.strip() for c in v.split(b",")) for v in codings)

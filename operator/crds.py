@@ -220,7 +220,6 @@ AFTER_VALIDATORS: Final[Mapping[Callable[..., Any], Schema]] = {
     gateway_config._check_method: {"pattern": _METHOD_PATTERN},
     # Header names and values a config writes: the reserved names (framing, the gateway's
     # own) are refused by the operator, which names them.
-    gateway_config._check_field_name: {"pattern": _FIELD_NAME_PATTERN},
     gateway_config._check_forwarded_field_name: {"pattern": _FIELD_NAME_PATTERN},
     gateway_config._check_cors_field_name: {"pattern": r"^(\*|[!#$%&'*+\-.^_`|~0-9A-Za-z]+)$"},
     gateway_config._check_field_value: {"pattern": r"^[^\x00-\x08\x0a-\x1f\x7f]*$"},

@@ -162,7 +162,25 @@ async def _health_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     return int(head.split(b" ", 2)[1])
 
 
-class _SilentUpstream:
+class _RawUpstream:
+    """A raw upstream on loopback: `start()` gives its URL, `_serve` handles a connection."""
+
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+class _SilentUpstream(_RawUpstream):
     """A raw upstream that reads what it is sent and never answers: records, per
     connection, the bytes received and when the gateway closes it."""
 
@@ -170,12 +188,6 @@ class _SilentUpstream:
         self.received: list[bytearray] = []
         self.closed: list[asyncio.Event] = []
         self.connected = asyncio.Event()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         received = bytearray()
@@ -191,10 +203,6 @@ class _SilentUpstream:
         finally:
             closed.set()
             writer.close()
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
 
 @pytest.mark.parametrize(
@@ -276,19 +284,13 @@ async def test_a_slow_body_that_keeps_arriving_is_not_cut_by_the_body_timeout(
     assert [r.status for r in parse_responses(received, head=False)] == [200]
 
 
-class _FloodingUpstream:
+class _FloodingUpstream(_RawUpstream):
     """A raw upstream that answers every connection with a 64 MB body, written as fast as
     the gateway takes it; `closed` is set when the gateway closes the connection."""
 
     def __init__(self) -> None:
         self.connections = 0
         self.closed = asyncio.Event()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -310,10 +312,6 @@ class _FloodingUpstream:
                     await ended
             self.closed.set()
             writer.close()
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
 
 async def test_a_client_that_never_reads_its_answer_is_cut_after_the_send_timeout(
